@@ -1,0 +1,1 @@
+"""Plain, typed domain logic of the course-data exports (no Prefect in here)."""
