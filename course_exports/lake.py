@@ -1,0 +1,212 @@
+"""Reading what the LMS writes (CONTRACT section 2): course, roster, users.
+
+Every reader validates what it reads and names the file in its error, so damaged data
+stops a run instead of turning into a quietly wrong export.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from course_exports.errors import LakeDataError, NotFoundError, PermissionDeniedError
+from course_exports.storage import Location
+
+ROLES = ("Teacher", "Student")
+USER_COLUMNS: dict[str, pa.DataType] = {
+    "user_id": pa.int64(),
+    "username": pa.string(),
+    "email": pa.string(),
+    "first_name": pa.string(),
+    "last_name": pa.string(),
+}
+ROSTER_COLUMNS: dict[str, pa.DataType] = {"user_id": pa.int64(), "role": pa.string()}
+
+
+class _Model(BaseModel):
+    # The LMS may add keys we do not know yet; that is not damage.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Stack(_Model):
+    id: str
+    name: str
+
+
+class Lti(_Model):
+    launch_url: str
+    resource_link_id: str
+
+
+class Assignment(_Model):
+    id: int
+    name: str
+    book: str | None = None
+    stack: Stack | None = None
+    lti: Lti | None = None
+
+    @property
+    def label(self) -> str:
+        """How exports name it: the book's name when it has one."""
+        return self.book or self.name
+
+
+class Unit(_Model):
+    id: int
+    name: str
+    assignments: list[Assignment] = []
+
+
+class Course(_Model):
+    id: int
+    name: str
+    timezone: str | None = None
+    units: list[Unit] = []
+
+    def assignments(self) -> Iterator[tuple[Unit, Assignment]]:
+        """Every assignment with its unit, in course order."""
+        for unit in self.units:
+            for assignment in unit.assignments:
+                yield unit, assignment
+
+    def assignment_ids(self) -> list[int]:
+        return [a.id for _, a in self.assignments()]
+
+    def assignment_labels(self) -> pl.DataFrame:
+        """``assignment_id, label`` for joining onto access events."""
+        rows = [(a.id, a.label) for _, a in self.assignments()]
+        return pl.DataFrame(
+            {"assignment_id": [r[0] for r in rows], "label": [r[1] for r in rows]},
+            schema={"assignment_id": pl.Int64, "label": pl.String},
+        )
+
+
+@dataclass(frozen=True)
+class Person:
+    """A user as mail and manifests need them."""
+
+    user_id: int
+    username: str
+    email: str
+    first_name: str
+    last_name: str
+
+    @property
+    def display_name(self) -> str:
+        full = f"{self.first_name} {self.last_name}".strip()
+        return full or self.username
+
+
+def course_path(lake: Location, course_id: int, name: str) -> str:
+    return lake.path("courses", course_id, name)
+
+
+def read_course(lake: Location, course_id: int) -> Course:
+    """The course's ``course.json``; NotFoundError when the course does not exist."""
+    path = course_path(lake, course_id, "course.json")
+    try:
+        raw = lake.fs.cat_file(path)
+    except FileNotFoundError:
+        raise NotFoundError(f"course {course_id}", f"no {lake.url_of(path)}") from None
+    try:
+        course = Course.model_validate(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise LakeDataError(lake.url_of(path), f"not valid JSON ({exc})") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "document"
+        raise LakeDataError(lake.url_of(path), f"{where}: {err['msg']}") from None
+    if course.id != course_id:
+        raise LakeDataError(lake.url_of(path), f"holds course id {course.id}, expected {course_id}")
+    return course
+
+
+def _read_table(lake: Location, path: str, columns: dict[str, pa.DataType]) -> pa.Table:
+    url = lake.url_of(path)
+    try:
+        with lake.fs.open(path, "rb") as fh:
+            table = pq.read_table(fh)
+    except FileNotFoundError:
+        raise LakeDataError(url, "file is missing") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise LakeDataError(url, f"not a readable parquet file ({exc})") from None
+    for name, expected in columns.items():
+        if name not in table.column_names:
+            raise LakeDataError(url, f"missing column {name!r}")
+        actual = table.schema.field(name).type
+        if actual == pa.large_string() and expected == pa.string():
+            continue
+        if actual != expected:
+            raise LakeDataError(url, f"column {name!r} is {actual}, expected {expected}")
+    return table.select(list(columns))
+
+
+def read_roster(lake: Location, course_id: int) -> pl.DataFrame:
+    """``user_id, role`` of the course's current members."""
+    path = course_path(lake, course_id, "roster.parquet")
+    frame = pl.from_arrow(_read_table(lake, path, ROSTER_COLUMNS))
+    assert isinstance(frame, pl.DataFrame)
+    bad = frame.filter(~pl.col("role").is_in(ROLES) | pl.col("role").is_null())
+    if bad.height:
+        raise LakeDataError(
+            lake.url_of(path), f"unknown role {bad['role'][0]!r} for user {bad['user_id'][0]}"
+        )
+    if frame["user_id"].null_count():
+        raise LakeDataError(lake.url_of(path), "user_id has nulls")
+    dupes = frame.filter(pl.col("user_id").is_duplicated())
+    if dupes.height:
+        raise LakeDataError(lake.url_of(path), f"user {dupes['user_id'][0]} is listed twice")
+    return frame
+
+
+def read_users(lake: Location) -> pl.DataFrame:
+    """The platform directory: ``user_id, username, email, first_name, last_name``."""
+    path = lake.path("directory", "users.parquet")
+    frame = pl.from_arrow(_read_table(lake, path, USER_COLUMNS))
+    assert isinstance(frame, pl.DataFrame)
+    if frame["user_id"].null_count():
+        raise LakeDataError(lake.url_of(path), "user_id has nulls")
+    if frame["user_id"].n_unique() != frame.height:
+        dupe = frame.filter(pl.col("user_id").is_duplicated())["user_id"][0]
+        raise LakeDataError(lake.url_of(path), f"user_id {dupe} is not unique")
+    return frame
+
+
+def person(users: pl.DataFrame, user_id: int) -> Person | None:
+    row = users.filter(pl.col("user_id") == user_id)
+    if not row.height:
+        return None
+    rec = row.row(0, named=True)
+    return Person(
+        user_id=user_id,
+        username=rec["username"] or "",
+        email=rec["email"] or "",
+        first_name=rec["first_name"] or "",
+        last_name=rec["last_name"] or "",
+    )
+
+
+def require_teacher(
+    course: Course, roster: pl.DataFrame, users: pl.DataFrame, requested_by: int
+) -> Person:
+    """The requester, if they are a Teacher of the course; refuse anyone else."""
+    role = roster.filter(pl.col("user_id") == requested_by)["role"]
+    if not role.len() or role[0] != "Teacher":
+        what = "is not in the roster" if not role.len() else f"is a {role[0]}"
+        raise PermissionDeniedError(
+            f"user {requested_by} {what} of course {course.id} ({course.name}); "
+            "only a Teacher of the course may request its exports"
+        )
+    who = person(users, requested_by)
+    if who is None:
+        raise PermissionDeniedError(
+            f"user {requested_by} is a Teacher of course {course.id} but is not in the "
+            "platform directory, so there is no address to send the export to"
+        )
+    return who
