@@ -66,6 +66,10 @@ def verify(key: bytes, token: str, *, purpose: str, now: datetime | None = None)
         payload, mac = _unb64(payload_b64), _unb64(mac_b64)
     except ValueError:
         raise InvalidTokenError("malformed token") from None
+    # base64 leaves spare bits in the last character; only the canonical spelling is valid,
+    # so no two different strings are the same token.
+    if _b64(payload) != payload_b64 or _b64(mac) != mac_b64:
+        raise InvalidTokenError("malformed token")
     if not hmac.compare_digest(mac, _mac(key, payload)):
         raise InvalidTokenError("bad signature")
     try:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import IO, Any
 
+from fsspec.spec import AbstractBufferedFile
 from pydantic import BaseModel, Field, ValidationError
 
 from course_exports.errors import ConflictError, LakeDataError
@@ -194,8 +195,27 @@ def open_export_file(exports: Location, record: ExportRecord) -> Iterator[Hashin
     """The export's file for writing, hashed as it streams (S3: a multipart upload)."""
     path = file_path(exports, record)
     exports.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    with exports.fs.open(path, "wb") as raw:
+    raw = exports.fs.open(path, "wb")
+    try:
         yield HashingWriter(raw)
+    except BaseException:
+        _abandon(raw)
+        raise
+    raw.close()
+
+
+def _abandon(raw: IO[bytes]) -> None:
+    """Close a failed write without completing it.
+
+    Closing an fsspec S3 writer completes its multipart upload, which would turn half a
+    file into an object; abort the upload instead. A local file is closed and later
+    removed with the rest of the export.
+    """
+    if isinstance(raw, AbstractBufferedFile):
+        raw.discard()
+        raw.closed = True
+    else:
+        raw.close()
 
 
 def publish(

@@ -1,0 +1,49 @@
+# Two commands do all set-up on a fresh machine with Python 3.11+ and make:
+#   make demo   - sample lake + the access-data export through Prefect (ephemeral API)
+#   make test   - lint, types and every test
+PYTHON ?= python3
+UV_VERSION = 0.13.8
+TOOLS = .tools
+UV = $(TOOLS)/bin/uv
+VENV = .venv
+BIN = $(VENV)/bin
+export UV_PROJECT_ENVIRONMENT = $(VENV)
+export PREFECT_SERVER_ANALYTICS_ENABLED = false
+
+.PHONY: setup demo test lint unit serve-downloads sample-lake bench-access clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --locked --python $(PYTHON)
+	touch $@
+
+setup: $(VENV)/.synced
+
+demo: setup
+	$(BIN)/python -m deployments.demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy course_exports tasks flows deployments benchmarks
+
+test: lint
+	$(BIN)/python -m pytest
+
+unit: setup
+	$(BIN)/python -m pytest -m "not flow and not e2e"
+
+serve-downloads: setup
+	$(BIN)/python -m deployments.download_service
+
+sample-lake: setup
+	$(BIN)/python -m course_exports.sample_lake --url ./var/lake
+
+bench-access: setup
+	$(BIN)/python benchmarks/access_export.py
+
+clean:
+	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache

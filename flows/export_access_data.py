@@ -1,0 +1,163 @@
+"""export-access-data: who accessed which assignment when, as a CSV behind a link."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from prefect import flow
+from pydantic import Field
+
+from course_exports.errors import ExportError
+from course_exports.registry import ExportKind, ExportRecord, ExportResult
+from course_exports.settings import Settings, load_settings
+from tasks.access_log import AccessPlan, plan_access_export_task, write_access_file_task
+from tasks.export import (
+    begin_export,
+    discard_export,
+    find_previous_export,
+    publish_export,
+    summarise_export,
+)
+from tasks.mail import send_failure_mail, send_ready_mail
+from tasks.request import CourseRequest, check_request_task
+
+KIND = ExportKind.ACCESS_DATA
+TRANSIENT_REASON = "the storage service did not answer in time; please request the export again"
+
+
+def describe(plan: AccessPlan, events: int) -> str:
+    """What the file holds, in a sentence for the mail and the artifact."""
+    start = plan.window.start.strftime("%Y-%m-%d %H:%M")
+    end = plan.window.end.strftime("%Y-%m-%d %H:%M")
+    return f"{events:,} access events from {start} to {end} UTC, times shown in {plan.timezone}"
+
+
+@flow(
+    name="export-access-data",
+    flow_run_name="access-data · course {course_id}",
+    description="A CSV of who accessed the course's assignments when, mailed as a link.",
+    persist_result=True,
+    result_serializer="json",
+    log_prints=True,
+)
+def export_access_data(
+    course_id: Annotated[int, Field(title="Course ID", description="LMS id of the course", gt=0)],
+    requested_by: Annotated[
+        int,
+        Field(
+            title="Requested by (user ID)",
+            description="LMS user id of the teacher asking; must be a Teacher of the course",
+            gt=0,
+        ),
+    ],
+    since: Annotated[
+        datetime | None,
+        Field(title="Since", description="Only events at or after this time (no offset = UTC)"),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        Field(title="Until", description="Only events before this time (no offset = UTC)"),
+    ] = None,
+    assignment_ids: Annotated[
+        list[int] | None,
+        Field(
+            title="Assignments",
+            description="Only project events of these assignment ids (log in/out excluded)",
+        ),
+    ] = None,
+    user_ids: Annotated[
+        list[int] | None, Field(title="Users", description="Only events of these user ids")
+    ] = None,
+    timezone: Annotated[
+        str | None,
+        Field(
+            title="Time zone",
+            description="IANA name for the Date/Time column, e.g. Europe/Berlin (default UTC)",
+        ),
+    ] = None,
+    excel: Annotated[
+        bool, Field(title="For Excel", description="Start the file with a UTF-8 byte-order mark")
+    ] = False,
+    request_id: Annotated[
+        str | None,
+        Field(
+            title="Request ID",
+            description="Idempotency key: a request already completed returns its export again",
+        ),
+    ] = None,
+    notify: Annotated[
+        bool, Field(title="Mail the requester", description="Send the link by mail when ready")
+    ] = False,
+) -> ExportResult:
+    settings = load_settings()
+    parameters: dict[str, Any] = {
+        "requested_by": requested_by,
+        "since": since,
+        "until": until,
+        "assignment_ids": sorted(set(assignment_ids)) if assignment_ids else None,
+        "user_ids": sorted(set(user_ids)) if user_ids else None,
+        "timezone": timezone,
+        "excel": excel,
+    }
+    previous = find_previous_export(settings, KIND, course_id, request_id, parameters)
+    if previous is not None:
+        print(f"request {request_id} was completed before as export {previous.export_id}")
+        return previous
+
+    request = check_request_task(settings, course_id, requested_by)
+    record: ExportRecord | None = None
+    try:
+        plan = plan_access_export_task(
+            settings,
+            request.course,
+            since=since,
+            until=until,
+            assignment_ids=parameters["assignment_ids"],
+            timezone=timezone,
+        )
+        record = begin_export(
+            settings,
+            kind=KIND,
+            course_id=course_id,
+            course_name=request.course.name,
+            requested_by=requested_by,
+            request_id=request_id,
+            parameters=parameters,
+            file_name=f"access-data-{course_id}-{plan.window.end:%Y%m%dT%H%M%SZ}.csv",
+        )
+        written = write_access_file_task(
+            settings,
+            record,
+            request.course,
+            plan,
+            assignment_ids=parameters["assignment_ids"],
+            user_ids=parameters["user_ids"],
+            excel=excel,
+        )
+        result = publish_export(settings, record, written.size_bytes, written.sha256, written.counts)
+    except Exception as exc:
+        _fail(settings, request, record, exc, notify)
+        raise
+
+    contents = describe(plan, written.counts["events"])
+    summarise_export(settings, result, contents)
+    if notify:
+        send_ready_mail(settings, request.requester, result, contents, request.course.timezone)
+    print(f"export {result.export_id} ready: {result.file_url} ({result.size_bytes:,} bytes)")
+    return result
+
+
+def _fail(
+    settings: Settings,
+    request: CourseRequest,
+    record: ExportRecord | None,
+    exc: Exception,
+    notify: bool,
+) -> None:
+    """Leave nothing half-written, and tell the teacher what they can do about it."""
+    if record is not None:
+        discard_export(settings, record)
+    if notify:
+        reason = exc.reason if isinstance(exc, ExportError) else TRANSIENT_REASON
+        send_failure_mail(settings, request.requester, request.course.name, KIND, reason)

@@ -1,0 +1,121 @@
+"""Steps of the access-data export: plan the window, write the CSV."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from course_exports import access_log, registry
+from course_exports.access_log import AccessWindow, DayPartition
+from course_exports.errors import InputError
+from course_exports.lake import Course, read_roster, read_users
+from course_exports.registry import ExportRecord
+from course_exports.settings import Settings
+from tasks.retry import transient
+
+
+@dataclass(frozen=True)
+class AccessPlan:
+    window: AccessWindow
+    timezone: str
+    partitions: list[DayPartition]
+    files: int
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    size_bytes: int
+    sha256: str
+    counts: dict[str, int]
+
+
+def check_assignments(course: Course, assignment_ids: Sequence[int] | None) -> None:
+    if assignment_ids is None:
+        return
+    unknown = sorted(set(assignment_ids) - set(course.assignment_ids()))
+    if unknown:
+        raise InputError(
+            "assignment_ids",
+            f"{', '.join(map(str, unknown))} not in course {course.id} ({course.name})",
+        )
+
+
+def plan_access_export(
+    settings: Settings,
+    course: Course,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    assignment_ids: Sequence[int] | None,
+    timezone: str | None,
+    now: datetime | None = None,
+) -> AccessPlan:
+    """Check the parameters, then find the day partitions inside the window and check them.
+
+    The window is the retention cut-off intersected with since/until; files are checked
+    from their footers here, so damaged data stops the run before a byte is written.
+    """
+    tz = access_log.parse_timezone(timezone)
+    check_assignments(course, assignment_ids)
+    window = access_log.access_window(
+        now or datetime.now(UTC), settings.access_retention_months, since, until
+    )
+    lake = settings.lake()
+    partitions = access_log.list_day_partitions(lake, window)
+    files = access_log.check_log_files(lake, partitions)
+    return AccessPlan(window, tz, partitions, files)
+
+
+def write_access_file(
+    settings: Settings,
+    record: ExportRecord,
+    course: Course,
+    plan: AccessPlan,
+    *,
+    assignment_ids: Sequence[int] | None,
+    user_ids: Sequence[int] | None,
+    excel: bool,
+) -> WrittenFile:
+    lake = settings.lake()
+    with registry.open_export_file(settings.exports(), record) as out:
+        stats = access_log.write_access_csv(
+            lake,
+            plan.partitions,
+            out,
+            course_id=course.id,
+            window=plan.window,
+            assignments=course.assignment_labels(),
+            roster=read_roster(lake, course.id),
+            users=read_users(lake),
+            assignment_ids=assignment_ids,
+            user_ids=user_ids,
+            timezone=plan.timezone,
+            excel=excel,
+        )
+    counts = {"events": stats.rows, "days": stats.days, "files_read": stats.files}
+    return WrittenFile(out.size, out.sha256, counts)
+
+
+plan_access_export_task = task(
+    plan_access_export,
+    name="plan-access-window",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=transient,
+    timeout_seconds=600,
+)
+
+write_access_file_task = task(
+    write_access_file,
+    name="write-access-csv",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=transient,
+    timeout_seconds=3600,
+)

@@ -1,0 +1,37 @@
+"""Who asks for what: the course and the requester, checked before anything is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from course_exports.lake import Course, Person, read_course, read_roster, read_users, require_teacher
+from course_exports.settings import Settings
+from tasks.retry import transient
+
+
+@dataclass(frozen=True)
+class CourseRequest:
+    course: Course
+    requester: Person
+
+
+def check_request(settings: Settings, course_id: int, requested_by: int) -> CourseRequest:
+    lake = settings.lake()
+    course = read_course(lake, course_id)
+    requester = require_teacher(course, read_roster(lake, course_id), read_users(lake), requested_by)
+    return CourseRequest(course, requester)
+
+
+check_request_task = task(
+    check_request,
+    name="check-request",
+    task_run_name="check requester {requested_by} of course {course_id}",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=transient,
+    timeout_seconds=300,
+)
