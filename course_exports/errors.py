@@ -24,7 +24,9 @@ class SettingsError(ExportError):
     """A setting (environment variable) is missing or invalid."""
 
     def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"setting {variable}: {problem}", reason="the export service is misconfigured")
+        super().__init__(
+            f"setting {variable}: {problem}", reason="the export service is misconfigured"
+        )
         self.variable = variable
         self.problem = problem
 

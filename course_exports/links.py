@@ -88,7 +88,9 @@ def verify(key: bytes, token: str, *, purpose: str, now: datetime | None = None)
     return claims
 
 
-def download_url(public_url: str, key: bytes, course_id: int, export_id: str, expires_at: datetime) -> str:
+def download_url(
+    public_url: str, key: bytes, course_id: int, export_id: str, expires_at: datetime
+) -> str:
     token = sign(key, TokenClaims(DOWNLOAD, course_id, export_id, expires_at))
     return f"{public_url.rstrip('/')}/d/{token}"
 

@@ -7,6 +7,7 @@ cannot be sent must never fail (and so roll back) an export that is already fini
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import os
@@ -109,8 +110,10 @@ def format_expiry(expires_at: datetime, timezone: str | None = None) -> str:
         except (ZoneInfoNotFoundError, ValueError):
             log.warning("unknown time zone %r; the expiry is shown in UTC only", timezone)
         else:
-            when = f"{local:%H:%M}" if local.date() == utc.date() else (
-                f"{_long_date(local)}, {local:%H:%M}"
+            when = (
+                f"{local:%H:%M}"
+                if local.date() == utc.date()
+                else (f"{_long_date(local)}, {local:%H:%M}")
             )
             text += f" ({when} {timezone})"
     return text
@@ -166,11 +169,12 @@ def ready_mail(
     label = kind_label(result.kind)
     size = human_size(result.size_bytes)
     expiry = format_expiry(result.expires_at, timezone)
+    holds = contents.strip().rstrip(".")  # the sentence gets its full stop here
     msg = _new_message(settings, recipient, f"Your {label} of “{course}” is ready")
     text = (
         f"{_greeting(recipient)}\n\n"
         f"The {label} of the course “{course}” that you asked for is ready.\n\n"
-        f"It holds {contents.strip()}.\n"
+        f"It holds {holds}.\n"
         f"File: {result.file_name} ({size})\n\n"
         f"Download it here:\n{result.download_url}\n\n"
         f"The link works until {expiry}.\n"
@@ -185,7 +189,7 @@ def ready_mail(
         f"<p>{e(_greeting(recipient))}</p>"
         f"<p>The {e(label)} of the course <strong>{e(course)}</strong> that you asked for "
         "is ready.</p>"
-        f"<p>It holds {e(contents.strip())}.<br>File: {e(result.file_name)} ({e(size)})</p>"
+        f"<p>It holds {e(holds)}.<br>File: {e(result.file_name)} ({e(size)})</p>"
         f'<p><a href="{e(result.download_url, quote=True)}">Download the export</a></p>'
         f"<p>The link works until <strong>{e(expiry)}</strong>. After that the file is "
         "deleted; ask for a new export if you need it again. Anyone who has this link can "
@@ -259,19 +263,20 @@ def deliver(
 
 
 def _write_outbox(message: EmailMessage, outbox: Path) -> Delivery:
-    outbox.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     target = outbox / f"{stamp}-{uuid.uuid4().hex[:8]}.eml"
     # Whatever picks mails up from the outbox must never see half a file.
     tmp = outbox / f".{target.name}.tmp"
     try:
+        outbox.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             fh.write(message.as_bytes())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         log.error("mail %r could not be written to %s: %s", message["Subject"], outbox, exc)
         return Delivery(False, "outbox", str(target), 1, f"{type(exc).__name__}: {exc}")
     log.info("mail %r written to %s", message["Subject"], target)
@@ -282,9 +287,7 @@ def _connect(config: SmtpConfig) -> smtplib.SMTP:
     context = ssl.create_default_context()
     client: smtplib.SMTP
     if config.ssl:
-        client = smtplib.SMTP_SSL(
-            config.host, config.port, timeout=SMTP_TIMEOUT_S, context=context
-        )
+        client = smtplib.SMTP_SSL(config.host, config.port, timeout=SMTP_TIMEOUT_S, context=context)
     else:
         client = smtplib.SMTP(config.host, config.port, timeout=SMTP_TIMEOUT_S)
     try:
@@ -354,14 +357,25 @@ def _send_smtp(
             if not transient or attempt == attempts:
                 log.error(
                     "mail %r to %s via %s failed on attempt %d/%d, giving up: %s",
-                    message["Subject"], message["To"], where, attempt, attempts, error,
-                )  # fmt: skip
+                    message["Subject"],
+                    message["To"],
+                    where,
+                    attempt,
+                    attempts,
+                    error,
+                )
                 return Delivery(False, "smtp", where, attempt, error)
             delay = backoff_s * 2 ** (attempt - 1)
             log.warning(
                 "mail %r to %s via %s failed on attempt %d/%d, retrying in %.1fs: %s",
-                message["Subject"], message["To"], where, attempt, attempts, delay, error,
-            )  # fmt: skip
+                message["Subject"],
+                message["To"],
+                where,
+                attempt,
+                attempts,
+                delay,
+                error,
+            )
             time.sleep(delay)
         else:
             log.info("mail %r sent to %s via %s", message["Subject"], message["To"], where)

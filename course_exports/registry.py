@@ -9,8 +9,10 @@ finds its earlier export instead of making a second one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import posixpath
 import uuid
 from collections.abc import Iterator, Mapping
@@ -26,6 +28,7 @@ from course_exports.errors import ConflictError, LakeDataError
 from course_exports.storage import Location
 
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 # Exports whose request ids collide across kinds or courses must not share an id.
 _REQUEST_NAMESPACE = uuid.UUID("5b1f0d3c-8f43-4a53-9a57-3f1b8f3f6c11")
 
@@ -248,21 +251,23 @@ def discard(exports: Location, course_id: int, export_id: str) -> None:
         exports.fs.rm(path, recursive=True)
     course_dir = exports.path(course_id)
     if exports.is_local:
-        try:
-            exports.fs.rmdir(course_dir)  # only succeeds when no other export is there
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # only succeeds when no other export is there
+            exports.fs.rmdir(course_dir)
 
 
 def list_records(exports: Location, course_id: int) -> list[ExportRecord]:
     """Every export manifest of the course, whatever its state, newest first."""
     exports.refresh()
-    pattern = exports.path(course_id, "*", MANIFEST)
-    records = [
-        rec
-        for path in exports.fs.glob(pattern)
-        if (rec := read_record(exports, course_id, posixpath.basename(posixpath.dirname(path))))
-    ]
+    records = []
+    for path in exports.fs.glob(exports.path(course_id, "*", MANIFEST)):
+        try:
+            record = read_record(exports, course_id, posixpath.basename(posixpath.dirname(path)))
+        except LakeDataError as exc:
+            # One damaged manifest must not hide the course's other exports.
+            log.warning("skipping export: %s", exc)
+            continue
+        if record is not None:
+            records.append(record)
     return sorted(records, key=lambda r: r.created_at, reverse=True)
 
 

@@ -54,7 +54,9 @@ class Settings(BaseSettings):
     smtp_url: SecretStr | None = Field(None, description="SMTP server URL; unset: write .eml files")
     outbox: str = Field("./var/outbox", description="folder for .eml files")
     mail_from: str = Field("exports@localhost", description="sender address")
-    export_ttl_days: int = Field(7, ge=1, le=3650, description="how long an export and its link live")
+    export_ttl_days: int = Field(
+        7, ge=1, le=3650, description="how long an export and its link live"
+    )
     access_retention_months: int = Field(6, ge=1, le=120, description="access events kept")
 
     @field_validator("lake_url", "exports_url", "outbox")

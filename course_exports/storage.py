@@ -34,7 +34,9 @@ def s3_storage_options(endpoint_url: str | None) -> dict[str, Any]:
             "read_timeout": S3_READ_TIMEOUT_S,
             "retries": {"max_attempts": S3_RETRIES, "mode": "standard"},
         },
-        "retries": S3_RETRIES,
+        # Not a top-level "retries": S3FileSystem has no such parameter and hands unknown
+        # ones to aiobotocore's AioSession, which rejects them; its own retry count is a
+        # class attribute (5 by default).
     }
 
 

@@ -18,12 +18,12 @@ os.environ.setdefault("PREFECT_HOME", str(Path("var/prefect").resolve()))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-import polars as pl  # noqa: E402
+import polars as pl
 
-from course_exports.errors import ExportError  # noqa: E402
-from course_exports.lake import read_roster  # noqa: E402
-from course_exports.sample_lake import LakeSpec, generate_lake  # noqa: E402
-from course_exports.settings import ENV_PREFIX, load_settings  # noqa: E402
+from course_exports.errors import ExportError
+from course_exports.lake import read_roster
+from course_exports.sample_lake import LakeSpec, generate_lake
+from course_exports.settings import ENV_PREFIX, load_settings
 
 DEMO_SPEC = LakeSpec(seed=7, courses=4, students=40, assignments=6, events=200_000, days=240)
 
@@ -37,7 +37,8 @@ def ensure_signing_key(env_file: Path = Path(".env")) -> None:
     if any(line.startswith(f"{variable}=") for line in text.splitlines()):
         return
     with env_file.open("a") as fh:
-        fh.write(f"{'' if not text or text.endswith(chr(10)) else chr(10)}{variable}={secrets.token_urlsafe(32)}\n")
+        separator = "" if not text or text.endswith("\n") else "\n"
+        fh.write(f"{separator}{variable}={secrets.token_urlsafe(32)}\n")
     print(f"wrote a new {variable} to {env_file.resolve()}")
 
 
@@ -65,13 +66,17 @@ def main() -> int:
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
-    mail = newest_mail(settings.outbox_path()) if settings.smtp is None else None
+    smtp = settings.smtp
+    mail = newest_mail(settings.outbox_path()) if smtp is None else None
     print()
     print(f"access-data export of course {course_id} ({result.course_name}) is ready")
-    print(f"  CSV:      {result.file_url} ({result.size_bytes:,} bytes, {result.counts['events']:,} events)")
+    events = result.counts["events"]
+    print(f"  CSV:      {result.file_url} ({result.size_bytes:,} bytes, {events:,} events)")
     print(f"  link:     {result.download_url}")
-    print(f"            (serve it with: make serve-downloads; it expires {result.expires_at.isoformat()})")
-    print(f"  mail:     {mail if mail else 'sent via SMTP to ' + settings.smtp.host}")
+    print(f"            (make serve-downloads serves it until {result.expires_at.isoformat()})")
+    print(
+        f"  mail:     {mail if mail else 'sent via SMTP to ' + smtp.host if smtp else 'not sent'}"
+    )
     return 0
 
 

@@ -135,7 +135,9 @@ def export_access_data(
             user_ids=parameters["user_ids"],
             excel=excel,
         )
-        result = publish_export(settings, record, written.size_bytes, written.sha256, written.counts)
+        result = publish_export(
+            settings, record, written.size_bytes, written.sha256, written.counts
+        )
     except Exception as exc:
         _fail(settings, request, record, exc, notify)
         raise

@@ -6,16 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from course_exports import access_log, registry
 from course_exports.access_log import AccessWindow, DayPartition
 from course_exports.errors import InputError
 from course_exports.lake import Course, read_roster, read_users
 from course_exports.registry import ExportRecord
 from course_exports.settings import Settings
-from tasks.retry import transient
+from tasks.retry import io_task
 
 
 @dataclass(frozen=True)
@@ -100,22 +97,7 @@ def write_access_file(
     return WrittenFile(out.size, out.sha256, counts)
 
 
-plan_access_export_task = task(
-    plan_access_export,
-    name="plan-access-window",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=transient,
-    timeout_seconds=600,
-)
-
-write_access_file_task = task(
-    write_access_file,
-    name="write-access-csv",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[5, 30],
-    retry_condition_fn=transient,
-    timeout_seconds=3600,
+plan_access_export_task = io_task("plan-access-window", timeout_seconds=600)(plan_access_export)
+write_access_file_task = io_task("write-access-csv", timeout_seconds=3600, delays=(5, 30))(
+    write_access_file
 )

@@ -13,15 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from course_exports import links, registry
 from course_exports.registry import ExportKind, ExportRecord, ExportResult
 from course_exports.settings import Settings
-from tasks.retry import transient
-
-_io = {
-    "cache_policy": NO_CACHE,
-    "retries": 2,
-    "retry_delay_seconds": [2, 10],
-    "retry_condition_fn": transient,
-    "timeout_seconds": 120,
-}
+from tasks.retry import io_task
 
 
 def result_for(settings: Settings, record: ExportRecord) -> ExportResult:
@@ -36,7 +28,7 @@ def result_for(settings: Settings, record: ExportRecord) -> ExportResult:
     return ExportResult(**record.model_dump(), download_url=url)
 
 
-@task(name="find-previous-export", **_io)
+@io_task("find-previous-export", timeout_seconds=120)
 def find_previous_export(
     settings: Settings,
     kind: ExportKind,
@@ -49,7 +41,7 @@ def find_previous_export(
     return None if record is None else result_for(settings, record)
 
 
-@task(name="begin-export", **_io)
+@io_task("begin-export", timeout_seconds=120)
 def begin_export(
     settings: Settings,
     *,
@@ -74,7 +66,7 @@ def begin_export(
     )
 
 
-@task(name="publish-export", **_io)
+@io_task("publish-export", timeout_seconds=120)
 def publish_export(
     settings: Settings,
     record: ExportRecord,

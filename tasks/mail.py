@@ -44,7 +44,9 @@ def _deliver(settings: Settings, message: mail.EmailMessage) -> mail.Delivery:
     delivery = mail.deliver(message, settings)
     logger = get_run_logger()
     if delivery.delivered:
-        logger.info("mail to %s delivered via %s: %s", message["To"], delivery.transport, delivery.where)
+        logger.info(
+            "mail to %s delivered via %s: %s", message["To"], delivery.transport, delivery.where
+        )
     else:
         logger.error("mail to %s NOT delivered: %s", message["To"], delivery.error)
     return delivery

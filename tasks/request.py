@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
-from course_exports.lake import Course, Person, read_course, read_roster, read_users, require_teacher
+from course_exports.lake import (
+    Course,
+    Person,
+    read_course,
+    read_roster,
+    read_users,
+    require_teacher,
+)
 from course_exports.settings import Settings
-from tasks.retry import transient
+from tasks.retry import io_task
 
 
 @dataclass(frozen=True)
@@ -21,17 +25,14 @@ class CourseRequest:
 def check_request(settings: Settings, course_id: int, requested_by: int) -> CourseRequest:
     lake = settings.lake()
     course = read_course(lake, course_id)
-    requester = require_teacher(course, read_roster(lake, course_id), read_users(lake), requested_by)
+    requester = require_teacher(
+        course, read_roster(lake, course_id), read_users(lake), requested_by
+    )
     return CourseRequest(course, requester)
 
 
-check_request_task = task(
-    check_request,
-    name="check-request",
+check_request_task = io_task(
+    "check-request",
     task_run_name="check requester {requested_by} of course {course_id}",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=transient,
     timeout_seconds=300,
-)
+)(check_request)

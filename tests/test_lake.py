@@ -23,7 +23,10 @@ COURSE = {
                     "name": "Hello World",
                     "book": None,
                     "stack": {"id": "python-3.12", "name": "Python 3.12"},
-                    "lti": {"launch_url": "https://lms.example/lti/501", "resource_link_id": "a501"},
+                    "lti": {
+                        "launch_url": "https://lms.example/lti/501",
+                        "resource_link_id": "a501",
+                    },
                 },
                 {"id": 502, "name": "Ch. 2", "book": "Python Fundamentals"},
             ],
@@ -74,7 +77,10 @@ def test_unknown_course(root: Location) -> None:
         ("{not json", "not valid JSON"),
         (json.dumps({"id": 1042}), "name"),
         (json.dumps({**COURSE, "id": 1}), "expected 1042"),
-        (json.dumps({**COURSE, "units": [{"id": 1, "name": "u", "assignments": [{"id": "x"}]}]}), "units.0"),
+        (
+            json.dumps({**COURSE, "units": [{"id": 1, "name": "u", "assignments": [{"id": "x"}]}]}),
+            "units.0",
+        ),
     ],
 )
 def test_damaged_course_json(root: Location, text: str, problem: str) -> None:

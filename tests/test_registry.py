@@ -16,7 +16,9 @@ def exports(tmp_path: Path) -> Location:
     return open_location(str(tmp_path / "exports"))
 
 
-def begin(exports: Location, request_id: str | None = "r1", **params: object) -> registry.ExportRecord:
+def begin(
+    exports: Location, request_id: str | None = "r1", **params: object
+) -> registry.ExportRecord:
     return registry.begin_export(
         exports,
         kind=ExportKind.ACCESS_DATA,
@@ -39,7 +41,9 @@ def test_lifecycle(exports: Location) -> None:
     with registry.open_export_file(exports, record) as out:
         out.write(b"hello")
     assert out.size == 5
-    ready = registry.publish(exports, record, size_bytes=out.size, sha256=out.sha256, counts={"events": 1})
+    ready = registry.publish(
+        exports, record, size_bytes=out.size, sha256=out.sha256, counts={"events": 1}
+    )
     assert [r.export_id for r in registry.list_live(exports, 7, NOW)] == [ready.export_id]
     assert registry.list_live(exports, 7, NOW + timedelta(days=7)) == []
     assert Path(ready.file_url).read_bytes() == b"hello"
@@ -88,5 +92,5 @@ def test_discard_keeps_other_exports(exports: Location) -> None:
 def test_corrupt_manifest_names_the_file(exports: Location) -> None:
     record = begin(exports)
     Path(exports.path(7, record.export_id, "manifest.json")).write_text("{nope")
-    with pytest.raises(Exception, match="manifest.json"):
+    with pytest.raises(Exception, match=r"manifest\.json"):
         registry.read_record(exports, 7, record.export_id)

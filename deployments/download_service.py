@@ -1,0 +1,350 @@
+"""The download service (CONTRACT section 5): ``python -m deployments.download_service``.
+
+``GET /d/{token}`` checks a signed link against the export's manifest, then streams the
+file (local storage) or redirects to a presigned URL that lives minutes (S3).
+``GET /courses/{course_id}/exports?token=…`` lists a course's live exports with fresh
+links. ``GET /healthz`` answers ``ok``.
+
+A signed token only proves what the signer said when it signed; the manifest decides
+whether the export is still there, so a purged or expired export stops working
+whatever its token says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import mimetypes
+import os
+import re
+import stat
+import sys
+import unicodedata
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import Route
+
+from course_exports import links, registry
+from course_exports.errors import ExportError, SettingsError
+from course_exports.registry import ExportRecord, ExportStatus
+from course_exports.settings import Settings, load_settings
+from course_exports.storage import Location
+
+log = logging.getLogger(__name__)
+
+#: How long a presigned S3 URL works: long enough to start the download, short enough
+#: that a leaked redirect target is useless soon.
+PRESIGN_SECONDS = 300
+_CONTENT_TYPES = {
+    ".zip": "application/zip",
+    ".csv": "text/csv; charset=utf-8",
+    ".json": "application/json",
+}
+# Links carry their secret in the URL: keep them out of caches and Referer headers.
+_PRIVATE = {
+    "Cache-Control": "private, no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+_ATTR_CHAR_EXTRA = "!#$&+^`|"  # RFC 5987 attr-char besides ALPHA, DIGIT and "-._~"
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _not_found() -> Response:
+    # Deliberately the same for every kind of bad link: no hint that helps guessing.
+    return PlainTextResponse("Not Found", status_code=404, headers=_PRIVATE)
+
+
+def _gone() -> Response:
+    return PlainTextResponse(
+        "Gone: this link has expired. Ask for a new export.", status_code=410, headers=_PRIVATE
+    )
+
+
+def _server_error() -> Response:
+    return PlainTextResponse("Internal Server Error", status_code=500, headers=_PRIVATE)
+
+
+def content_type_for(file_name: str) -> str:
+    ext = os.path.splitext(file_name)[1].lower()
+    return (
+        _CONTENT_TYPES.get(ext)
+        or mimetypes.guess_type(file_name)[0]
+        or ("application/octet-stream")
+    )
+
+
+def _ascii_fallback(text: str) -> str:
+    # "Einführung" -> "Einfuhrung"; what has no ASCII spelling is dropped.
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    cleaned = "".join("_" if ch in '"\\/' or not ch.isprintable() else ch for ch in ascii_text)
+    return " ".join(cleaned.split())
+
+
+def content_disposition(file_name: str) -> str:
+    """``attachment`` with an ASCII ``filename`` for old clients and an RFC 5987
+    ``filename*`` with the real (UTF-8) name, which RFC 6266 clients prefer."""
+    stem, ext = os.path.splitext(file_name)
+    fallback = (_ascii_fallback(stem).strip(" .") or "download") + _ascii_fallback(ext)
+    encoded = quote(file_name, safe=_ATTR_CHAR_EXTRA)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+
+
+def _etag(record: ExportRecord) -> str | None:
+    return f'"{record.sha256}"' if record.sha256 else None
+
+
+def _matches(header: str, etag: str) -> bool:
+    tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+class _Service:
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self.settings = settings
+        self.key = settings.require_signing_key()
+        self.exports: Location = settings.exports()
+        self.clock = clock
+
+    # -- GET|HEAD /d/{token} -----------------------------------------------------------
+
+    async def download(self, request: Request) -> Response:
+        now = self.clock()
+        try:
+            claims = links.verify(
+                self.key, request.path_params["token"], purpose=links.DOWNLOAD, now=now
+            )
+        except links.InvalidTokenError:
+            return _not_found()
+        except links.ExpiredTokenError:
+            return _gone()
+        try:
+            record = await run_in_threadpool(
+                registry.read_record, self.exports, claims.course_id, claims.export_id
+            )
+        except ExportError as exc:
+            log.error("export %s/%s: %s", claims.course_id, claims.export_id, exc)
+            return _server_error()
+        if record is None or record.status is ExportStatus.PENDING:
+            return _not_found()
+        if not record.is_live(now):
+            return _gone()
+        if self.exports.is_local:
+            return await self._stream_local(request, record)
+        return await self._redirect_presigned(record)
+
+    def _local_file(self, record: ExportRecord) -> tuple[str, os.stat_result] | None:
+        """The real path and stat of the export's file, or None unless it is a regular
+        file inside the real exports root (a symlink must not lead out of it)."""
+        root = os.path.realpath(self.exports.root)
+        real = os.path.realpath(registry.file_path(self.exports, record))
+        if os.path.commonpath([root, real]) != root:
+            log.warning("export %s: %s lies outside the exports root", record.export_id, real)
+            return None
+        try:
+            st = os.stat(real)
+        except OSError:
+            log.warning("export %s is ready but its file %s is missing", record.export_id, real)
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            log.warning("export %s: %s is not a regular file", record.export_id, real)
+            return None
+        return real, st
+
+    async def _stream_local(self, request: Request, record: ExportRecord) -> Response:
+        found = await run_in_threadpool(self._local_file, record)
+        if found is None:
+            return _not_found()
+        real, st = found
+        if st.st_size != record.size_bytes:
+            # Never hand out a file that is not the one the manifest (and ETag) describe.
+            log.error(
+                "export %s: file has %d bytes, manifest says %d",
+                record.export_id,
+                st.st_size,
+                record.size_bytes,
+            )
+            return _server_error()
+        headers = {**_PRIVATE, "Content-Disposition": content_disposition(record.file_name)}
+        etag = _etag(record)
+        if etag:
+            headers["ETag"] = etag
+            if_none_match = request.headers.get("if-none-match")
+            if if_none_match and _matches(if_none_match, etag):
+                return Response(status_code=304, headers=headers)
+        # FileResponse answers HEAD and Range/If-Range itself. It opens the resolved
+        # path, the one just checked, not the manifest's (which may be a symlink).
+        return FileResponse(
+            real,
+            media_type=content_type_for(record.file_name),
+            headers=headers,
+            stat_result=st,
+        )
+
+    def _presign(self, record: ExportRecord) -> str | None:
+        path = registry.file_path(self.exports, record)
+        try:
+            # refresh: a listing cached by the course list may predate a purge.
+            info = self.exports.fs.info(path, refresh=True)
+        except FileNotFoundError:
+            log.warning("export %s is ready but its file %s is missing", record.export_id, path)
+            return None
+        if int(info.get("size", -1)) != record.size_bytes:
+            raise RuntimeError(
+                f"export {record.export_id}: object has {info.get('size')} bytes, "
+                f"manifest says {record.size_bytes}"
+            )
+        url: str = self.exports.fs.sign(
+            path,
+            expiration=PRESIGN_SECONDS,
+            # S3 echoes these back, so the browser saves the file under its real name.
+            ResponseContentDisposition=content_disposition(record.file_name),
+            ResponseContentType=content_type_for(record.file_name),
+        )
+        return url
+
+    async def _redirect_presigned(self, record: ExportRecord) -> Response:
+        try:
+            url = await run_in_threadpool(self._presign, record)
+        except Exception:
+            log.exception("export %s: no presigned URL", record.export_id)
+            return _server_error()
+        if url is None:
+            return _not_found()
+        return RedirectResponse(url, status_code=307, headers=_PRIVATE)
+
+    # -- GET /courses/{course_id}/exports ----------------------------------------------
+
+    async def course_exports(self, request: Request) -> Response:
+        course_id: int = request.path_params["course_id"]
+        now = self.clock()
+        token = request.query_params.get("token", "")
+        try:
+            claims = links.verify(self.key, token, purpose=links.COURSE_LIST, now=now)
+        except links.InvalidTokenError:
+            return _not_found()
+        except links.ExpiredTokenError as exc:
+            return _gone() if exc.claims.course_id == course_id else _not_found()
+        if claims.course_id != course_id:
+            return _not_found()
+        try:
+            records = await run_in_threadpool(registry.list_live, self.exports, course_id, now)
+        except ExportError as exc:
+            log.error("course %s: exports cannot be listed: %s", course_id, exc)
+            return _server_error()
+        return JSONResponse(
+            {"course_id": course_id, "exports": [self._describe(r) for r in records]},
+            headers=_PRIVATE,
+        )
+
+    def _describe(self, record: ExportRecord) -> dict[str, Any]:
+        fields = record.model_dump(
+            mode="json",
+            include={
+                "export_id",
+                "kind",
+                "course_name",
+                "created_at",
+                "expires_at",
+                "size_bytes",
+                "sha256",
+                "counts",
+                "file_name",
+            },
+        )
+        fields["download_url"] = links.download_url(
+            self.settings.public_url,
+            self.key,
+            record.course_id,
+            record.export_id,
+            record.expires_at,
+        )
+        return fields
+
+
+async def _healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Starlette:
+    """The download service. ``settings`` are read from the environment when None;
+    raises SettingsError (naming the variable) when they are invalid or lack the key."""
+    service = _Service(settings if settings is not None else load_settings(), clock or _utcnow)
+    app = Starlette(
+        routes=[
+            Route("/d/{token}", service.download, methods=["GET", "HEAD"]),
+            Route("/courses/{course_id:int}/exports", service.course_exports, methods=["GET"]),
+            Route("/healthz", _healthz, methods=["GET"]),
+        ]
+    )
+    app.state.settings = service.settings
+    return app
+
+
+class RedactTokens(logging.Filter):
+    """Keep link secrets out of uvicorn's access log: whoever reads the log could
+    otherwise download every export it mentions."""
+
+    _PATTERN = re.compile(r"(/d/|[?&]token=)[^/?&# ]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._PATTERN.sub(r"\1…", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m deployments.download_service",
+        description="Serve export download links. Listens on the host and port of "
+        "COURSE_EXPORT_PUBLIC_URL unless --host/--port say otherwise (behind a proxy, "
+        "e.g. --host 0.0.0.0 --port 8765).",
+    )
+    parser.add_argument("--host", help="interface to listen on")
+    parser.add_argument("--port", type=int, help="port to listen on")
+    parser.add_argument("--log-level", default="info", help="uvicorn log level")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+        app = create_app(settings)
+    except SettingsError as exc:
+        print(f"download service not started: {exc}", file=sys.stderr)
+        return 2
+
+    import uvicorn  # only the command needs it, not importers of create_app
+
+    public = urlsplit(settings.public_url)
+    host = args.host or public.hostname or "127.0.0.1"
+    port = args.port or public.port or (443 if public.scheme == "https" else 80)
+    print(f"download service on http://{host}:{port} (links point to {settings.public_url})")
+    config = uvicorn.Config(app, host=host, port=port, log_level=args.log_level.lower())
+    # After Config: it (re)configures uvicorn's loggers.
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    uvicorn.Server(config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

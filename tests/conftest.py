@@ -1,0 +1,223 @@
+"""Shared test servers: a real SMTP server, a real S3 (moto) and a uvicorn runner.
+
+Each server starts once per session; tests keep apart by using their own buckets,
+folders and recipients, and by clearing the SMTP server's inbox.
+"""
+
+from __future__ import annotations
+
+import email
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from typing import Any
+
+import pytest
+
+SMTP_USER = "mailer"
+SMTP_PASSWORD = "s3cret"
+#: Recipients at this domain are refused with a permanent 550.
+REFUSED_DOMAIN = "refused.test"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- SMTP ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Handler:
+    """aiosmtpd handler that keeps what it receives and can fail on demand."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+    envelopes: list[Any] = field(default_factory=list)
+    # Replies to give instead of accepting the next DATA commands ("421 ...", "554 ...").
+    data_replies: list[str] = field(default_factory=list)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        if address.lower().endswith("@" + REFUSED_DOMAIN):
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_replies:
+            return self.data_replies.pop(0)
+        self.envelopes.append(envelope)
+        message = email.message_from_bytes(envelope.content, policy=default_policy)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+
+@dataclass
+class SmtpServer:
+    url: str  # smtp://127.0.0.1:PORT
+    host: str
+    port: int
+    handler: _Handler
+    #: Recipients at this domain are refused with a permanent 550.
+    refused_domain: str = REFUSED_DOMAIN
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        return self.handler.messages
+
+    @property
+    def envelopes(self) -> list[Any]:
+        return self.handler.envelopes
+
+    def clear(self) -> None:
+        self.handler.messages.clear()
+        self.handler.envelopes.clear()
+        self.handler.data_replies.clear()
+
+    def fail_next(self, *replies: str) -> None:
+        """Answer the next DATA commands with these replies (e.g. ``"421 try later"``)."""
+        self.handler.data_replies.extend(replies)
+
+    def url_with_login(self, user: str = SMTP_USER, password: str = SMTP_PASSWORD) -> str:
+        return f"smtp://{user}:{password}@{self.host}:{self.port}"
+
+
+def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login == SMTP_USER.encode()
+        and auth_data.password == SMTP_PASSWORD.encode()
+    )
+    return AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server on 127.0.0.1: AUTH optional (plain text allowed), SMTPUTF8 on.
+
+    Session-scoped: call ``.clear()`` at the start of a test that reads ``.messages``.
+    """
+    from aiosmtpd.controller import Controller
+
+    handler = _Handler()
+    port = free_port()
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        enable_SMTPUTF8=True,
+        authenticator=_authenticator,
+        auth_require_tls=False,  # tests talk plain text on loopback
+    )
+    controller.start()
+    try:
+        yield SmtpServer(f"smtp://127.0.0.1:{port}", "127.0.0.1", port, handler)
+    finally:
+        controller.stop()
+
+
+# -- S3 (moto) -------------------------------------------------------------------------
+
+
+@dataclass
+class S3Server:
+    endpoint_url: str
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1")
+
+    def make_bucket(self, name: str = "test") -> str:
+        """Create a bucket with a unique name starting with ``name``; return its name."""
+        bucket = f"{name.lower()[:40]}-{uuid.uuid4().hex[:12]}"
+        # us-east-1 takes no LocationConstraint (moto rejects one).
+        self.client().create_bucket(Bucket=bucket)
+        return bucket
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3 API (moto's server) on 127.0.0.1, with test credentials in os.environ."""
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        for var in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+            mp.delenv(var, raising=False)
+        port = free_port()
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        try:
+            yield S3Server(f"http://127.0.0.1:{port}")
+        finally:
+            server.stop()
+
+
+# -- uvicorn ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _serve(app: Any, port: int | None = None) -> Iterator[str]:
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port or 0))
+    bound = int(sock.getsockname()[1])
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+ServeApp = Callable[..., AbstractContextManager[str]]
+
+
+@pytest.fixture(scope="session")
+def serve_app() -> ServeApp:
+    """``with serve_app(app, port=None) as base_url:`` runs ``app`` on a real uvicorn
+    server in a background thread. Pass ``port`` (see :func:`free_port`) when the app
+    must know its own URL before it starts."""
+    return _serve
+
+
+@pytest.fixture(scope="session")
+def get_free_port() -> Callable[[], int]:
+    return free_port
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> pytest.MonkeyPatch:
+    """No COURSE_EXPORT_* variable and no ``.env`` file: the settings see only defaults."""
+    for name in list(os.environ):
+        if name.startswith("COURSE_EXPORT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return monkeypatch
