@@ -74,9 +74,7 @@ def main() -> int:
     print(f"  CSV:      {result.file_url} ({result.size_bytes:,} bytes, {events:,} events)")
     print(f"  link:     {result.download_url}")
     print(f"            (make serve-downloads serves it until {result.expires_at.isoformat()})")
-    print(
-        f"  mail:     {mail if mail else 'sent via SMTP to ' + smtp.host if smtp else 'not sent'}"
-    )
+    print(f"  mail:     {mail or (f'sent via SMTP to {smtp.host}' if smtp else 'none written')}")
     return 0
 
 

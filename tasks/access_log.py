@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import BinaryIO, cast
 
 from course_exports import access_log, registry
 from course_exports.access_log import AccessWindow, DayPartition
@@ -82,7 +83,7 @@ def write_access_file(
         stats = access_log.write_access_csv(
             lake,
             plan.partitions,
-            out,
+            cast(BinaryIO, out),  # HashingWriter is a write-only binary stream
             course_id=course.id,
             window=plan.window,
             assignments=course.assignment_labels(),
