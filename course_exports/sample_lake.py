@@ -157,7 +157,7 @@ def tiny_lake_spec() -> LakeSpec:
         assignments=6,
         events=3_000,
         days=200,
-        files_per_workspace=3,
+        files_per_workspace=2,
         file_bytes=1_500,
         files_per_day=2,
     )

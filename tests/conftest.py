@@ -9,6 +9,7 @@ from __future__ import annotations
 import email
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -20,6 +21,12 @@ from email.policy import default as default_policy
 from typing import Any
 
 import pytest
+
+# Prefect reads its settings when first imported: give the whole session its own home
+# (never the developer's ~/.prefect) and no analytics (there is no internet here).
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-home-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.pop("PREFECT_API_URL", None)
 
 SMTP_USER = "mailer"
 SMTP_PASSWORD = "s3cret"
@@ -221,3 +228,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> pytest.MonkeyPa
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return monkeypatch
+
+
+# -- Prefect ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect API for every flow test of the session (it takes ~12 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

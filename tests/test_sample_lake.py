@@ -51,7 +51,9 @@ def log(tiny: tuple[Path, LakeSummary]) -> pa.Table:
 
 
 def course_doc(root: Path, course_id: int) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads((root / "courses" / str(course_id) / "course.json").read_text())
+    doc: dict[str, Any] = json.loads(
+        (root / "courses" / str(course_id) / "course.json").read_text()
+    )
     return doc
 
 
@@ -265,7 +267,9 @@ def test_nasty_workspaces(tiny: tuple[Path, LakeSummary]) -> None:
     ratios = [len(zlib.compress(p.read_bytes())) / p.stat().st_size for p in files]
     assert any(r < 0.5 for r in ratios), "compressible text"
     assert any(r > 0.95 for r in ratios), "incompressible binary"
-    assert summary.workspace_files == len([p for p in (root / "workspaces").rglob("*") if p.is_file()])
+    assert summary.workspace_files == len(
+        [p for p in (root / "workspaces").rglob("*") if p.is_file()]
+    )
     assert summary.workspace_bytes == sum(
         p.stat().st_size for p in (root / "workspaces").rglob("*") if p.is_file()
     )
