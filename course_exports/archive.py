@@ -84,7 +84,6 @@ PRECOMPRESSED_SUFFIXES = frozenset(
         *(".opus", ".webm"),
     }
 )
-)
 
 _OUT_BUFFER = 1 << 20  # fewer, larger writes into the output (syscalls, S3 part buffers)
 _BATCH_BYTES = 1 << 20  # small files are read and deflated in batches: less per-task overhead

@@ -8,22 +8,20 @@ from typing import Annotated, Any
 from prefect import flow
 from pydantic import Field
 
-from course_exports.errors import ExportError
 from course_exports.registry import ExportKind, ExportRecord, ExportResult
-from course_exports.settings import Settings, load_settings
+from course_exports.settings import load_settings
 from tasks.access_log import AccessPlan, plan_access_export_task, write_access_file_task
 from tasks.export import (
     begin_export,
-    discard_export,
+    fail_export,
     find_previous_export,
     publish_export,
     summarise_export,
 )
-from tasks.mail import send_failure_mail, send_ready_mail
-from tasks.request import CourseRequest, check_request_task
+from tasks.mail import send_ready_mail
+from tasks.request import check_request_task
 
 KIND = ExportKind.ACCESS_DATA
-TRANSIENT_REASON = "the storage service did not answer in time; please request the export again"
 
 
 def describe(plan: AccessPlan, events: int) -> str:
@@ -139,7 +137,7 @@ def export_access_data(
             settings, record, written.size_bytes, written.sha256, written.counts
         )
     except Exception as exc:
-        _fail(settings, request, record, exc, notify)
+        fail_export(settings, KIND, request.requester, request.course.name, record, exc, notify)
         raise
 
     contents = describe(plan, written.counts["events"])
@@ -148,18 +146,3 @@ def export_access_data(
         send_ready_mail(settings, request.requester, result, contents, request.course.timezone)
     print(f"export {result.export_id} ready: {result.file_url} ({result.size_bytes:,} bytes)")
     return result
-
-
-def _fail(
-    settings: Settings,
-    request: CourseRequest,
-    record: ExportRecord | None,
-    exc: Exception,
-    notify: bool,
-) -> None:
-    """Leave nothing half-written, and tell the teacher what they can do about it."""
-    if record is not None:
-        discard_export(settings, record)
-    if notify:
-        reason = exc.reason if isinstance(exc, ExportError) else TRANSIENT_REASON
-        send_failure_mail(settings, request.requester, request.course.name, KIND, reason)

@@ -13,6 +13,7 @@ from course_exports.errors import InputError
 from course_exports.lake import Course, read_roster, read_users
 from course_exports.registry import ExportRecord
 from course_exports.settings import Settings
+from tasks.export import WrittenFile
 from tasks.retry import io_task
 
 
@@ -22,13 +23,6 @@ class AccessPlan:
     timezone: str
     partitions: list[DayPartition]
     files: int
-
-
-@dataclass(frozen=True)
-class WrittenFile:
-    size_bytes: int
-    sha256: str
-    counts: dict[str, int]
 
 
 def check_assignments(course: Course, assignment_ids: Sequence[int] | None) -> None:

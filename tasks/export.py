@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import task
@@ -11,9 +12,21 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from course_exports import links, registry
+from course_exports.errors import ExportError
+from course_exports.lake import Person
 from course_exports.registry import ExportKind, ExportRecord, ExportResult
 from course_exports.settings import Settings
+from tasks.mail import send_failure_mail
 from tasks.retry import io_task
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """What a pack/write step made: enough to publish it."""
+
+    size_bytes: int
+    sha256: str
+    counts: dict[str, int]
 
 
 def result_for(settings: Settings, record: ExportRecord) -> ExportResult:
@@ -52,6 +65,7 @@ def begin_export(
     request_id: str | None,
     parameters: Mapping[str, Any],
     file_name: str,
+    now: datetime | None = None,
 ) -> ExportRecord:
     return registry.begin_export(
         settings.exports(),
@@ -63,6 +77,7 @@ def begin_export(
         parameters=parameters,
         file_name=file_name,
         ttl=timedelta(days=settings.export_ttl_days),
+        now=now,
     )
 
 
@@ -123,3 +138,24 @@ def summarise_export(settings: Settings, result: ExportResult, contents: str) ->
         key=f"{result.kind}-course-{result.course_id}",
         description=f"{result.kind} export {result.export_id} of course {result.course_id}",
     )
+
+
+#: What a teacher is told when storage failed us rather than their request.
+TRANSIENT_REASON = "the storage service did not answer in time; please request the export again"
+
+
+def fail_export(
+    settings: Settings,
+    kind: ExportKind,
+    requester: Person,
+    course_name: str,
+    record: ExportRecord | None,
+    exc: Exception,
+    notify: bool,
+) -> None:
+    """Leave nothing half-written, and tell the teacher what they can do about it."""
+    if record is not None:
+        discard_export(settings, record)
+    if notify:
+        reason = exc.reason if isinstance(exc, ExportError) else TRANSIENT_REASON
+        send_failure_mail(settings, requester, course_name, kind, reason)
