@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from typing import BinaryIO, cast
+from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
@@ -46,7 +47,8 @@ class _Progress:
         self.total_bytes = max(plan.total_bytes, 1)
         self.every_s = every_s
         self.last = 0.0
-        self.artifact_id = create_progress_artifact(progress=0.0, description=self._describe(0, 0))
+        artifact = create_progress_artifact(progress=0.0, description=self._describe(0, 0))
+        self.artifact_id = cast(UUID, artifact)  # sync context: never a coroutine
 
     def _describe(self, files: int, done: int) -> str:
         return (
