@@ -463,20 +463,39 @@ class _Query:
         return selected | unknown_in_window | time.is_null()
 
 
-def _scan(source: str | bytes, query: _Query) -> pl.LazyFrame:
-    # The course predicate comes first and alone so the reader can evaluate it on
-    # course_id before decoding anything else; types are normalised after it.
+_SCAN_SCHEMA = pl.Schema(
+    {
+        "event_time": _EVENT_TIME,
+        "user_id": pl.Int64(),
+        "course_id": pl.Int64(),
+        "assignment_id": pl.Int64(),
+        "access_type": pl.String(),
+        "project_path": pl.String(),
+        "ip": pl.String(),
+    }
+)
+# Lets one scan read files whose footers differ in ways _type_problem accepts (ms/ns
+# units, "Etc/UTC", dictionary strings) as the single schema above.
+_SCAN_CASTS = pl.ScanCastOptions(
+    datetime_cast=["nanosecond-downcast", "millisecond-upcast", "convert-timezone"],
+    categorical_to_string="allow",
+    _internal_call=True,  # the options are marked unstable; the tests pin the behaviour
+)
+
+
+def _scan(sources: list[str] | list[bytes], query: _Query) -> pl.LazyFrame:
+    # One scan over all files of a batch: Polars pipelines the files itself, and the
+    # course predicate is evaluated on course_id before other columns are decoded.
     return (
-        pl.scan_parquet(source)
-        .filter(pl.col("course_id") == query.course_id)
-        .select(
-            pl.col("event_time").dt.convert_time_zone("UTC").dt.cast_time_unit("us"),
-            pl.col("user_id"),
-            pl.col("assignment_id"),
-            pl.col("access_type").cast(pl.String),
-            pl.col("project_path").cast(pl.String),
-            pl.col("ip").cast(pl.String),
+        pl.scan_parquet(
+            sources,
+            schema=_SCAN_SCHEMA,
+            cast_options=_SCAN_CASTS,
+            extra_columns="ignore",
+            hive_partitioning=False,
         )
+        .filter(pl.col("course_id") == query.course_id)
+        .select("event_time", "user_id", "assignment_id", "access_type", "project_path", "ip")
         .filter(query.keep())
     )
 
@@ -496,7 +515,7 @@ class _Batch:
         return sum(partition.size_bytes for partition in self.partitions)
 
 
-def _sources(lake: Location, files: list[str]) -> list[str | bytes]:
+def _sources(lake: Location, files: list[str]) -> list[str] | list[bytes]:
     if lake.is_local:
         return list(files)
     # One call: s3fs fetches the objects concurrently. Whole objects, because every
@@ -508,7 +527,7 @@ def _sources(lake: Location, files: list[str]) -> list[str | bytes]:
 def _read_batch(lake: Location, batch: _Batch, query: _Query) -> _Batch:
     try:
         sources = _sources(lake, batch.files)
-        batch.events = pl.concat([_scan(s, query) for s in sources]).collect()
+        batch.events = _scan(sources, query).collect()
     except Exception as exc:  # reported with the file's name by _explain_failure
         batch.error = exc
     return batch
@@ -626,10 +645,11 @@ class _Writer:
     def __enter__(self) -> _Writer:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self._queue.put(None)
         self._thread.join()
-        self._raise_error()
+        if exc_type is None:  # otherwise the caller's own error is the one to report
+            self._raise_error()
 
 
 def _explain_failure(lake: Location, batch: _Batch, query: _Query) -> LakeDataError:
@@ -638,7 +658,7 @@ def _explain_failure(lake: Location, batch: _Batch, query: _Query) -> LakeDataEr
     for path in batch.files:
         _check_footer(lake, path)
         try:
-            _scan(_sources(lake, [path])[0], query).collect()
+            _scan(_sources(lake, [path]), query).collect()
         except FileNotFoundError:
             return LakeDataError(lake.url_of(path), "file disappeared while reading")
         except Exception as exc:
@@ -651,7 +671,7 @@ def _file_with_rows(
     lake: Location, batch: _Batch, query: _Query, condition: pl.Expr
 ) -> tuple[str, pl.DataFrame]:
     for path in batch.files:
-        rows = _scan(_sources(lake, [path])[0], query).filter(condition).collect()
+        rows = _scan(_sources(lake, [path]), query).filter(condition).collect()
         if rows.height:
             return lake.url_of(path), rows
     raise AssertionError("a batch row matched no file of the batch")
@@ -675,7 +695,7 @@ def _check_rows(lake: Location, batch: _Batch, query: _Query, events: pl.DataFra
                 pl.col("event_time") >= partition.end
             )
             for path in partition.files:
-                rows = _scan(_sources(lake, [path])[0], query).filter(outside).collect()
+                rows = _scan(_sources(lake, [path]), query).filter(outside).collect()
                 if rows.height:
                     raise LakeDataError(
                         lake.url_of(path),

@@ -26,7 +26,7 @@ from course_exports.archive import Source, WrittenEntry, ZipStreamWriter, write_
 from course_exports.lake import Course
 from course_exports.registry import ExportRecord
 from course_exports.storage import Location
-from course_exports.tabular import csv_bytes
+from course_exports.tabular import safe_csv
 from course_exports.workspace import WorkspacePlan, safe_name
 
 ZIP_MANIFEST = "manifest.json"
@@ -55,7 +55,7 @@ def roster_csv(roster: pl.DataFrame, users: pl.DataFrame) -> bytes:
             "role",
         )
     )
-    return csv_bytes(frame, ROSTER_HEADER)
+    return safe_csv(frame, ROSTER_HEADER)
 
 
 def _open_lake_file(lake: Location, path: str, size: int) -> BinaryIO:

@@ -1,0 +1,83 @@
+"""export-lti-settings: a course's LTI launch URLs as a CSV behind a link."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from prefect import flow
+from pydantic import Field
+
+from course_exports.registry import ExportKind, ExportRecord, ExportResult
+from course_exports.settings import load_settings
+from tasks.export import (
+    begin_export,
+    fail_export,
+    find_previous_export,
+    publish_export,
+    summarise_export,
+)
+from tasks.lti import write_lti_csv
+from tasks.request import check_request_task
+
+KIND = ExportKind.LTI_SETTINGS
+
+
+@flow(
+    name="export-lti-settings",
+    flow_run_name="lti-settings · course {course_id}",
+    description="The course's LTI launch URLs and resource link ids as a CSV.",
+    persist_result=True,
+    result_serializer="json",
+    log_prints=True,
+)
+def export_lti_settings(
+    course_id: Annotated[int, Field(title="Course ID", description="LMS id of the course", gt=0)],
+    requested_by: Annotated[
+        int,
+        Field(
+            title="Requested by (user ID)",
+            description="LMS user id of the teacher asking; must be a Teacher of the course",
+            gt=0,
+        ),
+    ],
+    request_id: Annotated[
+        str | None,
+        Field(
+            title="Request ID",
+            description="Idempotency key: a request already completed returns its export again",
+        ),
+    ] = None,
+) -> ExportResult:
+    settings = load_settings()
+    parameters: dict[str, Any] = {"requested_by": requested_by}
+    previous = find_previous_export(settings, KIND, course_id, request_id, parameters)
+    if previous is not None:
+        return previous
+
+    request = check_request_task(settings, course_id, requested_by)
+    record: ExportRecord | None = None
+    try:
+        created = datetime.now(UTC).replace(microsecond=0)
+        record = begin_export(
+            settings,
+            kind=KIND,
+            course_id=course_id,
+            course_name=request.course.name,
+            requested_by=requested_by,
+            request_id=request_id,
+            parameters=parameters,
+            file_name=f"lti-settings-{course_id}-{created:%Y%m%dT%H%M%SZ}.csv",
+            now=created,
+        )
+        written = write_lti_csv(settings, record, request.course)
+        result = publish_export(
+            settings, record, written.size_bytes, written.sha256, written.counts
+        )
+    except Exception as exc:
+        fail_export(settings, KIND, request.requester, request.course.name, record, exc, False)
+        raise
+    summarise_export(
+        settings, result, f"LTI settings of {written.counts['assignments']:,} assignments"
+    )
+    return result
