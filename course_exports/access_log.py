@@ -3,28 +3,41 @@
 How it stays fast and small:
 
 * Only the day partitions that intersect the window are read, from one listing.
-* Day partitions do not overlap in time, so the CSV is produced one batch of days at a
-  time, oldest first. Each batch is sorted on its own and the concatenation is ordered:
-  no global sort, and memory is bounded by one batch of the course (plus a bounded
-  prefetch), not by the log or the course.
-* Each file is scanned by Polars with the course predicate pushed into the Parquet
+* Day partitions do not overlap in time, so the CSV is produced a batch at a time,
+  oldest first: each batch is sorted on its own and the concatenation is ordered. No
+  global sort, and memory is bounded by the batch size (about :data:`_BATCH_ROWS` rows
+  of the course), not by the log, the course or the density of a day: quiet days are
+  grouped into one batch, a very busy day is read in time slices.
+* Each batch is one Polars scan with the course predicate pushed into the Parquet
   reader, which decodes the other columns only for the matching rows: for a course that
   is a sliver of the log, most bytes are never turned into values.
 * Users, roster and assignments are rendered to CSV cells once (formula guard included)
   and joined per batch; timestamps, labels and quoting are Polars expressions and the
   Polars CSV writer, never a Python loop over rows.
-* The next batches are read in a background thread while the current one renders and is
-  written, so on S3 the round trips overlap the CPU work.
+* The next batches are read in a background thread and the CSV is handed to ``out`` by
+  another, so reading (S3 round trips), rendering and writing overlap.
 
-Row order is ``event_time`` then the tie-break of :data:`SORT_KEYS`, which covers every
-column of an event, so equal rows are the only rows whose relative order is unspecified
-and swapping them changes no byte of the output.
+Choices the contract leaves open, made here:
+
+* Row order: ``event_time``, then :data:`SORT_KEYS` (user_id, access_type,
+  assignment_id, project_path, ip; nulls first). That is every column of an event, so
+  only identical rows tie, and their order changes no byte.
+* Date/Time drops the fraction of a second (12.999 s is written as 12 s), never rounds.
+* A text cell that is empty or null is an empty field; login and logout rows have an
+  empty Assignment even if the LMS wrote an assignment id on them.
+* ``event_time`` may be stored in ms, us or ns but must be UTC; a naive or other-zone
+  timestamp is refused, not guessed at. Strings may be string, large_string, string_view
+  or dictionary-encoded. Other columns must be exactly as in the contract.
+* Broken rows of the course inside the window (unknown or null access_type, null
+  event_time, a row filed under another day's partition) stop the export even when the
+  user or assignment filters would have dropped them.
 """
 
 from __future__ import annotations
 
 import calendar
 import io
+import math
 import posixpath
 import queue
 import re
@@ -81,6 +94,7 @@ _PARTITION_RE = re.compile(r"event_date=(\d{4}-\d{2}-\d{2})")
 _ONE_DAY = timedelta(days=1)
 # A spreadsheet runs a cell that starts with one of these (CONTRACT 4.2).
 _FORMULA_START = r"^[=+\-@\t\r]"
+# ISO 8601 with the offset as +hh:mm; %S alone truncates the fraction of a second.
 _ISO_SECONDS = "%Y-%m-%dT%H:%M:%S%:z"
 _EVENT_TIME = pl.Datetime("us", "UTC")
 
@@ -92,10 +106,13 @@ _PREFETCH_BATCHES = 2
 # Course rows a batch aims at: big enough that per-batch overhead vanishes for small
 # courses, small enough that a batch's frames stay in the tens of MB.
 _BATCH_ROWS = 200_000
-_BATCH_MAX_BYTES = 64 * 1024 * 1024
-# Rows rendered to CSV text at a time, so a huge day never holds its whole CSV at once.
+_BATCH_MAX_BYTES = 32 * 1024 * 1024
+# Before any batch is read: as if every row were the course's, at about 12 bytes a row
+# of compressed Parquet (the sample log takes ~15).
+_ROWS_PER_BYTE_GUESS = 1 / 12
+# Rows rendered to CSV text at a time, and chunks of text waiting for the writer thread:
+# together they bound the CSV bytes in memory (~4 x 131k rows x ~150 bytes).
 _RENDER_ROWS = 131_072
-# Rendered chunks waiting for the writer thread.
 _WRITE_QUEUE = 4
 
 
@@ -443,24 +460,23 @@ class _Query:
     assignment_ids: tuple[int, ...] | None
     user_ids: tuple[int, ...] | None
 
-    def keep(self) -> pl.Expr:
-        """Rows to read: selected rows, plus every broken row of the course in the window.
+    def keep(self, start: datetime, end: datetime) -> pl.Expr:
+        """Rows to read in ``[start, end)``: the selected ones, and every broken row.
 
         Broken rows (unknown access type, no time) are read even when the filters would
         drop them, so that damage is reported rather than filtered away.
         """
-        start = pl.lit(self.window.start, dtype=_EVENT_TIME)
-        end = pl.lit(self.window.end, dtype=_EVENT_TIME)
         time = pl.col("event_time")
-        selected = (time >= start) & (time < end)
+        inside = (time >= pl.lit(start, dtype=_EVENT_TIME)) & (
+            time < pl.lit(end, dtype=_EVENT_TIME)
+        )
+        selected = inside
         if self.assignment_ids is not None:
             selected &= pl.col("assignment_id").is_in(self.assignment_ids)
         if self.user_ids is not None:
             selected &= pl.col("user_id").is_in(self.user_ids)
-        access_type = pl.col("access_type")
-        known = access_type.is_in(list(ACCESS_TYPE_LABELS)).fill_null(False)
-        unknown_in_window = ~known & (time >= start) & (time < end)
-        return selected | unknown_in_window | time.is_null()
+        known = pl.col("access_type").is_in(list(ACCESS_TYPE_LABELS)).fill_null(False)
+        return selected | (~known & inside) | time.is_null()
 
 
 _SCAN_SCHEMA = pl.Schema(
@@ -483,7 +499,23 @@ _SCAN_CASTS = pl.ScanCastOptions(
 )
 
 
-def _scan(sources: list[str] | list[bytes], query: _Query) -> pl.LazyFrame:
+@dataclass
+class _Batch:
+    """Consecutive days (or a time slice of one day) read, sorted and written together."""
+
+    partitions: list[DayPartition]
+    start: datetime  # rows read: start <= event_time < end (already within the window)
+    end: datetime
+    planned_bytes: int  # the share of the files' bytes this batch stands for
+    events: pl.DataFrame | None = None
+    error: Exception | None = None
+
+    @property
+    def files(self) -> list[str]:
+        return [path for partition in self.partitions for path in partition.files]
+
+
+def _scan(sources: list[str] | list[bytes], query: _Query, batch: _Batch) -> pl.LazyFrame:
     # One scan over all files of a batch: Polars pipelines the files itself, and the
     # course predicate is evaluated on course_id before other columns are decoded.
     return (
@@ -496,78 +528,101 @@ def _scan(sources: list[str] | list[bytes], query: _Query) -> pl.LazyFrame:
         )
         .filter(pl.col("course_id") == query.course_id)
         .select("event_time", "user_id", "assignment_id", "access_type", "project_path", "ip")
-        .filter(query.keep())
+        .filter(query.keep(batch.start, batch.end))
     )
 
 
-@dataclass
-class _Batch:
-    partitions: list[DayPartition]
-    events: pl.DataFrame | None = None
-    error: Exception | None = None
+class _Sources:
+    """What Polars scans: local paths, or the bytes of remote objects.
 
-    @property
-    def files(self) -> list[str]:
-        return [path for partition in self.partitions for path in partition.files]
+    Remote objects are fetched whole with one call (s3fs fetches them concurrently):
+    every file holds all courses and the course's rows can be in any row group. The
+    last fetch is kept, because the slices of a dense day read the same files again.
+    """
 
-    @property
-    def size_bytes(self) -> int:
-        return sum(partition.size_bytes for partition in self.partitions)
+    def __init__(self, lake: Location) -> None:
+        self._lake = lake
+        self._last: tuple[tuple[str, ...], list[bytes]] | None = None
+
+    def get(self, files: list[str]) -> list[str] | list[bytes]:
+        if self._lake.is_local:
+            return list(files)
+        key = tuple(files)
+        if self._last is None or self._last[0] != key:
+            self._last = None  # let the old bytes go before fetching the new ones
+            blobs: dict[str, bytes] = self._lake.fs.cat(files, on_error="raise")
+            self._last = (key, [blobs[path] for path in files])
+        return self._last[1]
 
 
-def _sources(lake: Location, files: list[str]) -> list[str] | list[bytes]:
-    if lake.is_local:
-        return list(files)
-    # One call: s3fs fetches the objects concurrently. Whole objects, because every
-    # file holds all courses and the course's rows can be in any row group.
-    blobs: dict[str, bytes] = lake.fs.cat(files, on_error="raise")
-    return [blobs[path] for path in files]
-
-
-def _read_batch(lake: Location, batch: _Batch, query: _Query) -> _Batch:
+def _read_batch(sources: _Sources, batch: _Batch, query: _Query) -> _Batch:
     try:
-        sources = _sources(lake, batch.files)
-        batch.events = _scan(sources, query).collect()
+        batch.events = _scan(sources.get(batch.files), query, batch).collect()
     except Exception as exc:  # reported with the file's name by _explain_failure
         batch.error = exc
     return batch
 
 
 class _Planner:
-    """Groups consecutive days into batches of about :data:`_BATCH_ROWS` course rows.
+    """Cuts the days into batches of about :data:`_BATCH_ROWS` rows of the course.
 
-    How many rows of the course a byte of log holds is only known after reading some,
-    so the first batches are one day each and later ones use the ratio seen so far. A
-    batch never exceeds :data:`_BATCH_MAX_BYTES` of files (on remote storage they are
-    held in memory while read), except a single day bigger than that.
+    How many of the course's rows a byte of log holds is known only after reading some.
+    Until then the guess is that every row is the course's (:data:`_ROWS_PER_BYTE_GUESS`),
+    afterwards the larger of the overall and the latest ratio, so a course that gets
+    busier is caught at the next batch. Quiet days are grouped (up to
+    :data:`_BATCH_MAX_BYTES` of files, which remote reads hold in memory); a day expected
+    to hold more than two batches is read in time slices, re-reading its files, so that
+    memory stays bounded by the batch size however dense the log gets.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, window: AccessWindow) -> None:
+        self._window = window
         self._rows = 0
         self._bytes = 0
+        self._latest: float | None = None
 
-    def observe(self, rows: int, size_bytes: int) -> None:
-        self._rows += rows
-        self._bytes += size_bytes
+    def observe(self, batch: _Batch) -> None:
+        if batch.events is None or not batch.planned_bytes:
+            return
+        self._rows += batch.events.height
+        self._bytes += batch.planned_bytes
+        self._latest = batch.events.height / batch.planned_bytes
 
-    def _rows_per_byte(self) -> float | None:
-        return self._rows / self._bytes if self._bytes else None
+    def _rows_per_byte(self) -> float:
+        if self._latest is None:
+            return _ROWS_PER_BYTE_GUESS
+        return max(self._latest, self._rows / self._bytes)
 
-    def batches(self, partitions: list[DayPartition]) -> Iterator[list[DayPartition]]:
+    def batches(self, days: list[DayPartition]) -> Iterator[_Batch]:
+        start, end = self._window.start, self._window.end
         index = 0
-        while index < len(partitions):
+        while index < len(days):
             ratio = self._rows_per_byte()
-            batch = [partitions[index]]
-            size = partitions[index].size_bytes
+            group, size = [days[index]], days[index].size_bytes
             index += 1
-            while ratio is not None and index < len(partitions):
-                grown = size + partitions[index].size_bytes
+            if size * ratio > 2 * _BATCH_ROWS:
+                yield from self._slices(group[0], math.ceil(size * ratio / _BATCH_ROWS))
+                continue
+            # A day of unknown size (a hand-made partition list) stays a batch of its own.
+            while size and index < len(days) and days[index].size_bytes:
+                grown = size + days[index].size_bytes
                 if grown > _BATCH_MAX_BYTES or grown * ratio > _BATCH_ROWS:
                     break
-                batch.append(partitions[index])
+                group.append(days[index])
                 size = grown
                 index += 1
-            yield batch
+            yield _Batch(group, start, end, size)
+
+    def _slices(self, day: DayPartition, count: int) -> Iterator[_Batch]:
+        lo, hi = max(day.start, self._window.start), min(day.end, self._window.end)
+        span_us = (hi - lo) // timedelta(microseconds=1)
+        bounds = [lo + timedelta(microseconds=span_us * k // count) for k in range(count + 1)]
+        # The outer slices reach to the window's ends, so a row filed under the wrong day
+        # is still read, and reported by _check_rows, as it is when the day is not sliced.
+        bounds[0], bounds[-1] = self._window.start, self._window.end
+        share = day.size_bytes // count
+        for k in range(count):
+            yield _Batch([day], bounds[k], bounds[k + 1], share)
 
 
 class _Prefetcher:
@@ -577,29 +632,26 @@ class _Prefetcher:
     decoding overlap the rendering of the current one.
     """
 
-    def __init__(self, lake: Location, partitions: list[DayPartition], query: _Query) -> None:
-        self._lake = lake
+    def __init__(self, lake: Location, days: list[DayPartition], query: _Query) -> None:
         self._query = query
-        self.planner = _Planner()
-        self._plan = self.planner.batches(partitions)
+        self._sources = _Sources(lake)
+        self._planner = _Planner(query.window)
+        self._plan = self._planner.batches(days)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="access-log-read")
         self._pending: deque[Future[_Batch]] = deque()
 
     def _submit(self) -> None:
         while len(self._pending) <= _PREFETCH_BATCHES:
-            group = next(self._plan, None)
-            if group is None:
+            batch = next(self._plan, None)
+            if batch is None:
                 return
-            self._pending.append(
-                self._pool.submit(_read_batch, self._lake, _Batch(group), self._query)
-            )
+            self._pending.append(self._pool.submit(_read_batch, self._sources, batch, self._query))
 
     def __iter__(self) -> Iterator[_Batch]:
         self._submit()
         while self._pending:
             batch = self._pending.popleft().result()
-            if batch.events is not None:
-                self.planner.observe(batch.events.height, batch.size_bytes)
+            self._planner.observe(batch)
             self._submit()
             yield batch
 
@@ -652,13 +704,16 @@ class _Writer:
             self._raise_error()
 
 
+def _read_file(lake: Location, path: str, query: _Query, batch: _Batch) -> pl.LazyFrame:
+    return _scan(_Sources(lake).get([path]), query, batch)
+
+
 def _explain_failure(lake: Location, batch: _Batch, query: _Query) -> LakeDataError:
     """A read of several files failed: find the file and say what is wrong with it."""
-    assert batch.error is not None
     for path in batch.files:
         _check_footer(lake, path)
         try:
-            _scan(_sources(lake, [path]), query).collect()
+            _read_file(lake, path, query, batch).collect()
         except FileNotFoundError:
             return LakeDataError(lake.url_of(path), "file disappeared while reading")
         except Exception as exc:
@@ -667,41 +722,45 @@ def _explain_failure(lake: Location, batch: _Batch, query: _Query) -> LakeDataEr
     return LakeDataError(lake.url_of(path), f"could not be read: {batch.error}")
 
 
-def _file_with_rows(
+def _first_file_with(
     lake: Location, batch: _Batch, query: _Query, condition: pl.Expr
-) -> tuple[str, pl.DataFrame]:
+) -> tuple[str, dict[str, Any]]:
+    """The first file of the batch holding a row that matches, and that row."""
     for path in batch.files:
-        rows = _scan(_sources(lake, [path]), query).filter(condition).collect()
+        rows = _read_file(lake, path, query, batch).filter(condition).head(1).collect()
         if rows.height:
-            return lake.url_of(path), rows
-    raise AssertionError("a batch row matched no file of the batch")
+            return lake.url_of(path), rows.row(0, named=True)
+    raise AssertionError("a row of the batch is in none of its files")
 
 
 def _check_rows(lake: Location, batch: _Batch, query: _Query, events: pl.DataFrame) -> None:
     """Refuse broken rows of the course; they are never skipped (CONTRACT 2)."""
     unknown = ~pl.col("access_type").is_in(list(ACCESS_TYPE_LABELS)).fill_null(False)
     if events.select(unknown.any()).item():
-        url, rows = _file_with_rows(lake, batch, query, unknown)
-        raise LakeDataError(url, f"unknown access_type {rows['access_type'][0]!r}")
+        url, row = _first_file_with(lake, batch, query, unknown)
+        raise LakeDataError(url, f"unknown access_type {row['access_type']!r}")
     if events["event_time"].null_count():
-        url, _ = _file_with_rows(lake, batch, query, pl.col("event_time").is_null())
+        url, _ = _first_file_with(lake, batch, query, pl.col("event_time").is_null())
         raise LakeDataError(url, f"event_time is null in a row of course {query.course_id}")
-    # Batches are written one after the other unsorted between them, which is only
-    # right if every row lies in its partition's day.
-    lo, hi = batch.partitions[0].start, batch.partitions[-1].end
-    if events.height and (events["event_time"].min() < lo or events["event_time"].max() >= hi):  # type: ignore[operator]
-        for partition in batch.partitions:
-            outside = (pl.col("event_time") < partition.start) | (
-                pl.col("event_time") >= partition.end
-            )
-            for path in partition.files:
-                rows = _scan(_sources(lake, [path]), query).filter(outside).collect()
-                if rows.height:
-                    raise LakeDataError(
-                        lake.url_of(path),
-                        f"event_time {rows['event_time'][0].isoformat()} is not on the "
-                        f"partition's day {partition.day.isoformat()}",
-                    )
+    # Batches are written one after the other, not sorted together, which is only right
+    # if every row lies in its partition's day.
+    if not events.height:
+        return
+    first, last = batch.partitions[0].start, batch.partitions[-1].end
+    earliest, latest = events["event_time"].min(), events["event_time"].max()
+    assert isinstance(earliest, datetime) and isinstance(latest, datetime)
+    if earliest >= first and latest < last:
+        return
+    for partition in batch.partitions:
+        outside = (pl.col("event_time") < partition.start) | (pl.col("event_time") >= partition.end)
+        for path in partition.files:
+            rows = _read_file(lake, path, query, batch).filter(outside).head(1).collect()
+            if rows.height:
+                raise LakeDataError(
+                    lake.url_of(path),
+                    f"event_time {rows['event_time'][0].isoformat()} is not on the "
+                    f"partition's day {partition.day.isoformat()}",
+                )
 
 
 # ---------------------------------------------------------------------------- the CSV
@@ -754,17 +813,16 @@ def write_access_csv(
     people = _People(users, roster)
     assignment_cells = _assignment_cells(assignments)
 
-    rows = files = 0
+    rows = 0
     with _Writer(out) as writer, _Prefetcher(lake, days, query) as prefetcher:
         writer.write((UTF8_BOM if excel else b"") + CSV_HEADER.encode() + b"\r\n")
         for batch in prefetcher:
-            files += len(batch.files)
             if batch.error is not None:
                 raise _explain_failure(lake, batch, query) from batch.error
             assert batch.events is not None
             _check_rows(lake, batch, query, batch.events)
             rows += _write_batch(writer, batch.events, people, assignment_cells, timezone)
-    return AccessCsvStats(rows=rows, days=len(days), files=files)
+    return AccessCsvStats(rows=rows, days=len(days), files=sum(len(d.files) for d in days))
 
 
 def _write_batch(

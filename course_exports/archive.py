@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import struct
 import threading
 import time
@@ -74,6 +75,15 @@ _MIN_SAVING_SHIFT = 5
 # random or already-compressed data, which would cost as much as deflating text.
 _SMALL_PROBE = 4096
 _LARGE_PROBE = 64 * 1024
+# Source code and text always deflate well: no need to probe them first.
+TEXT_SUFFIXES = frozenset(
+    {
+        *(".c", ".cc", ".cpp", ".cs", ".go", ".h", ".hpp", ".java", ".js", ".jsx", ".kt"),
+        *(".m", ".php", ".py", ".r", ".rb", ".rs", ".scala", ".sh", ".sql", ".swift", ".ts"),
+        *(".tsx", ".css", ".csv", ".htm", ".html", ".ipynb", ".json", ".md", ".rst", ".svg"),
+        *(".tex", ".toml", ".tsv", ".txt", ".xml", ".yaml", ".yml"),
+    }
+)
 # Containers and media that are compressed already: stored without trying.
 PRECOMPRESSED_SUFFIXES = frozenset(
     {
@@ -195,10 +205,14 @@ def _encode_name(arcname: str) -> bytes:
     return name
 
 
+def _suffix(arcname: str) -> str:
+    dot = arcname.rfind(".")
+    return arcname[dot:].lower() if dot > arcname.rfind("/") else ""
+
+
 def is_precompressed(arcname: str) -> bool:
     """Whether the name's extension says the data is compressed already (store, don't try)."""
-    dot = arcname.rfind(".")
-    return dot > arcname.rfind("/") and arcname[dot:].lower() in PRECOMPRESSED_SUFFIXES
+    return _suffix(arcname) in PRECOMPRESSED_SUFFIXES
 
 
 def _saves_enough(size: int, compressed: int) -> bool:
@@ -216,9 +230,14 @@ def _deflate_or_store(
     if not data or compress is False or level == 0:
         return _STORED, data
     if compress is None:
-        if is_precompressed(arcname):
+        suffix = _suffix(arcname)
+        if suffix in PRECOMPRESSED_SUFFIXES:
             return _STORED, data
-        if len(data) > 2 * _SMALL_PROBE and not _probe_shrinks(memoryview(data)[:_SMALL_PROBE]):
+        if (
+            suffix not in TEXT_SUFFIXES
+            and len(data) > 2 * _SMALL_PROBE
+            and not _probe_shrinks(memoryview(data)[:_SMALL_PROBE])
+        ):
             return _STORED, data
     packed = zlib.compress(data, level, wbits=-15)
     if compress is None and not _saves_enough(len(data), len(packed)):
@@ -599,8 +618,8 @@ class _Peekable:
 def _read_upto(fh: BinaryIO, limit: int) -> bytes:
     """Up to ``limit`` bytes: fewer only at the end of the file (raw streams read short)."""
     data = fh.read(limit)
-    if len(data) >= limit or not data:
-        return data
+    if len(data) >= limit or not data or isinstance(fh, io.BufferedIOBase):
+        return data  # a buffered stream reads short only at the end: no second call needed
     parts = [data]
     got = len(data)
     while got < limit:
@@ -610,12 +629,6 @@ def _read_upto(fh: BinaryIO, limit: int) -> bytes:
         parts.append(more)
         got += len(more)
     return b"".join(parts)
-
-
-def _is_transient(exc: BaseException) -> bool:
-    # A missing file will not come back; any other OSError (timeouts, resets, throttling
-    # surfaced by s3fs) may pass.
-    return isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError)
 
 
 class _Reader:
@@ -629,8 +642,12 @@ class _Reader:
         if self._cancelled.is_set():
             raise _Cancelled
 
-    def backoff(self, source: Source, attempt: int, exc: BaseException) -> None:
-        """Sleep before attempt ``attempt + 1``, or raise if the attempts are spent."""
+    def backoff(self, source: Source, attempt: int, exc: OSError) -> None:
+        """Sleep before attempt ``attempt + 1``, or raise if the attempts are spent.
+
+        A missing file will not come back; any other OSError (timeouts, resets, throttling
+        surfaced by s3fs) may pass.
+        """
         if isinstance(exc, FileNotFoundError):
             raise ArchiveError(source.arcname, "the file disappeared during the export") from exc
         if attempt >= self._options.read_attempts:
@@ -651,9 +668,7 @@ class _Reader:
                 with source.open() as fh:
                     data = _read_upto(fh, source.size + 1)  # one more byte: did it grow?
                 break
-            except Exception as exc:
-                if not _is_transient(exc):
-                    raise
+            except OSError as exc:
                 self.backoff(source, attempt, exc)
         _check_size(source, len(data))
         return data
@@ -731,9 +746,7 @@ class _ChunkReader:
                     self._fh = self._reopen()
                 data = _read_upto(self._fh, length)
                 break
-            except Exception as exc:
-                if not _is_transient(exc):
-                    raise
+            except OSError as exc:
                 self.close()
                 self._reader.backoff(self._source, attempt, exc)
         self.offset += len(data)

@@ -64,6 +64,8 @@ class ExportRecord(BaseModel):
     size_bytes: int = 0
     sha256: str = ""
     counts: dict[str, int] = Field(default_factory=dict)
+    #: What the file covers, for people and the LMS (e.g. the access window).
+    details: dict[str, Any] = Field(default_factory=dict)
 
     def is_live(self, now: datetime) -> bool:
         return self.status is ExportStatus.READY and now < self.expires_at
@@ -228,6 +230,7 @@ def publish(
     size_bytes: int,
     sha256: str,
     counts: Mapping[str, int],
+    details: Mapping[str, Any] | None = None,
     now: datetime | None = None,
 ) -> ExportRecord:
     """Mark the export ``ready``: from here on it is listed, linked and mailed."""
@@ -237,6 +240,7 @@ def publish(
             "size_bytes": size_bytes,
             "sha256": sha256,
             "counts": dict(counts),
+            "details": canonical_parameters(details or {}),
             "completed_at": (now or datetime.now(UTC)).replace(microsecond=0),
         }
     )

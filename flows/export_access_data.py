@@ -133,9 +133,7 @@ def export_access_data(
             user_ids=parameters["user_ids"],
             excel=excel,
         )
-        result = publish_export(
-            settings, record, written.size_bytes, written.sha256, written.counts
-        )
+        result = publish_export(settings, record, written)
     except Exception as exc:
         fail_export(settings, KIND, request.requester, request.course.name, record, exc, notify)
         raise

@@ -109,9 +109,7 @@ def export_course(
                 now=created,
             )
             written = pack_course_zip_task(settings, record, course, plan)
-            result = publish_export(
-                settings, record, written.size_bytes, written.sha256, written.counts
-            )
+            result = publish_export(settings, record, written)
     except Exception as exc:
         fail_export(settings, KIND, request.requester, course.name, record, exc, notify)
         raise

@@ -71,9 +71,7 @@ def export_lti_settings(
             now=created,
         )
         written = write_lti_csv(settings, record, request.course)
-        result = publish_export(
-            settings, record, written.size_bytes, written.sha256, written.counts
-        )
+        result = publish_export(settings, record, written)
     except Exception as exc:
         fail_export(settings, KIND, request.requester, request.course.name, record, exc, False)
         raise

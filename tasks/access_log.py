@@ -89,7 +89,12 @@ def write_access_file(
             excel=excel,
         )
     counts = {"events": stats.rows, "days": stats.days, "files_read": stats.files}
-    return WrittenFile(out.size, out.sha256, counts)
+    details = {
+        "window_start": plan.window.start.isoformat(),
+        "window_end": plan.window.end.isoformat(),
+        "timezone": plan.timezone,
+    }
+    return WrittenFile(out.size, out.sha256, counts, details)
 
 
 plan_access_export_task = io_task("plan-access-window", timeout_seconds=600)(plan_access_export)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ class WrittenFile:
     size_bytes: int
     sha256: str
     counts: dict[str, int]
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def result_for(settings: Settings, record: ExportRecord) -> ExportResult:
@@ -85,12 +86,15 @@ def begin_export(
 def publish_export(
     settings: Settings,
     record: ExportRecord,
-    size_bytes: int,
-    sha256: str,
-    counts: Mapping[str, int],
+    written: WrittenFile,
 ) -> ExportResult:
     ready = registry.publish(
-        settings.exports(), record, size_bytes=size_bytes, sha256=sha256, counts=counts
+        settings.exports(),
+        record,
+        size_bytes=written.size_bytes,
+        sha256=written.sha256,
+        counts=written.counts,
+        details=written.details,
     )
     return result_for(settings, ready)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import glob
 import io
+import itertools
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -385,17 +386,27 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.mark.parametrize("batching", ["default", "tiny batches"])
+BATCHING: dict[str, dict[str, Any]] = {
+    "default": {},
+    # A few days a batch, several render chunks a batch, one chunk in flight.
+    "grouped days": {
+        "_BATCH_ROWS": 150,
+        "_RENDER_ROWS": 7,
+        "_WRITE_QUEUE": 1,
+        "_PREFETCH_BATCHES": 0,
+    },
+    # Every day read in several time slices.
+    "sliced days": {"_BATCH_ROWS": 8, "_ROWS_PER_BYTE_GUESS": 0.01},
+}
+
+
+@pytest.mark.parametrize("batching", list(BATCHING))
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_engine_matches_reference(
     fixture: Fixture, name: str, batching: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if batching == "tiny batches":
-        # Every day its own batch, several render chunks a batch, one chunk in flight.
-        monkeypatch.setattr(access_log, "_BATCH_ROWS", 1)
-        monkeypatch.setattr(access_log, "_RENDER_ROWS", 7)
-        monkeypatch.setattr(access_log, "_WRITE_QUEUE", 1)
-        monkeypatch.setattr(access_log, "_PREFETCH_BATCHES", 0)
+    for constant, value in BATCHING[batching].items():
+        monkeypatch.setattr(access_log, constant, value)
     options = dict(SCENARIOS[name])
     window = access_window(NOW, 6, options.pop("since", None), options.pop("until", None))
     actual, stats = engine_csv(fixture, window, **options)
@@ -643,6 +654,13 @@ def test_null_access_type_is_an_error(tmp_path: Any) -> None:
     lake = small_lake(tmp_path, [event(at(day, 90), 5, None)])  # type: ignore[arg-type]
     with pytest.raises(LakeDataError, match="unknown access_type None"):
         export(lake)
+
+
+def test_null_event_time_is_an_error(tmp_path: Any) -> None:
+    lake = small_lake(tmp_path, [event(None, 5)])  # type: ignore[arg-type]
+    with pytest.raises(LakeDataError, match="event_time is null") as raised:
+        export(lake)
+    assert raised.value.path.endswith("suspect.parquet")
 
 
 def test_unknown_access_type_elsewhere_is_not_this_exports_business(tmp_path: Any) -> None:
@@ -944,3 +962,115 @@ def test_access_window_since_must_be_before_until(since: datetime, until: dateti
         access_window(NOW, 6, since, until)
     assert raised.value.parameter == "since"
     assert raised.value.problem.startswith("must be before until (")
+
+
+# ---------------------------------------------------------------------------- batching
+
+
+def _days(count: int, size: int) -> list[DayPartition]:
+    first = date(2026, 2, 1)
+    return [DayPartition(first + timedelta(days=k), ("f",), size) for k in range(count)]
+
+
+def test_planner_groups_quiet_days(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(access_log, "_BATCH_ROWS", 100)
+    monkeypatch.setattr(access_log, "_ROWS_PER_BYTE_GUESS", 0.01)  # 10 rows a day
+    days = _days(25, 1000)
+    window = AccessWindow(days[0].start, days[-1].end)
+    batches = list(access_log._Planner(window).batches(days))
+    assert [len(b.partitions) for b in batches] == [10, 10, 5]
+    assert all((b.start, b.end) == (window.start, window.end) for b in batches)
+
+
+def test_planner_slices_dense_days_and_learns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(access_log, "_BATCH_ROWS", 100)
+    monkeypatch.setattr(access_log, "_ROWS_PER_BYTE_GUESS", 0.5)  # 500 rows a day
+    days = _days(3, 1000)
+    window = AccessWindow(days[0].start + timedelta(hours=6), days[-1].end - timedelta(hours=1))
+    planner = access_log._Planner(window)
+    plan = planner.batches(days)
+    first_day = [next(plan) for _ in range(5)]
+    assert all(b.partitions == [days[0]] for b in first_day)
+    assert first_day[0].start == window.start  # not the day's start
+    for a, b in itertools.pairwise(first_day):
+        assert a.end == b.start  # contiguous, no gaps
+    assert first_day[-1].end == window.end  # the outer slices reach the window's ends
+    assert first_day[1].start == days[0].start + timedelta(hours=6 + 18 / 5)
+    # The course turns out to be quiet: the remaining days go in one batch.
+    for batch in first_day:
+        batch.events = pl.DataFrame({"n": range(2)})
+        planner.observe(batch)
+    rest = list(plan)
+    assert [b.partitions for b in rest] == [days[1:]]
+
+
+def test_only_write_is_called_with_bytes(fixture: Fixture) -> None:
+    class OnlyWrite:
+        def __init__(self) -> None:
+            self.chunks: list[bytes] = []
+
+        def write(self, data: bytes) -> int:
+            assert type(data) is bytes
+            self.chunks.append(data)
+            return len(data)
+
+    window = access_window(NOW, 6, None, None)
+    out = OnlyWrite()
+    write_access_csv(
+        fixture.lake,
+        list_day_partitions(fixture.lake, window),
+        out,  # type: ignore[arg-type]
+        course_id=COURSE,
+        window=window,
+        assignments=fixture.assignments,
+        roster=fixture.roster,
+        users=fixture.users,
+    )
+    assert b"".join(out.chunks) == engine_csv(fixture, window)[0]
+
+
+def test_a_failing_writer_fails_the_export(fixture: Fixture) -> None:
+    class Full:
+        def write(self, data: bytes) -> int:
+            raise OSError(28, "No space left on device")
+
+    window = access_window(NOW, 6, None, None)
+    with pytest.raises(OSError, match="No space left"):
+        write_access_csv(
+            fixture.lake,
+            list_day_partitions(fixture.lake, window),
+            Full(),  # type: ignore[arg-type]
+            course_id=COURSE,
+            window=window,
+            assignments=fixture.assignments,
+            roster=fixture.roster,
+            users=fixture.users,
+        )
+
+
+def test_s3_lake_and_s3_output(fixture: Fixture, s3_server: Any) -> None:
+    """The same CSV from an S3 lake (moto on loopback) into an S3 writer."""
+    bucket = s3_server.make_bucket("access")
+    lake = open_location(f"s3://{bucket}/lake", s3_endpoint_url=s3_server.endpoint_url)
+    for path in glob.glob(os.path.join(fixture.root, "access_log", "*", "*.parquet")):
+        with open(path, "rb") as fh:
+            lake.fs.pipe_file(lake.path(os.path.relpath(path, fixture.root)), fh.read())
+    window = access_window(NOW, 6, datetime(2025, 10, 1), None)
+    partitions = list_day_partitions(lake, window)
+    assert check_log_files(lake, partitions) == sum(len(p.files) for p in partitions)
+    target = lake.path("exports", "access.csv")
+    with lake.fs.open(target, "wb") as out:
+        write_access_csv(
+            lake,
+            partitions,
+            out,
+            course_id=COURSE,
+            window=window,
+            assignments=fixture.assignments,
+            roster=fixture.roster,
+            users=fixture.users,
+            assignment_ids=[501, 502],
+            excel=True,
+        )
+    expected, _ = engine_csv(fixture, window, assignment_ids=[501, 502], excel=True)
+    assert lake.fs.cat_file(target) == expected

@@ -1,0 +1,68 @@
+"""Shared set-up of flow tests: a sample lake, settings in the environment, file checks."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from course_exports.sample_lake import LakeSummary, generate_lake, tiny_lake_spec
+from course_exports.settings import Settings, load_settings
+from course_exports.storage import open_location
+
+SIGNING_KEY = "test-signing-key-" + "x" * 32
+
+
+@dataclass(frozen=True)
+class LocalSite:
+    """A lake copy and empty exports/outbox folders, wired through COURSE_EXPORT_* variables."""
+
+    root: Path
+    lake: Path
+    exports: Path
+    outbox: Path
+    summary: LakeSummary
+
+    @property
+    def course(self) -> int:
+        return self.summary.course_ids[0]
+
+    @property
+    def teacher(self) -> int:
+        return self.summary.teachers[self.course][0]
+
+    def settings(self) -> Settings:
+        return load_settings()
+
+    def export_files(self) -> list[Path]:
+        return [p for p in self.exports.rglob("*") if p.is_file()] if self.exports.exists() else []
+
+    def mails(self) -> list[Path]:
+        return sorted(self.outbox.glob("*.eml")) if self.outbox.exists() else []
+
+
+def make_pristine_lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LakeSummary]:
+    root = tmp_path_factory.mktemp("pristine-lake")
+    summary = generate_lake(open_location(str(root)), tiny_lake_spec(), now=datetime.now(UTC))
+    return root, summary
+
+
+def make_site(
+    pristine: tuple[Path, LakeSummary], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> LocalSite:
+    """A private copy of the lake (tests may damage it) and the settings pointing at it."""
+    lake = tmp_path / "lake"
+    shutil.copytree(pristine[0], lake)
+    site = LocalSite(tmp_path, lake, tmp_path / "exports", tmp_path / "outbox", pristine[1])
+    for name in list(__import__("os").environ):
+        if name.startswith("COURSE_EXPORT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("COURSE_EXPORT_LAKE_URL", str(lake))
+    monkeypatch.setenv("COURSE_EXPORT_EXPORTS_URL", str(site.exports))
+    monkeypatch.setenv("COURSE_EXPORT_OUTBOX", str(site.outbox))
+    monkeypatch.setenv("COURSE_EXPORT_SIGNING_KEY", SIGNING_KEY)
+    return site

@@ -1,0 +1,239 @@
+"""export-course, export-lti-settings and import-project through Prefect, on a local lake."""
+
+from __future__ import annotations
+
+import csv
+import email
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from flowkit import LocalSite, make_pristine_lake, make_site
+
+from course_exports.errors import InputError, NotFoundError, PermissionDeniedError
+from course_exports.lake import read_course
+from course_exports.sample_lake import LakeSummary
+from course_exports.storage import open_location
+from deployments.download_service import create_app
+from flows.export_course import export_course
+from flows.export_lti_settings import export_lti_settings
+from flows.import_project import import_project
+
+pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LakeSummary]:
+    return make_pristine_lake(tmp_path_factory)
+
+
+@pytest.fixture
+def site(
+    pristine: tuple[Path, LakeSummary], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> LocalSite:
+    return make_site(pristine, tmp_path, monkeypatch)
+
+
+def lake_workspace_files(site: LocalSite, course_id: int) -> dict[tuple[int, int, str], bytes]:
+    """Every workspace file of the course's current assignments, read straight from disk."""
+    course = read_course(open_location(str(site.lake)), course_id)
+    files = {}
+    root = site.lake / "workspaces" / str(course_id)
+    for path in root.rglob("*"):
+        if path.is_file():
+            aid, uid, *rest = path.relative_to(root).parts
+            if int(aid) in course.assignment_ids():
+                files[(int(aid), int(uid), "/".join(rest))] = path.read_bytes()
+    return files
+
+
+def zip_manifest(zf: zipfile.ZipFile) -> tuple[str, dict[str, Any]]:
+    top = zf.namelist()[0].split("/")[0]
+    return top, json.loads(zf.read(f"{top}/manifest.json"))
+
+
+def assert_zip_tools_accept(path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "zipfile", "-t", str(path)], check=True, capture_output=True)
+    unzip = subprocess.run(["unzip", "-tqq", str(path)], capture_output=True)
+    assert unzip.returncode == 0, unzip.stdout + unzip.stderr
+
+
+def test_round_trip_every_byte(site: LocalSite, serve_app: Any) -> None:
+    result = export_course(course_id=site.course, requested_by=site.teacher)
+    path = Path(result.file_url)
+    assert result.status == "ready" and result.kind == "course"
+    assert result.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert_zip_tools_accept(path)
+    source = lake_workspace_files(site, site.course)
+    assert len(source) > 10
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+        top, manifest = zip_manifest(zf)
+        assert all(name.startswith(f"{top}/") for name in zf.namelist())
+        assert all(info.flag_bits & 0x800 for info in zf.infolist())  # UTF-8 names
+        assert zf.read(f"{top}/course.json") == (
+            site.lake / "courses" / str(site.course) / "course.json"
+        ).read_bytes()
+        roster = list(csv.reader(io.StringIO(zf.read(f"{top}/roster.csv").decode(), newline="")))
+        assert roster[0] == ["User ID", "Username", "Email", "First Name", "Last Name", "Role"]
+        by_source = {
+            (e["source"]["assignment_id"], e["source"]["user_id"], e["source"]["path"]): e
+            for e in manifest["entries"]
+            if "source" in e
+        }
+        assert set(by_source) == set(source)
+        for key, data in source.items():
+            entry = by_source[key]
+            assert zf.read(f"{top}/{entry['path']}") == data, key
+            assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+        for entry in manifest["entries"]:
+            assert zf.getinfo(f"{top}/{entry['path']}").file_size == entry["size"]
+    assert manifest["export_id"] == result.export_id
+    assert manifest["counts"]["files"] == result.counts["files"] == len(source)
+    assert {a["id"] for a in manifest["assignments"]} == set(
+        read_course(open_location(str(site.lake)), site.course).assignment_ids()
+    )
+    # folder names are unique and safe even though two assignments are called "Homework"
+    folders = [a["folder"] for a in manifest["assignments"]]
+    assert len(set(f.casefold() for f in folders)) == len(folders)
+    assert not any(part in ("", ".", "..") for f in folders for part in f.split("/"))
+
+    # the ready mail names the course and carries a link that downloads the same bytes
+    [mail] = site.mails()
+    message = email.message_from_bytes(mail.read_bytes(), policy=default_policy)
+    body = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert result.course_name in body.replace("\n", " ") or result.course_name in message["Subject"]
+    assert result.download_url in body
+    settings = site.settings()
+    with serve_app(create_app(settings)) as base:
+        url = result.download_url.replace(settings.public_url, base)
+        response = httpx.get(url, timeout=30)
+        assert response.status_code == 200
+        assert hashlib.sha256(response.content).hexdigest() == result.sha256
+
+
+def test_selection_and_empty_selection(site: LocalSite) -> None:
+    course = read_course(open_location(str(site.lake)), site.course)
+    source = lake_workspace_files(site, site.course)
+    assignment = course.assignment_ids()[0]
+    students = sorted({uid for aid, uid, _ in source if aid == assignment})[:2]
+    result = export_course(
+        course_id=site.course,
+        requested_by=site.teacher,
+        assignment_ids=[assignment],
+        student_ids=students,
+        notify=False,
+    )
+    with zipfile.ZipFile(result.file_url) as zf:
+        _, manifest = zip_manifest(zf)
+    got = {(e["source"]["assignment_id"], e["source"]["user_id"]) for e in manifest["entries"] if "source" in e}
+    assert got == {(assignment, s) for s in students}
+    assert [a["id"] for a in manifest["assignments"]] == [assignment]
+    assert site.mails() == []
+
+
+def test_student_without_workspace_exports_an_empty_selection(site: LocalSite) -> None:
+    [student, *_] = site.summary.students_without_workspaces[site.course]
+    result = export_course(
+        course_id=site.course, requested_by=site.teacher, student_ids=[student], notify=False
+    )
+    assert result.counts["files"] == 0 and result.counts["workspaces"] == 0
+    assert_zip_tools_accept(Path(result.file_url))
+
+
+@pytest.mark.parametrize(
+    ("parameters", "error", "message"),
+    [
+        ({"assignment_ids": [42]}, InputError, "assignment_ids"),
+        ({"student_ids": [42]}, InputError, "student_ids"),
+        ({"course_id": 424242}, NotFoundError, "course 424242"),
+    ],
+)
+def test_bad_selection_writes_nothing(
+    site: LocalSite, parameters: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        export_course(**({"course_id": site.course, "requested_by": site.teacher} | parameters))
+    assert site.export_files() == []
+
+
+def test_non_teacher_is_refused(site: LocalSite) -> None:
+    student = next(iter(lake_workspace_files(site, site.course)))[1]
+    with pytest.raises(PermissionDeniedError):
+        export_course(course_id=site.course, requested_by=student)
+    assert site.export_files() == [] and site.mails() == []
+
+
+def test_lti_settings(site: LocalSite) -> None:
+    course = read_course(open_location(str(site.lake)), site.course)
+    result = export_lti_settings(course_id=site.course, requested_by=site.teacher)
+    rows = list(csv.reader(io.StringIO(Path(result.file_url).read_text(), newline="")))
+    assert rows[0] == ["Unit", "Assignment", "Launch URL", "Resource Link ID"]
+    expected = [
+        [u.name, a.name, a.lti.launch_url, a.lti.resource_link_id]
+        for u, a in course.assignments()
+        if a.lti is not None
+    ]
+    assert [[c.removeprefix("'") for c in r] for r in rows[1:]] == expected
+    assert result.counts["assignments"] == len(expected) > 0
+    assert Path(result.file_url).read_bytes().count(b"\r\n") >= len(rows)
+
+
+def test_import_project_round_trip(site: LocalSite) -> None:
+    export = export_course(course_id=site.course, requested_by=site.teacher, notify=False)
+    source = lake_workspace_files(site, site.course)
+    (aid, uid, _), _ = max(source.items(), key=lambda kv: sum(1 for k in source if k[:2] == kv[0][:2]))
+    wanted = {path: data for (a, u, path), data in source.items() if (a, u) == (aid, uid)}
+    with zipfile.ZipFile(export.file_url) as zf:
+        _, manifest = zip_manifest(zf)
+    assignment = next(a for a in manifest["assignments"] if a["id"] == aid)
+    stack = None if assignment["stack"] else "python-3.12"
+    imported = import_project(
+        export_id=export.export_id,
+        assignment_id=aid,
+        student_id=uid,
+        stack=stack,
+        requested_by=site.teacher,
+    )
+    root = Path(imported.project_url)
+    got = {
+        p.relative_to(root / "workspace").as_posix(): p.read_bytes()
+        for p in (root / "workspace").rglob("*")
+        if p.is_file()
+    }
+    assert got == wanted
+    project = json.loads((root / "project.json").read_text())
+    assert project["stack"]["id"] == (stack or assignment["stack"]["id"])
+    assert project["files"] == len(wanted)
+    # another stack at import replaces the earlier copy
+    again = import_project(
+        export_id=export.export_id,
+        assignment_id=aid,
+        student_id=uid,
+        stack="custom-stack",
+        requested_by=site.teacher,
+    )
+    assert again.project_id == imported.project_id and again.stack["id"] == "custom-stack"
+
+
+def test_import_refuses_non_teachers_and_unknown_workspaces(site: LocalSite) -> None:
+    export = export_course(course_id=site.course, requested_by=site.teacher, notify=False)
+    student = next(iter(lake_workspace_files(site, site.course)))[1]
+    aid = read_course(open_location(str(site.lake)), site.course).assignment_ids()[0]
+    with pytest.raises(PermissionDeniedError):
+        import_project(export_id=export.export_id, assignment_id=aid, student_id=student, requested_by=student)
+    with pytest.raises(NotFoundError):
+        import_project(export_id=export.export_id, assignment_id=aid, student_id=1, requested_by=site.teacher)
+    with pytest.raises(NotFoundError):
+        import_project(export_id="0" * 32, assignment_id=aid, student_id=1, requested_by=site.teacher)
+    with pytest.raises(InputError):
+        import_project(export_id="../etc", assignment_id=aid, student_id=1, requested_by=site.teacher)
+    assert not (site.exports / "projects").exists()
