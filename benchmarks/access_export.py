@@ -18,7 +18,6 @@ import csv
 import dataclasses
 import hashlib
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -293,5 +292,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("POLARS_MAX_THREADS", str(os.cpu_count() or 2))
     raise SystemExit(main())

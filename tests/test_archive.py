@@ -18,7 +18,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import pytest
 
@@ -61,7 +61,7 @@ def noise(n: int, seed: int = 0) -> bytes:
 class NonSeekable(io.RawIOBase):
     """An output that can only be appended to, like an S3 multipart upload."""
 
-    def __init__(self, sink: BinaryIO) -> None:
+    def __init__(self, sink: BinaryIO | io.RawIOBase) -> None:
         self._sink = sink
         self.written = 0
 
@@ -82,6 +82,10 @@ class NonSeekable(io.RawIOBase):
     def tell(self) -> int:
         raise AssertionError("the writer must not tell")
 
+    @property
+    def stream(self) -> BinaryIO:
+        return cast(BinaryIO, self)
+
 
 def source(arcname: str, data: bytes, *, size: int | None = None) -> Source:
     return Source(arcname, len(data) if size is None else size, lambda: io.BytesIO(data))
@@ -92,7 +96,7 @@ def build(
 ) -> tuple[bytes, list[WrittenEntry]]:
     out = io.BytesIO()
     writer = ZipStreamWriter(
-        NonSeekable(out), level=level, zip64_threshold=threshold, date_time=DATE_TIME
+        NonSeekable(out).stream, level=level, zip64_threshold=threshold, date_time=DATE_TIME
     )
     entries = write_entries(writer, sources, **kwargs)
     total = writer.close()
@@ -209,7 +213,7 @@ def test_round_trip_of_mixed_entries(tmp_path: Path) -> None:
 
 def test_add_bytes_and_write_entries_mix_and_close_returns_size(tmp_path: Path) -> None:
     out = io.BytesIO()
-    writer = ZipStreamWriter(NonSeekable(out), date_time=DATE_TIME, comment="course 1042")
+    writer = ZipStreamWriter(NonSeekable(out).stream, date_time=DATE_TIME, comment="course 1042")
     first = writer.add_bytes("c/course.json", b'{"id": 1042}')
     write_entries(writer, [source("c/a.txt", text(100))])
     writer.add_bytes("c/manifest.json", b"{}")
@@ -231,8 +235,8 @@ def test_writes_only_forward_into_a_non_seekable_file(tmp_path: Path) -> None:
     files = {f"c/f{i}.txt": text(10_000 + i, seed=i) for i in range(50)}
     files["c/big.txt"] = text(2_200_000)
     with open(path, "wb", buffering=0) as raw:
-        out = NonSeekable(raw)  # type: ignore[arg-type]
-        writer = ZipStreamWriter(out, date_time=DATE_TIME)
+        out = NonSeekable(raw)
+        writer = ZipStreamWriter(out.stream, date_time=DATE_TIME)
         write_entries(
             writer,
             [source(n, d) for n, d in files.items()],
@@ -315,7 +319,7 @@ def test_big_file_is_streamed_in_chunks_in_bounded_memory(tmp_path: Path) -> Non
     tracemalloc.start()
     try:
         with open(path, "wb") as raw:
-            writer = ZipStreamWriter(NonSeekable(raw), date_time=DATE_TIME)  # type: ignore[arg-type]
+            writer = ZipStreamWriter(NonSeekable(raw).stream, date_time=DATE_TIME)
             [entry] = write_entries(
                 writer,
                 [Source("c/big.dat", len(content), lambda: io.BytesIO(content))],
@@ -366,7 +370,7 @@ def test_reads_never_run_ahead_of_the_window() -> None:
     files.insert(100, noise(3_000_000, seed=999))  # streamed in chunks
     sources = [Source(f"c/{i}.bin", len(d), counter.opener(d)) for i, d in enumerate(files)]
     window, chunk = 1 << 20, 256 * 1024
-    writer = ZipStreamWriter(sink)  # type: ignore[arg-type]
+    writer = ZipStreamWriter(sink.stream)
     write_entries(writer, sources, window_bytes=window, chunk_bytes=chunk, read_workers=8)
     writer.close()
     assert counter.read == sum(map(len, files))
