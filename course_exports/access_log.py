@@ -36,7 +36,6 @@ Choices the contract leaves open, made here:
 from __future__ import annotations
 
 import calendar
-import io
 import math
 import posixpath
 import queue
@@ -57,6 +56,7 @@ import pyarrow.parquet as pq
 
 from course_exports.errors import InputError, LakeDataError
 from course_exports.storage import Location
+from course_exports.tabular import csv_bytes, spreadsheet_cell
 
 ACCESS_TYPE_LABELS: dict[str, str] = {
     "login": "Log In",
@@ -93,7 +93,6 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("event_time", *_INT_COLUMNS, *_STRING_COLUM
 _PARTITION_RE = re.compile(r"event_date=(\d{4}-\d{2}-\d{2})")
 _ONE_DAY = timedelta(days=1)
 # A spreadsheet runs a cell that starts with one of these (CONTRACT 4.2).
-_FORMULA_START = r"^[=+\-@\t\r]"
 # ISO 8601 with the offset as +hh:mm; %S alone truncates the fraction of a second.
 _ISO_SECONDS = "%Y-%m-%dT%H:%M:%S%:z"
 _EVENT_TIME = pl.Datetime("us", "UTC")
@@ -352,17 +351,6 @@ def check_log_files(lake: Location, partitions: list[DayPartition]) -> int:
 # ---------------------------------------------------------------------------- rendering
 
 
-def _cell(expr: pl.Expr) -> pl.Expr:
-    """A text cell: empty for null or "", and a ``'`` before a formula-starting value."""
-    return (
-        pl.when(expr.str.len_bytes() == 0)
-        .then(pl.lit(None, dtype=pl.String))
-        .when(expr.str.contains(_FORMULA_START))
-        .then(pl.concat_str(pl.lit("'"), expr))
-        .otherwise(expr)
-    )
-
-
 _USER_CELLS = ("username", "email", "first_name", "last_name")
 _SESSION_TYPES = ("login", "logout")
 
@@ -380,7 +368,7 @@ class _People:
             pl.col("user_id").cast(pl.Int64), *(pl.col(c).cast(pl.String) for c in _USER_CELLS)
         )
         self._roles = roster.select(
-            pl.col("user_id").cast(pl.Int64), _cell(pl.col("role").cast(pl.String)).alias("role")
+            pl.col("user_id").cast(pl.Int64), spreadsheet_cell(pl.col("role").cast(pl.String)).alias("role")
         ).unique("user_id", keep="first", maintain_order=True)
         self.cells = self._lookup(self._roles.select("user_id"))
 
@@ -393,7 +381,7 @@ class _People:
         return (
             ids.join(found, on="user_id", how="left")
             .join(self._roles, on="user_id", how="left")
-            .select("user_id", *(_cell(pl.col(c)).alias(c) for c in _USER_CELLS), "role")
+            .select("user_id", *(spreadsheet_cell(pl.col(c)).alias(c) for c in _USER_CELLS), "role")
         )
 
     def for_batch(self, events: pl.DataFrame) -> pl.DataFrame:
@@ -407,7 +395,7 @@ class _People:
 def _assignment_cells(assignments: pl.DataFrame) -> pl.DataFrame:
     return assignments.select(
         pl.col("assignment_id").cast(pl.Int64),
-        _cell(pl.col("label").cast(pl.String)).alias("assignment"),
+        spreadsheet_cell(pl.col("label").cast(pl.String)).alias("assignment"),
     ).unique("assignment_id", keep="first", maintain_order=True)
 
 
@@ -429,23 +417,9 @@ def _render(events: pl.DataFrame, timezone: str) -> pl.DataFrame:
         .otherwise(pl.col("assignment"))
         .alias("assignment"),
         pl.col("role"),
-        _cell(pl.col("project_path")).alias("project_path"),
-        _cell(pl.col("ip")).alias("ip"),
+        spreadsheet_cell(pl.col("project_path")).alias("project_path"),
+        spreadsheet_cell(pl.col("ip")).alias("ip"),
     )
-
-
-def _csv_bytes(frame: pl.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    # Polars' "necessary" style quotes fields holding the separator, a quote, LF or CR,
-    # doubling inner quotes: RFC 4180, checked against the csv module in the tests.
-    frame.write_csv(
-        buffer,
-        include_header=False,
-        line_terminator="\r\n",
-        quote_style="necessary",
-        null_value="",
-    )
-    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------------------- reading
@@ -840,5 +814,5 @@ def _write_batch(
         .join(assignment_cells, on="assignment_id", how="left", maintain_order="left")
     )
     for offset in range(0, joined.height, _RENDER_ROWS):
-        writer.write(_csv_bytes(_render(joined.slice(offset, _RENDER_ROWS), timezone)))
+        writer.write(csv_bytes(_render(joined.slice(offset, _RENDER_ROWS), timezone)))
     return joined.height

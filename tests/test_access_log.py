@@ -15,7 +15,7 @@ import io
 import itertools
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
@@ -27,6 +27,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from reference import reference_csv
 
 from course_exports import access_log
 from course_exports.access_log import (
@@ -254,80 +255,6 @@ def fixture(tmp_path_factory: pytest.TempPathFactory) -> Fixture:
 
 
 # ---------------------------------------------------------------------------- the reference
-
-
-def _null_first(value: Any) -> tuple[int, Any]:
-    return (0, 0) if value is None else (1, value)
-
-
-def _guard(value: str | None) -> str:
-    if not value:
-        return ""
-    return "'" + value if value[0] in "=+-@\t\r" else value
-
-
-def reference_csv(
-    root: str,
-    *,
-    course_id: int,
-    window: AccessWindow,
-    assignments: dict[int, str],
-    roster: dict[int, str],
-    users: list[tuple[int, str | None, str | None, str | None, str | None]],
-    assignment_ids: Sequence[int] | None = None,
-    user_ids: Sequence[int] | None = None,
-    timezone: str = "UTC",
-    excel: bool = False,
-) -> bytes:
-    """CONTRACT 4.2 the slow, obvious way: every row of every file, in Python."""
-    directory = {u[0]: u[1:] for u in users}
-    zone = ZoneInfo(timezone)
-    rows = []
-    for path in sorted(glob.glob(os.path.join(root, "access_log", "*", "*.parquet"))):
-        for row in pq.read_table(path).to_pylist():
-            if row["course_id"] != course_id:
-                continue
-            if not window.start <= row["event_time"] < window.end:
-                continue
-            if assignment_ids is not None and row["assignment_id"] not in assignment_ids:
-                continue
-            if user_ids is not None and row["user_id"] not in user_ids:
-                continue
-            rows.append(row)
-    rows.sort(
-        key=lambda r: (
-            r["event_time"],
-            _null_first(r["user_id"]),
-            _null_first(r["access_type"]),
-            _null_first(r["assignment_id"]),
-            _null_first(r["project_path"]),
-            _null_first(r["ip"]),
-        )
-    )
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\r\n")
-    writer.writerow(CSV_HEADER.split(","))
-    for row in rows:
-        username, email, first, last = directory.get(row["user_id"], (None,) * 4)
-        local = row["event_time"].astimezone(zone).replace(microsecond=0)
-        session = row["access_type"] in ("login", "logout")
-        label = None if session else assignments.get(row["assignment_id"])
-        writer.writerow(
-            [
-                _guard(username),
-                _guard(email),
-                _guard(first),
-                _guard(last),
-                local.isoformat(),
-                ACCESS_TYPE_LABELS[row["access_type"]],
-                _guard(label),
-                _guard(roster.get(row["user_id"])),
-                _guard(row["project_path"]),
-                _guard(row["ip"]),
-            ]
-        )
-    data = text.getvalue().encode("utf-8")
-    return b"\xef\xbb\xbf" + data if excel else data
 
 
 def engine_csv(f: Fixture, window: AccessWindow, **options: Any) -> tuple[bytes, AccessCsvStats]:

@@ -166,7 +166,7 @@ def newest_day(site: LocalSite) -> Path:
 def test_corrupt_parquet_is_named_and_nothing_is_published(site: LocalSite) -> None:
     bad = newest_day(site) / "zz-corrupt.parquet"
     bad.write_bytes(b"PAR1 this is not parquet")
-    with pytest.raises(LakeDataError, match="zz-corrupt.parquet"):
+    with pytest.raises(LakeDataError, match=r"zz-corrupt\.parquet"):
         export_access_data(course_id=site.course, requested_by=site.teacher)
     assert site.export_files() == []
 
@@ -198,9 +198,7 @@ def test_unknown_access_type_mid_export_leaves_nothing(site: LocalSite) -> None:
 
 
 def test_result_is_persisted_for_the_lms(site: LocalSite) -> None:
-    state = export_access_data(
-        course_id=site.course, requested_by=site.teacher, return_state=True
-    )
+    state = export_access_data(course_id=site.course, requested_by=site.teacher, return_state=True)
     result = state.result()
     assert result.export_id
     assert state.data is not None  # a persisted result record, readable through the API

@@ -61,7 +61,9 @@ def zip_manifest(zf: zipfile.ZipFile) -> tuple[str, dict[str, Any]]:
 
 
 def assert_zip_tools_accept(path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "zipfile", "-t", str(path)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "zipfile", "-t", str(path)], check=True, capture_output=True
+    )
     unzip = subprocess.run(["unzip", "-tqq", str(path)], capture_output=True)
     assert unzip.returncode == 0, unzip.stdout + unzip.stderr
 
@@ -79,9 +81,10 @@ def test_round_trip_every_byte(site: LocalSite, serve_app: Any) -> None:
         top, manifest = zip_manifest(zf)
         assert all(name.startswith(f"{top}/") for name in zf.namelist())
         assert all(info.flag_bits & 0x800 for info in zf.infolist())  # UTF-8 names
-        assert zf.read(f"{top}/course.json") == (
-            site.lake / "courses" / str(site.course) / "course.json"
-        ).read_bytes()
+        assert (
+            zf.read(f"{top}/course.json")
+            == (site.lake / "courses" / str(site.course) / "course.json").read_bytes()
+        )
         roster = list(csv.reader(io.StringIO(zf.read(f"{top}/roster.csv").decode(), newline="")))
         assert roster[0] == ["User ID", "Username", "Email", "First Name", "Last Name", "Role"]
         by_source = {
@@ -134,7 +137,11 @@ def test_selection_and_empty_selection(site: LocalSite) -> None:
     )
     with zipfile.ZipFile(result.file_url) as zf:
         _, manifest = zip_manifest(zf)
-    got = {(e["source"]["assignment_id"], e["source"]["user_id"]) for e in manifest["entries"] if "source" in e}
+    got = {
+        (e["source"]["assignment_id"], e["source"]["user_id"])
+        for e in manifest["entries"]
+        if "source" in e
+    }
     assert got == {(assignment, s) for s in students}
     assert [a["id"] for a in manifest["assignments"]] == [assignment]
     assert site.mails() == []
@@ -190,7 +197,9 @@ def test_lti_settings(site: LocalSite) -> None:
 def test_import_project_round_trip(site: LocalSite) -> None:
     export = export_course(course_id=site.course, requested_by=site.teacher, notify=False)
     source = lake_workspace_files(site, site.course)
-    (aid, uid, _), _ = max(source.items(), key=lambda kv: sum(1 for k in source if k[:2] == kv[0][:2]))
+    (aid, uid, _), _ = max(
+        source.items(), key=lambda kv: sum(1 for k in source if k[:2] == kv[0][:2])
+    )
     wanted = {path: data for (a, u, path), data in source.items() if (a, u) == (aid, uid)}
     with zipfile.ZipFile(export.file_url) as zf:
         _, manifest = zip_manifest(zf)
@@ -229,11 +238,19 @@ def test_import_refuses_non_teachers_and_unknown_workspaces(site: LocalSite) -> 
     student = next(iter(lake_workspace_files(site, site.course)))[1]
     aid = read_course(open_location(str(site.lake)), site.course).assignment_ids()[0]
     with pytest.raises(PermissionDeniedError):
-        import_project(export_id=export.export_id, assignment_id=aid, student_id=student, requested_by=student)
+        import_project(
+            export_id=export.export_id, assignment_id=aid, student_id=student, requested_by=student
+        )
     with pytest.raises(NotFoundError):
-        import_project(export_id=export.export_id, assignment_id=aid, student_id=1, requested_by=site.teacher)
+        import_project(
+            export_id=export.export_id, assignment_id=aid, student_id=1, requested_by=site.teacher
+        )
     with pytest.raises(NotFoundError):
-        import_project(export_id="0" * 32, assignment_id=aid, student_id=1, requested_by=site.teacher)
+        import_project(
+            export_id="0" * 32, assignment_id=aid, student_id=1, requested_by=site.teacher
+        )
     with pytest.raises(InputError):
-        import_project(export_id="../etc", assignment_id=aid, student_id=1, requested_by=site.teacher)
+        import_project(
+            export_id="../etc", assignment_id=aid, student_id=1, requested_by=site.teacher
+        )
     assert not (site.exports / "projects").exists()
