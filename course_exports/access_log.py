@@ -368,7 +368,8 @@ class _People:
             pl.col("user_id").cast(pl.Int64), *(pl.col(c).cast(pl.String) for c in _USER_CELLS)
         )
         self._roles = roster.select(
-            pl.col("user_id").cast(pl.Int64), spreadsheet_cell(pl.col("role").cast(pl.String)).alias("role")
+            pl.col("user_id").cast(pl.Int64),
+            spreadsheet_cell(pl.col("role").cast(pl.String)).alias("role"),
         ).unique("user_id", keep="first", maintain_order=True)
         self.cells = self._lookup(self._roles.select("user_id"))
 
