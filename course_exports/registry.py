@@ -28,6 +28,9 @@ from course_exports.errors import ConflictError, LakeDataError
 from course_exports.storage import Location
 
 MANIFEST = "manifest.json"
+#: S3 multipart part size: 10,000 parts of 16 MiB allow a 160 GB export, and a part
+#: that fails is re-sent alone. Local files ignore it.
+UPLOAD_PART_BYTES = 16 * 2**20
 log = logging.getLogger(__name__)
 # Exports whose request ids collide across kinds or courses must not share an id.
 _REQUEST_NAMESPACE = uuid.UUID("5b1f0d3c-8f43-4a53-9a57-3f1b8f3f6c11")
@@ -66,6 +69,9 @@ class ExportRecord(BaseModel):
     counts: dict[str, int] = Field(default_factory=dict)
     #: What the file covers, for people and the LMS (e.g. the access window).
     details: dict[str, Any] = Field(default_factory=dict)
+    #: When the purge deleted the file (``status`` is then ``expired``; the manifest
+    #: stays a while as a tombstone so links answer 410 and the LMS sees what happened).
+    purged_at: datetime | None = None
 
     def is_live(self, now: datetime) -> bool:
         return self.status is ExportStatus.READY and now < self.expires_at
@@ -200,7 +206,7 @@ def open_export_file(exports: Location, record: ExportRecord) -> Iterator[Hashin
     """The export's file for writing, hashed as it streams (S3: a multipart upload)."""
     path = file_path(exports, record)
     exports.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    raw = exports.fs.open(path, "wb")
+    raw = exports.fs.open(path, "wb", block_size=UPLOAD_PART_BYTES)
     try:
         yield HashingWriter(raw)
     except BaseException:

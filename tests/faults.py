@@ -1,0 +1,107 @@
+"""A fault-injecting HTTP proxy in front of the S3 server.
+
+The only "mock" in the S3 tests: requests travel for real to the moto server, except the
+few a rule chooses, which get a 500 as a flaky S3 would send. That exercises every retry
+layer as it runs in production (botocore, s3fs, our own per-file retries).
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+Matcher = Callable[[str, str], bool]  # (method, path with query) -> inject?
+
+_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection"}
+_ERROR = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
+    b"<Message>injected fault</Message></Error>"
+)
+
+
+@dataclass
+class Rule:
+    matches: Matcher
+    times: int  # how many matching requests fail
+    hits: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FaultyProxy:
+    url: str
+    rules: list[Rule]
+
+    def fail(self, matches: Matcher, times: int = 1) -> Rule:
+        rule = Rule(matches, times)
+        self.rules.append(rule)
+        return rule
+
+
+def _handler(
+    upstream: str, rules: list[Rule], lock: threading.Lock
+) -> type[BaseHTTPRequestHandler]:
+    target = urlsplit(upstream)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def _inject(self) -> bool:
+            with lock:
+                for rule in rules:
+                    if len(rule.hits) < rule.times and rule.matches(self.command, self.path):
+                        rule.hits.append(f"{self.command} {self.path}")
+                        return True
+            return False
+
+        def _proxy(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if self._inject():
+                self.send_response(500)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(_ERROR)))
+                self.end_headers()
+                self.wfile.write(_ERROR)
+                return
+            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
+            conn.request(self.command, self.path, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            self.send_response(response.status)
+            head = self.command == "HEAD"  # keeps the upstream length of the object
+            for key, value in response.getheaders():
+                if key.lower() not in _HOP_HEADERS and (head or key.lower() != "content-length"):
+                    self.send_header(key, value)
+            if not head:
+                self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            conn.close()
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _proxy
+
+    return Handler
+
+
+@contextmanager
+def faulty_proxy(upstream: str) -> Iterator[FaultyProxy]:
+    rules: list[Rule] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(upstream, rules, threading.Lock()))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield FaultyProxy(f"http://127.0.0.1:{server.server_address[1]}", rules)
+    finally:
+        server.shutdown()
+        server.server_close()
