@@ -1,4 +1,4 @@
-"""`make demo`: a sample lake, then the access-data export through Prefect, end to end.
+"""`make demo`: a sample lake, then the access-data and course exports through Prefect.
 
 Runs on the embedded defaults: local folders under ./var, Prefect's ephemeral API (no
 server to start), mail written to the outbox folder. Safe to run again: the lake is
@@ -22,8 +22,9 @@ import polars as pl
 
 from course_exports.errors import ExportError
 from course_exports.lake import read_roster
+from course_exports.registry import ExportResult
 from course_exports.sample_lake import LakeSpec, generate_lake
-from course_exports.settings import ENV_PREFIX, load_settings
+from course_exports.settings import ENV_PREFIX, Settings, load_settings
 
 DEMO_SPEC = LakeSpec(seed=7, courses=4, students=40, assignments=6, events=200_000, days=240)
 
@@ -42,9 +43,13 @@ def ensure_signing_key(env_file: Path = Path(".env")) -> None:
     print(f"wrote a new {variable} to {env_file.resolve()}")
 
 
-def newest_mail(outbox: Path) -> Path | None:
-    mails = sorted(outbox.glob("*.eml"), key=lambda p: p.stat().st_mtime)
-    return mails[-1] if mails else None
+def newest_mail(settings: Settings) -> str:
+    """Where the last mail went: its .eml file, or the SMTP server."""
+    smtp = settings.smtp
+    if smtp is not None:
+        return f"sent through SMTP server {smtp.host}:{smtp.port}"
+    mails = sorted(settings.outbox_path().glob("*.eml"), key=lambda p: p.stat().st_mtime)
+    return str(mails[-1]) if mails else "none written"
 
 
 def main() -> int:
@@ -60,22 +65,31 @@ def main() -> int:
     requested_by = int(teachers.sort()[0])
 
     from flows.export_access_data import export_access_data
+    from flows.export_course import export_course
 
     try:
-        result = export_access_data(course_id=course_id, requested_by=requested_by, notify=True)
+        access = export_access_data(course_id=course_id, requested_by=requested_by, notify=True)
+        access_mail = newest_mail(settings)
+        course = export_course(course_id=course_id, requested_by=requested_by, notify=True)
+        course_mail = newest_mail(settings)
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
-    smtp = settings.smtp
-    mail = newest_mail(settings.outbox_path()) if smtp is None else None
     print()
-    print(f"access-data export of course {course_id} ({result.course_name}) is ready")
-    events = result.counts["events"]
-    print(f"  CSV:      {result.file_url} ({result.size_bytes:,} bytes, {events:,} events)")
-    print(f"  link:     {result.download_url}")
-    print(f"            (make serve-downloads serves it until {result.expires_at.isoformat()})")
-    print(f"  mail:     {mail or (f'sent via SMTP to {smtp.host}' if smtp else 'none written')}")
+    report("access-data export", access, f"{access.counts['events']:,} events", access_mail)
+    report("course export", course, f"{course.counts['files']:,} workspace files", course_mail)
+    print("serve the links with: make serve-downloads")
     return 0
+
+
+def report(title: str, result: ExportResult, holds: str, mail: str) -> None:
+    print(f"{title} of course {result.course_id} ({result.course_name}) is ready")
+    print(f"  file:  {result.file_url}")
+    print(f"         {result.size_bytes:,} bytes, {holds}")
+    print(f"  link:  {result.download_url}")
+    print(f"         valid until {result.expires_at.isoformat()}")
+    print(f"  mail:  {mail}")
+    print()
 
 
 if __name__ == "__main__":
