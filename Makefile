@@ -9,8 +9,10 @@ VENV = .venv
 BIN = $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT = $(VENV)
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
+POOL = course-exports
 
-.PHONY: setup demo test lint unit serve-downloads sample-lake bench-access clean
+.PHONY: setup demo test lint unit e2e serve-downloads sample-lake bench-access clean \
+	server deploy worker serve
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -35,6 +37,25 @@ test: lint
 
 unit: setup
 	$(BIN)/python -m pytest -m "not flow and not e2e"
+
+e2e: setup
+	$(BIN)/python -m pytest -m e2e
+
+# Running it as a service (docs/operations.md). deploy, worker and serve talk to the
+# Prefect server in PREFECT_API_URL (e.g. http://127.0.0.1:4200/api).
+server: setup
+	$(BIN)/prefect server start
+
+deploy: setup
+	$(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 || \
+		$(BIN)/prefect work-pool create $(POOL) --type process
+	$(BIN)/prefect --no-prompt deploy --all
+
+worker: setup
+	$(BIN)/prefect worker start --pool $(POOL)
+
+serve: setup
+	$(BIN)/python -m deployments.serve
 
 serve-downloads: setup
 	$(BIN)/python -m deployments.download_service

@@ -208,6 +208,17 @@ def busy_cpu_seconds() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_until_idle(max_wait: float) -> None:
+    """Wait (up to ``max_wait`` s) for 2 s in which other processes use < 10% of a core."""
+    deadline = time.monotonic() + max_wait
+    while time.monotonic() < deadline:
+        busy = busy_cpu_seconds()
+        time.sleep(2)
+        if busy_cpu_seconds() - busy < 0.2:
+            return
+    print(f"  (the box stayed busy for {max_wait:.0f} s: running anyway)", flush=True)
+
+
 def run_engine(engine: str, tree: Path, target: Path) -> Result:
     command = [sys.executable, __file__, "--engine", engine, "--tree", str(tree)]
     busy = busy_cpu_seconds()
@@ -266,6 +277,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--levels", default="6,5", help="deflate levels of the streaming writer")
     parser.add_argument("--repeat", type=int, default=1, help="runs per engine; the best counts")
+    parser.add_argument(
+        "--wait-idle", type=float, default=0, help="seconds to wait for an idle box before a run"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the zips in --out")
     parser.add_argument("--engine", help=argparse.SUPPRESS)
     parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)
@@ -284,6 +298,8 @@ def main() -> None:
     best: dict[str, Result] = {}
     for _ in range(args.repeat):  # interleaved, so a busy spell hurts every engine alike
         for engine, target in zip(engines, targets, strict=True):
+            if args.wait_idle:
+                wait_until_idle(args.wait_idle)
             result = run_engine(engine, tree, target)
             print(
                 f"  {engine}: {result.seconds:.1f} s, {result.cpu_seconds:.1f} CPU s,"

@@ -40,10 +40,13 @@ from typing import BinaryIO, cast
 from course_exports.errors import ExportError
 
 __all__ = [
+    "DEFAULT_LEVEL",
+    "ZIP64_LIMIT",
     "ArchiveError",
     "Source",
     "WrittenEntry",
     "ZipStreamWriter",
+    "is_precompressed",
     "write_entries",
 ]
 

@@ -60,7 +60,7 @@ def roster_csv(roster: pl.DataFrame, users: pl.DataFrame) -> bytes:
 
 def _open_lake_file(lake: Location, path: str, size: int) -> BinaryIO:
     if lake.is_local:
-        return lake.fs.open(path, "rb")  # type: ignore[no-any-return]
+        return open(path, "rb")  # cheaper than fs.open, and 60,000 files add up
     # Knowing the size spares s3fs a HEAD request per object; one ranged GET reads it.
     block = min(max(size, 1), 8 * 2**20)
     return lake.fs.open(path, "rb", size=size, block_size=block, cache_type="readahead")  # type: ignore[no-any-return]

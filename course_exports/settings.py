@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from course_exports.errors import SettingsError
@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         7, ge=1, le=3650, description="how long an export and its link live"
     )
     access_retention_months: int = Field(6, ge=1, le=120, description="access events kept")
+    webhook_url: str | None = Field(None, description="LMS endpoint told when an export ends")
+    # validate_default: an unset secret must still be checked against a set URL.
+    webhook_secret: SecretStr | None = Field(
+        None, validate_default=True, description="HMAC key signing the webhook"
+    )
 
     @field_validator("lake_url", "exports_url", "outbox")
     @classmethod
@@ -73,6 +78,28 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.strip()
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        secret = value.get_secret_value() if value is not None else ""
+        if not secret:
+            if info.data.get("webhook_url"):
+                raise ValueError(f"is required when {ENV_PREFIX}WEBHOOK_URL is set")
+            return None
+        if len(secret) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
 
     @field_validator("s3_endpoint_url")
     @classmethod

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 from prefect import flow
-from pydantic import Field
 
 from course_exports.registry import ExportKind, ExportRecord, ExportResult
 from course_exports.settings import load_settings
+from flows.hooks import report_completed, report_failed
+from flows.parameters import COURSE_ID, REQUEST_ID, REQUESTED_BY, PositiveId, param
 from tasks.access_log import AccessPlan, plan_access_export_task, write_access_file_task
 from tasks.export import (
     begin_export,
@@ -37,56 +38,30 @@ def describe(plan: AccessPlan, events: int) -> str:
     description="A CSV of who accessed the course's assignments when, mailed as a link.",
     persist_result=True,
     result_serializer="json",
+    on_completion=[report_completed],
+    on_failure=[report_failed(KIND)],
+    on_crashed=[report_failed(KIND)],
     log_prints=True,
 )
 def export_access_data(
-    course_id: Annotated[int, Field(title="Course ID", description="LMS id of the course", gt=0)],
-    requested_by: Annotated[
-        int,
-        Field(
-            title="Requested by (user ID)",
-            description="LMS user id of the teacher asking; must be a Teacher of the course",
-            gt=0,
-        ),
-    ],
-    since: Annotated[
-        datetime | None,
-        Field(title="Since", description="Only events at or after this time (no offset = UTC)"),
-    ] = None,
-    until: Annotated[
-        datetime | None,
-        Field(title="Until", description="Only events before this time (no offset = UTC)"),
-    ] = None,
-    assignment_ids: Annotated[
-        list[int] | None,
-        Field(
-            title="Assignments",
-            description="Only project events of these assignment ids (log in/out excluded)",
-        ),
-    ] = None,
-    user_ids: Annotated[
-        list[int] | None, Field(title="Users", description="Only events of these user ids")
-    ] = None,
-    timezone: Annotated[
-        str | None,
-        Field(
-            title="Time zone",
-            description="IANA name for the Date/Time column, e.g. Europe/Berlin (default UTC)",
-        ),
-    ] = None,
-    excel: Annotated[
-        bool, Field(title="For Excel", description="Start the file with a UTF-8 byte-order mark")
-    ] = False,
-    request_id: Annotated[
-        str | None,
-        Field(
-            title="Request ID",
-            description="Idempotency key: a request already completed returns its export again",
-        ),
-    ] = None,
-    notify: Annotated[
-        bool, Field(title="Mail the requester", description="Send the link by mail when ready")
-    ] = False,
+    course_id: PositiveId = COURSE_ID,
+    requested_by: PositiveId = REQUESTED_BY,
+    since: datetime | None = param(
+        "Since", "Only events at or after this time (without an offset: UTC)", None
+    ),
+    until: datetime | None = param(
+        "Until", "Only events before this time (without an offset: UTC)", None
+    ),
+    assignment_ids: list[PositiveId] | None = param(
+        "Assignments", "Only project events of these assignment ids (log in/out left out)", None
+    ),
+    user_ids: list[PositiveId] | None = param("Users", "Only events of these user ids", None),
+    timezone: str | None = param(
+        "Time zone", "IANA name for the Date/Time column, e.g. Europe/Berlin (default: UTC)", None
+    ),
+    excel: bool = param("For Excel", "Start the file with a UTF-8 byte-order mark", False),
+    request_id: str | None = REQUEST_ID,
+    notify: bool = param("Mail the requester", "Send the link by mail when it is ready", False),
 ) -> ExportResult:
     settings = load_settings()
     parameters: dict[str, Any] = {

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 from prefect import flow
-from pydantic import Field
 
 from course_exports.course_export import top_folder
 from course_exports.registry import ExportKind, ExportRecord, ExportResult
 from course_exports.settings import load_settings
 from course_exports.workspace import WorkspacePlan
+from flows.hooks import report_completed, report_failed
+from flows.parameters import COURSE_ID, REQUEST_ID, REQUESTED_BY, PositiveId, param
 from tasks.concurrency import one_export_per_course
 from tasks.course_export import pack_course_zip_task, plan_course_export_task
 from tasks.export import (
@@ -43,36 +44,22 @@ def describe(plan: WorkspacePlan) -> str:
     description="The course's data and every student's workspace as one zip, mailed as a link.",
     persist_result=True,
     result_serializer="json",
+    on_completion=[report_completed],
+    on_failure=[report_failed(KIND)],
+    on_crashed=[report_failed(KIND)],
     log_prints=True,
 )
 def export_course(
-    course_id: Annotated[int, Field(title="Course ID", description="LMS id of the course", gt=0)],
-    requested_by: Annotated[
-        int,
-        Field(
-            title="Requested by (user ID)",
-            description="LMS user id of the teacher asking; must be a Teacher of the course",
-            gt=0,
-        ),
-    ],
-    request_id: Annotated[
-        str | None,
-        Field(
-            title="Request ID",
-            description="Idempotency key: a request already completed returns its export again",
-        ),
-    ] = None,
-    assignment_ids: Annotated[
-        list[int] | None,
-        Field(title="Assignments", description="Only these assignment ids (default: all)"),
-    ] = None,
-    student_ids: Annotated[
-        list[int] | None,
-        Field(title="Students", description="Only these students' workspaces (default: all)"),
-    ] = None,
-    notify: Annotated[
-        bool, Field(title="Mail the requester", description="Send the link by mail when ready")
-    ] = True,
+    course_id: PositiveId = COURSE_ID,
+    requested_by: PositiveId = REQUESTED_BY,
+    request_id: str | None = REQUEST_ID,
+    assignment_ids: list[PositiveId] | None = param(
+        "Assignments", "Only these assignment ids (default: all)", None
+    ),
+    student_ids: list[PositiveId] | None = param(
+        "Students", "Only these students' workspaces (default: all)", None
+    ),
+    notify: bool = param("Mail the requester", "Send the link by mail when it is ready", True),
 ) -> ExportResult:
     settings = load_settings()
     parameters: dict[str, Any] = {

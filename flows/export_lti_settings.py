@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 from prefect import flow
-from pydantic import Field
 
 from course_exports.registry import ExportKind, ExportRecord, ExportResult
 from course_exports.settings import load_settings
+from flows.hooks import report_completed, report_failed
+from flows.parameters import COURSE_ID, REQUEST_ID, REQUESTED_BY, PositiveId
 from tasks.export import (
     begin_export,
     fail_export,
@@ -29,25 +30,15 @@ KIND = ExportKind.LTI_SETTINGS
     description="The course's LTI launch URLs and resource link ids as a CSV.",
     persist_result=True,
     result_serializer="json",
+    on_completion=[report_completed],
+    on_failure=[report_failed(KIND)],
+    on_crashed=[report_failed(KIND)],
     log_prints=True,
 )
 def export_lti_settings(
-    course_id: Annotated[int, Field(title="Course ID", description="LMS id of the course", gt=0)],
-    requested_by: Annotated[
-        int,
-        Field(
-            title="Requested by (user ID)",
-            description="LMS user id of the teacher asking; must be a Teacher of the course",
-            gt=0,
-        ),
-    ],
-    request_id: Annotated[
-        str | None,
-        Field(
-            title="Request ID",
-            description="Idempotency key: a request already completed returns its export again",
-        ),
-    ] = None,
+    course_id: PositiveId = COURSE_ID,
+    requested_by: PositiveId = REQUESTED_BY,
+    request_id: str | None = REQUEST_ID,
 ) -> ExportResult:
     settings = load_settings()
     parameters: dict[str, Any] = {"requested_by": requested_by}

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from prefect import flow
-from pydantic import Field
 
 from course_exports.project import ImportedProject
 from course_exports.settings import load_settings
+from flows.parameters import PositiveId, param
 from tasks.project import check_reviewer, find_export, summarise_import, unpack_workspace
 
 
@@ -21,27 +19,15 @@ from tasks.project import check_reviewer, find_export, summarise_import, unpack_
     log_prints=True,
 )
 def import_project(
-    export_id: Annotated[
-        str, Field(title="Export ID", description="The course export to take the workspace from")
-    ],
-    assignment_id: Annotated[int, Field(title="Assignment ID", gt=0)],
-    student_id: Annotated[int, Field(title="Student (user ID)", gt=0)],
-    stack: Annotated[
-        str | None,
-        Field(
-            title="Stack",
-            description="Stack id to open the project with (default: the one the export recorded)",
-        ),
-    ] = None,
-    *,
-    requested_by: Annotated[
-        int,
-        Field(
-            title="Requested by (user ID)",
-            description="LMS user id of the reviewer; must be a Teacher of the export's course",
-            gt=0,
-        ),
-    ],
+    export_id: str = param("Export ID", "The course export to take the workspace from"),
+    assignment_id: PositiveId = param("Assignment ID", "The assignment whose workspace to import"),
+    student_id: PositiveId = param("Student (user ID)", "The student whose workspace to import"),
+    stack: str | None = param(
+        "Stack", "Stack id to open the project with (default: the one the export recorded)", None
+    ),
+    requested_by: PositiveId = param(
+        "Requested by (user ID)", "LMS user id of the reviewer; a Teacher of the export's course"
+    ),
 ) -> ImportedProject:
     settings = load_settings()
     record = find_export(settings, export_id)

@@ -240,3 +240,29 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# -- a real Prefect server (e2e) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``prefect server start`` in a subprocess (its own PREFECT_HOME, SQLite, analytics
+    off), once per session; yields the API URL (``http://127.0.0.1:PORT/api``)."""
+    from deployments.local_stack import run_server
+
+    with run_server(tmp_path_factory.mktemp("prefect-server"), timeout_s=120) as server:
+        yield server.api_url
+
+
+@pytest.fixture(scope="session")
+def prefect_deployments(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The work pool and every deployment of prefect.yaml (``prefect deploy --all`` from the
+    repo root, as an operator runs it) on the session's server; returns its API URL.
+    Modules start their own workers (deployments.local_stack.run_worker)."""
+    from deployments.local_stack import create_pool, deploy_all
+
+    home = tmp_path_factory.mktemp("prefect-cli")
+    create_pool(prefect_server, home)
+    deploy_all(prefect_server, home)
+    return prefect_server

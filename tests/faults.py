@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ class FaultyProxy:
 
 
 def _handler(
-    upstream: str, rules: list[Rule], lock: threading.Lock
+    upstream: str, rules: list[Rule], lock: threading.Lock, latency_s: float
 ) -> type[BaseHTTPRequestHandler]:
     target = urlsplit(upstream)
 
@@ -64,6 +65,8 @@ def _handler(
         def _proxy(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
+            if latency_s:
+                time.sleep(latency_s)
             if self._inject():
                 self.send_response(500)
                 self.send_header("Content-Type", "application/xml")
@@ -94,9 +97,12 @@ def _handler(
 
 
 @contextmanager
-def faulty_proxy(upstream: str) -> Iterator[FaultyProxy]:
+def faulty_proxy(upstream: str, *, latency_s: float = 0.0) -> Iterator[FaultyProxy]:
+    """A proxy to ``upstream`` that fails what its rules choose and may add latency to
+    every request (the benchmark uses that to stand in for S3's first-byte latency)."""
     rules: list[Rule] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(upstream, rules, threading.Lock()))
+    handler = _handler(upstream, rules, threading.Lock(), latency_s)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

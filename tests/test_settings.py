@@ -40,6 +40,8 @@ INVALID = [
     ("EXPORT_TTL_DAYS", "a week"),
     ("ACCESS_RETENTION_MONTHS", "0"),
     ("ACCESS_RETENTION_MONTHS", "6.5"),
+    ("WEBHOOK_URL", "lms.example.org/hooks"),
+    ("WEBHOOK_SECRET", "too-short"),
 ]
 
 

@@ -1,0 +1,236 @@
+"""The whole service on one machine, as subprocesses: a Prefect server, the work pool, the
+deployments of prefect.yaml and process workers.
+
+The end-to-end tests and the scale-out benchmark use it; it also shows, in code, what
+docs/operations.md tells an operator to run. Every process gets its own PREFECT_HOME (never
+the developer's ~/.prefect) and analytics off (there may be no internet).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from deployments.steps import default_checkout
+
+POOL = "course-exports"
+REPO_ROOT = default_checkout()
+PREFECT = [sys.executable, "-m", "prefect"]
+
+
+class StackError(RuntimeError):
+    """A part of the stack did not start; the message holds its output."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def prefect_env(
+    home: Path, api_url: str | None = None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """This process's environment without any PREFECT_* or COURSE_EXPORT_* of its own
+    (a test harness or a developer's profile must not leak in), plus the given ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "COURSE_EXPORT_"))}
+    env["PREFECT_HOME"] = str(home)
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    if api_url is not None:
+        env["PREFECT_API_URL"] = api_url
+    env.update(extra or {})
+    return env
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no output)"
+
+
+def _stop(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """SIGTERM the process group we started (the process and its flow-run children),
+    then SIGKILL what is left after the grace period."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=grace_s)
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    api_url: str
+    home: Path
+    log: Path
+
+
+@contextmanager
+def run_server(
+    home: Path,
+    *,
+    port: int | None = None,
+    timeout_s: float = 120.0,
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[LocalServer]:
+    """``prefect server start`` on 127.0.0.1 with SQLite under ``home``; stopped on exit."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    log = home / "server.log"
+    env = prefect_env(
+        home,
+        extra={
+            "PREFECT_UI_ENABLED": "false",
+            # A run refused a deployment slot retries after this long (default 30 s).
+            "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
+            **(extra_env or {}),
+        },
+    )
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=home,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_healthy(api_url, process, log, timeout_s)
+        yield LocalServer(api_url, home, log)
+    finally:
+        _stop(process)
+
+
+def _wait_healthy(
+    api_url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"prefect server exited with {process.returncode}:\n{_tail(log)}")
+        try:
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise StackError(f"prefect server not healthy after {timeout_s:.0f} s:\n{_tail(log)}")
+
+
+def run_cli(
+    args: list[str], *, env: Mapping[str, str], cwd: Path = REPO_ROOT, timeout_s: float = 180
+) -> str:
+    """Run a ``prefect`` command; its output, or StackError with the output."""
+    done = subprocess.run(
+        [*PREFECT, *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    output = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise StackError(f"prefect {' '.join(args)} failed ({done.returncode}):\n{output}")
+    return output
+
+
+def create_pool(api_url: str, home: Path, pool: str = POOL) -> None:
+    run_cli(
+        ["work-pool", "create", pool, "--type", "process", "--overwrite"],
+        env=prefect_env(home, api_url),
+    )
+
+
+def deploy_all(api_url: str, home: Path, checkout: Path = REPO_ROOT) -> str:
+    """``prefect deploy --all`` from the checkout: what an operator runs."""
+    return run_cli(["--no-prompt", "deploy", "--all"], env=prefect_env(home, api_url), cwd=checkout)
+
+
+@dataclass(frozen=True)
+class LocalWorker:
+    name: str
+    log: Path
+    process: subprocess.Popen[bytes]
+
+
+@contextmanager
+def run_worker(
+    api_url: str,
+    name: str,
+    home: Path,
+    env: Mapping[str, str],
+    *,
+    pool: str = POOL,
+    limit: int | None = None,
+    timeout_s: float = 60.0,
+) -> Iterator[LocalWorker]:
+    """``prefect worker start`` for the pool, with ``env`` (the COURSE_EXPORT_* settings its
+    flow runs see) and its own PREFECT_HOME (local result storage lives there); yields once
+    the server knows the worker, stops it and its flow runs on exit."""
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / f"worker-{name}.log"
+    worker_env = prefect_env(
+        home,
+        api_url,
+        {"PREFECT_WORKER_QUERY_SECONDS": "1", **env},  # default 10 s: tests would idle
+    )
+    args = [*PREFECT, "worker", "start", "--pool", pool, "--name", name, "--type", "process"]
+    if limit is not None:
+        args += ["--limit", str(limit)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            args,
+            env=worker_env,
+            cwd=home,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_registered(api_url, pool, name, process, log, timeout_s)
+        yield LocalWorker(name, log, process)
+    finally:
+        _stop(process)
+
+
+def _wait_registered(
+    api_url: str,
+    pool: str,
+    name: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    timeout_s: float,
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"worker {name} exited with {process.returncode}:\n{_tail(log)}")
+        try:
+            response = httpx.post(f"{api_url}/work_pools/{pool}/workers/filter", json={}, timeout=5)
+            if response.status_code == 200 and any(w["name"] == name for w in response.json()):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise StackError(f"worker {name} did not register after {timeout_s:.0f} s:\n{_tail(log)}")

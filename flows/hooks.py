@@ -1,0 +1,209 @@
+"""State hooks of the export flows: hand the result to the LMS, emit an event, call the webhook.
+
+They run in the flow-run process right after Prefect records the final state, so the
+flow bodies stay recipes of export steps. What they do on completion:
+
+1. publish the result as a ``result`` artifact on the flow run: the flows persist their
+   result (``persist_result=True``) in the *worker's* result storage, and the REST API
+   only holds a pointer to it (storage key, serializer), so an LMS that talks to the API
+   alone could not read it. ``deployments.lms_client.LmsClient.result`` reads this
+   artifact; the Prefect UI shows it as a key-value table on the run's Artifacts tab.
+2. emit the Prefect event ``course-export.completed`` (automations can react to it),
+3. POST the signed webhook when ``COURSE_EXPORT_WEBHOOK_URL`` is set.
+
+On failure (or crash): the event ``course-export.failed`` and the webhook with a reason a
+teacher can act on. Each step is guarded on its own: a hook never fails, retries or
+deletes a finished export, and one failing step does not skip the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prefect import Flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactCreate
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.events import emit_event
+from prefect.flows import FlowStateHook
+from prefect.logging.loggers import flow_run_logger
+
+from course_exports import webhook
+from course_exports.errors import ExportError
+from course_exports.registry import ExportKind, ExportResult, new_export_id
+from course_exports.settings import load_settings
+from tasks.export import TRANSIENT_REASON
+
+#: The artifact type the LMS client looks for (the UI renders ``result`` as key-value pairs).
+RESULT_ARTIFACT_TYPE = "result"
+#: What a teacher is told when the run died under us (killed worker, lost machine).
+CRASH_REASON = "the export service stopped while making the export; please request it again"
+
+
+def _logger(flow: Flow[Any, Any], flow_run: FlowRun) -> Any:
+    return flow_run_logger(flow_run, flow)
+
+
+def _attempt(
+    flow: Flow[Any, Any], flow_run: FlowRun, what: str, step: Callable[[], object]
+) -> None:
+    try:
+        step()
+    except Exception as exc:  # a hook step must never take the next one down with it
+        _logger(flow, flow_run).error("%s failed: %s: %s", what, type(exc).__name__, exc)
+
+
+def publish_result_artifact(flow_run: FlowRun, result: ExportResult) -> None:
+    with get_client(sync_client=True) as client:
+        client.create_artifact(
+            ArtifactCreate(
+                type=RESULT_ARTIFACT_TYPE,
+                data=result.model_dump(mode="json"),
+                description=(
+                    f"Result of {result.kind} export `{result.export_id}` of course "
+                    f"{result.course_id}, as the flow returned it (read by the LMS client)."
+                ),
+                flow_run_id=flow_run.id,
+            )
+        )
+
+
+def _event_payload(result: ExportResult) -> dict[str, Any]:
+    # Small, and without the download link: events are visible to every UI user and
+    # are copied into automations' actions.
+    return result.model_dump(
+        mode="json",
+        include={
+            "export_id",
+            "course_id",
+            "kind",
+            "status",
+            "request_id",
+            "requested_by",
+            "size_bytes",
+            "sha256",
+            "expires_at",
+            "counts",
+        },
+    )
+
+
+def _flow_run_resource(flow_run: FlowRun) -> dict[str, str]:
+    return {
+        "prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+        "prefect.resource.role": "flow-run",
+        "prefect.resource.name": flow_run.name,
+    }
+
+
+def _course_resource(course_id: Any, role: str | None = "course") -> dict[str, str]:
+    resource = {"prefect.resource.id": f"course.{course_id}"}
+    if role:  # a related resource says what it is to the event; the main one does not
+        resource["prefect.resource.role"] = role
+    return resource
+
+
+def _post_webhook(flow: Flow[Any, Any], flow_run: FlowRun, payload: dict[str, Any]) -> None:
+    settings = load_settings()
+    if settings.webhook_url is None or settings.webhook_secret is None:
+        return
+    delivery = webhook.post(
+        settings.webhook_url, settings.webhook_secret.get_secret_value(), payload
+    )
+    logger = _logger(flow, flow_run)
+    if delivery.delivered:
+        logger.info(
+            "webhook %s delivered (HTTP %s, attempt %d)",
+            payload["event"],
+            delivery.status_code,
+            delivery.attempts,
+        )
+    else:
+        logger.error(
+            "webhook %s NOT delivered after %d attempts: %s",
+            payload["event"],
+            delivery.attempts,
+            delivery.error,
+        )
+
+
+def report_completed(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> None:
+    """on_completion: the result artifact, the event, the webhook."""
+    try:
+        result = ExportResult.model_validate(state.result())
+    except Exception as exc:
+        _logger(flow, flow_run).error("export result unreadable, nothing reported: %s", exc)
+        return
+    _attempt(flow, flow_run, "result artifact", lambda: publish_result_artifact(flow_run, result))
+    _attempt(
+        flow,
+        flow_run,
+        "event",
+        lambda: emit_event(
+            event=webhook.COMPLETED,
+            resource={
+                "prefect.resource.id": f"course-export.{result.export_id}",
+                "prefect.resource.name": f"{result.kind} export of {result.course_name}",
+            },
+            related=[_course_resource(result.course_id), _flow_run_resource(flow_run)],
+            payload=_event_payload(result),
+        ),
+    )
+    _attempt(
+        flow,
+        flow_run,
+        "webhook",
+        lambda: _post_webhook(flow, flow_run, webhook.completed_payload(result, str(flow_run.id))),
+    )
+
+
+def _failure_reason(state: State) -> str:
+    if state.is_crashed():
+        return CRASH_REASON
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:
+        return TRANSIENT_REASON
+    return exc.reason if isinstance(exc, ExportError) else TRANSIENT_REASON
+
+
+def report_failed(kind: ExportKind) -> FlowStateHook[..., Any]:
+    """on_failure / on_crashed of the ``kind`` export flow: the event and the webhook."""
+
+    def report_export_failed(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> None:
+        parameters = flow_run.parameters or {}
+        course_id = parameters.get("course_id")
+        request_id = parameters.get("request_id")
+        reason = _failure_reason(state)
+        payload = webhook.failed_payload(
+            course_id=course_id,
+            kind=str(kind),
+            request_id=request_id,
+            requested_by=parameters.get("requested_by"),
+            reason=reason,
+            flow_run_id=str(flow_run.id),
+        )
+        related = [_flow_run_resource(flow_run)]
+        if request_id is not None and course_id is not None:
+            export_id = new_export_id(kind, int(course_id), str(request_id))
+            related.append(
+                {
+                    "prefect.resource.id": f"course-export.{export_id}",
+                    "prefect.resource.role": "export",
+                }
+            )
+        _attempt(
+            flow,
+            flow_run,
+            "event",
+            lambda: emit_event(
+                event=webhook.FAILED,
+                resource=_course_resource(course_id, role=None),
+                related=related,
+                payload={k: v for k, v in payload.items() if k != "event"},
+            ),
+        )
+        _attempt(flow, flow_run, "webhook", lambda: _post_webhook(flow, flow_run, payload))
+
+    return report_export_failed

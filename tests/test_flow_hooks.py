@@ -1,0 +1,126 @@
+"""The export flows' state hooks, in-process on the Prefect harness: the result artifact the
+LMS client reads, the signed webhook, and that neither can fail a finished export."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from e2e_kit import WebhookReceiver, wait_for
+from flowkit import LocalSite, make_pristine_lake, make_site
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+from course_exports import webhook
+from course_exports.registry import ExportResult
+from course_exports.sample_lake import LakeSummary
+from flows.export_lti_settings import export_lti_settings
+from flows.hooks import CRASH_REASON, RESULT_ARTIFACT_TYPE
+
+pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
+SECRET = "flow-hook-secret-0123456789"
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LakeSummary]:
+    return make_pristine_lake(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def receiver(serve_app: Any) -> Iterator[tuple[WebhookReceiver, str]]:
+    hook = WebhookReceiver()
+    with serve_app(hook.app()) as base:
+        yield hook, f"{base}/hook"
+
+
+@pytest.fixture
+def site(
+    pristine: tuple[Path, LakeSummary],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    receiver: tuple[WebhookReceiver, str],
+) -> LocalSite:
+    site = make_site(pristine, tmp_path, monkeypatch)
+    monkeypatch.setenv("COURSE_EXPORT_WEBHOOK_URL", receiver[1])
+    monkeypatch.setenv("COURSE_EXPORT_WEBHOOK_SECRET", SECRET)
+    return site
+
+
+def run_id_of(state: Any) -> UUID:
+    run_id: UUID = state.state_details.flow_run_id
+    return run_id
+
+
+def delivered(receiver: WebhookReceiver, run_id: UUID) -> dict[str, Any]:
+    [delivery] = wait_for(
+        "the webhook",
+        lambda: receiver.matching(lambda d: json.loads(d.body)["flow_run_id"] == str(run_id)),
+        timeout_s=10,
+    )
+    webhook.verify(
+        SECRET,
+        timestamp=delivery.headers[webhook.TIMESTAMP_HEADER.lower()],
+        body=delivery.body,
+        signature=delivery.headers[webhook.SIGNATURE_HEADER.lower()],
+    )
+    body: dict[str, Any] = json.loads(delivery.body)
+    return body
+
+
+def test_completion_publishes_the_result_and_calls_the_webhook(
+    site: LocalSite, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    state = export_lti_settings(
+        course_id=site.course, requested_by=site.teacher, request_id="hook-1", return_state=True
+    )
+    result = ExportResult.model_validate(state.result())
+    run_id = run_id_of(state)
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    [published] = [a for a in artifacts if a.type == RESULT_ARTIFACT_TYPE]
+    assert published.data == result.model_dump(mode="json")
+    body = delivered(receiver[0], run_id)
+    assert body["event"] == webhook.COMPLETED
+    assert {k: v for k, v in body.items() if k not in ("event", "flow_run_id")} == (
+        result.model_dump(mode="json")
+    )
+
+
+def test_failure_calls_the_webhook_with_a_reason(
+    site: LocalSite, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    student = site.summary.left_users[site.course][0]  # not (any more) in the roster
+    state = export_lti_settings(
+        course_id=site.course, requested_by=student, request_id="hook-2", return_state=True
+    )
+    assert state.is_failed()
+    body = delivered(receiver[0], run_id_of(state))
+    assert body["event"] == webhook.FAILED and body["status"] == "failed"
+    assert (body["course_id"], body["kind"], body["request_id"]) == (
+        site.course,
+        "lti-settings",
+        "hook-2",
+    )
+    assert body["reason"] == "only a teacher of the course may request this export"
+    assert CRASH_REASON not in body["reason"]
+
+
+def test_an_unreachable_lms_does_not_fail_the_export(
+    site: LocalSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COURSE_EXPORT_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+    quick = functools.partial(webhook.post, attempts=2, sleep=lambda _: None)
+    monkeypatch.setattr(webhook, "post", quick)
+    state = export_lti_settings(
+        course_id=site.course, requested_by=site.teacher, request_id="hook-3", return_state=True
+    )
+    assert state.is_completed()
+    result = ExportResult.model_validate(state.result())
+    assert Path(result.file_url).exists()
