@@ -11,7 +11,7 @@ export UV_PROJECT_ENVIRONMENT = $(VENV)
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 POOL = course-exports
 
-.PHONY: setup demo test lint unit e2e serve-downloads sample-lake bench-access clean \
+.PHONY: setup demo test lint unit e2e serve-downloads sample-lake bench-access bench-course bench-archive bench-scale clean \
 	server deploy worker serve
 
 $(UV):
@@ -30,7 +30,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy course_exports tasks flows deployments benchmarks
+	$(BIN)/mypy course_exports tasks flows deployments benchmarks tests
 
 test: lint
 	$(BIN)/python -m pytest
@@ -65,6 +65,15 @@ sample-lake: setup
 
 bench-access: setup
 	$(BIN)/python benchmarks/access_export.py
+
+bench-course: setup
+	$(BIN)/python benchmarks/course_export.py
+
+bench-archive: setup
+	$(BIN)/python benchmarks/archive_throughput.py
+
+bench-scale: setup
+	$(BIN)/python benchmarks/scale_out.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache

@@ -38,6 +38,7 @@ for path in (ROOT, ROOT / "tests"):  # tests/faults.py: the latency proxy
         sys.path.insert(0, str(path))
 
 from course_exports import registry, workspace  # noqa: E402
+from course_exports.archive import DEFAULT_LEVEL  # noqa: E402
 from course_exports.course_export import write_course_zip  # noqa: E402
 from course_exports.lake import read_course, read_roster, read_users  # noqa: E402
 from course_exports.registry import ExportKind  # noqa: E402
@@ -122,6 +123,7 @@ def case_export(lake: Location, exports: Location) -> dict[str, Any]:
             roster=read_roster(lake, course.id),
             users=read_users(lake),
             plan=plan,
+            level=int(os.environ.get("BENCH_LEVEL", DEFAULT_LEVEL)),
         )
     return {"seconds": time.perf_counter() - started, "input": plan.total_bytes, "output": out.size}
 
@@ -134,8 +136,17 @@ def run_case(args: argparse.Namespace) -> None:
         result = case_fetch_sequential(lake)
     else:
         result = case_export(lake, open_location(args.target, s3_endpoint_url=args.endpoint))
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_mb"] = peak_rss_mb()
     print(json.dumps(result))
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. ``ru_maxrss`` would not do: Linux carries it over
+    fork and exec, so a child would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(case: str, lake: str, target: str, endpoint: str | None) -> dict[str, Any]:

@@ -22,7 +22,13 @@ from typing import Any, BinaryIO
 
 import polars as pl
 
-from course_exports.archive import Source, WrittenEntry, ZipStreamWriter, write_entries
+from course_exports.archive import (
+    DEFAULT_LEVEL,
+    Source,
+    WrittenEntry,
+    ZipStreamWriter,
+    write_entries,
+)
 from course_exports.lake import Course
 from course_exports.registry import ExportRecord
 from course_exports.storage import Location
@@ -83,7 +89,11 @@ def manifest_document(
     entries: list[WrittenEntry],
     usernames: dict[int, str],
 ) -> dict[str, Any]:
-    """The zip's own manifest: enough to check every byte and to import any workspace."""
+    """The zip's own manifest: enough to check every byte and to import any workspace.
+
+    ``entries`` is left a generator: :func:`manifest_json` renders it one entry at a time,
+    since a dict per file would cost more memory than the whole zip window.
+    """
     files = {f"{top}/workspaces/{f.arcname}": f for f in plan.files}
     assignments = [
         {
@@ -126,8 +136,16 @@ def manifest_document(
         },
         "assignments": assignments,
         "workspaces": workspaces,
-        "entries": [_entry(e, top, files.get(e.arcname)) for e in entries],
+        "entries": (_entry(e, top, files.get(e.arcname)) for e in entries),
     }
+
+
+def manifest_json(document: dict[str, Any]) -> bytes:
+    """The document as indented JSON, its ``entries`` one compact line each."""
+    header = {key: value for key, value in document.items() if key != "entries"}
+    head = json.dumps(header, indent=2, ensure_ascii=False).removesuffix("\n}")
+    lines = ",\n    ".join(json.dumps(e, ensure_ascii=False) for e in document["entries"])
+    return f'{head},\n  "entries": [\n    {lines}\n  ]\n}}\n'.encode()
 
 
 def _entry(entry: WrittenEntry, top: str, file: Any) -> dict[str, Any]:
@@ -170,12 +188,13 @@ def write_course_zip(
     users: pl.DataFrame,
     plan: WorkspacePlan,
     on_progress: Callable[[int, int], None] | None = None,
-    read_workers: int = 16,
+    read_workers: int | None = None,
     compress_workers: int = 2,
+    level: int = DEFAULT_LEVEL,
 ) -> CourseZipStats:
     """Stream the whole course zip into ``out`` (never seeks; memory bounded by the window)."""
     top = top_folder(course, record.created_at)
-    writer = ZipStreamWriter(out, date_time=_local_time(record.created_at))
+    writer = ZipStreamWriter(out, level=level, date_time=_local_time(record.created_at))
     head = [
         writer.add_bytes(f"{top}/course.json", course_json),
         writer.add_bytes(f"{top}/roster.csv", roster_csv(roster, users)),
@@ -183,7 +202,9 @@ def write_course_zip(
     body = write_entries(
         writer,
         workspace_sources(lake, top, plan),
-        read_workers=read_workers,
+        # S3 reads wait on the network, so many overlap; local reads hardly wait, and
+        # every thread costs its own malloc arena.
+        read_workers=read_workers or (4 if lake.is_local else 16),
         compress_workers=compress_workers,
         on_progress=on_progress,
     )
@@ -192,9 +213,7 @@ def write_course_zip(
         users.filter(pl.col("user_id").is_in(owners)).select("user_id", "username").iter_rows()
     )
     document = manifest_document(record, course, plan, top, head + body, usernames)
-    writer.add_bytes(
-        f"{top}/{ZIP_MANIFEST}", json.dumps(document, indent=2, ensure_ascii=False).encode()
-    )
+    writer.add_bytes(f"{top}/{ZIP_MANIFEST}", manifest_json(document))
     writer.close()
     return CourseZipStats(
         entries=len(head) + len(body) + 1,

@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from prefect import flow
-
 from course_exports.registry import ExportKind, ExportRecord, ExportResult
 from course_exports.settings import load_settings
-from flows.hooks import report_completed, report_failed
+from flows.hooks import export_flow
 from flows.parameters import COURSE_ID, REQUEST_ID, REQUESTED_BY, PositiveId, param
 from tasks.access_log import AccessPlan, plan_access_export_task, write_access_file_task
 from tasks.export import (
@@ -32,16 +30,11 @@ def describe(plan: AccessPlan, events: int) -> str:
     return f"{events:,} access events from {start} to {end} UTC, times shown in {plan.timezone}"
 
 
-@flow(
+@export_flow(
+    KIND,
     name="export-access-data",
     flow_run_name="access-data · course {course_id}",
     description="A CSV of who accessed the course's assignments when, mailed as a link.",
-    persist_result=True,
-    result_serializer="json",
-    on_completion=[report_completed],
-    on_failure=[report_failed(KIND)],
-    on_crashed=[report_failed(KIND)],
-    log_prints=True,
 )
 def export_access_data(
     course_id: PositiveId = COURSE_ID,

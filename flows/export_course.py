@@ -5,13 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow
-
 from course_exports.course_export import top_folder
 from course_exports.registry import ExportKind, ExportRecord, ExportResult
 from course_exports.settings import load_settings
 from course_exports.workspace import WorkspacePlan
-from flows.hooks import report_completed, report_failed
+from flows.hooks import export_flow
 from flows.parameters import COURSE_ID, REQUEST_ID, REQUESTED_BY, PositiveId, param
 from tasks.concurrency import one_export_per_course
 from tasks.course_export import pack_course_zip_task, plan_course_export_task
@@ -38,16 +36,11 @@ def describe(plan: WorkspacePlan) -> str:
     )
 
 
-@flow(
+@export_flow(
+    KIND,
     name="export-course",
     flow_run_name="course-zip · course {course_id}",
     description="The course's data and every student's workspace as one zip, mailed as a link.",
-    persist_result=True,
-    result_serializer="json",
-    on_completion=[report_completed],
-    on_failure=[report_failed(KIND)],
-    on_crashed=[report_failed(KIND)],
-    log_prints=True,
 )
 def export_course(
     course_id: PositiveId = COURSE_ID,

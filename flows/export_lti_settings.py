@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow
-
 from course_exports.registry import ExportKind, ExportRecord, ExportResult
 from course_exports.settings import load_settings
-from flows.hooks import report_completed, report_failed
+from flows.hooks import export_flow
 from flows.parameters import COURSE_ID, REQUEST_ID, REQUESTED_BY, PositiveId
 from tasks.export import (
     begin_export,
@@ -24,16 +22,11 @@ from tasks.request import check_request_task
 KIND = ExportKind.LTI_SETTINGS
 
 
-@flow(
+@export_flow(
+    KIND,
     name="export-lti-settings",
     flow_run_name="lti-settings · course {course_id}",
     description="The course's LTI launch URLs and resource link ids as a CSV.",
-    persist_result=True,
-    result_serializer="json",
-    on_completion=[report_completed],
-    on_failure=[report_failed(KIND)],
-    on_crashed=[report_failed(KIND)],
-    log_prints=True,
 )
 def export_lti_settings(
     course_id: PositiveId = COURSE_ID,

@@ -19,9 +19,9 @@ deletes a finished export, and one failing step does not skip the next.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from prefect import Flow
+from prefect import Flow, flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactCreate
 from prefect.client.schemas.objects import FlowRun, State
@@ -34,6 +34,9 @@ from course_exports.errors import ExportError
 from course_exports.registry import ExportKind, ExportResult, new_export_id
 from course_exports.settings import load_settings
 from tasks.export import TRANSIENT_REASON
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: The artifact type the LMS client looks for (the UI renders ``result`` as key-value pairs).
 RESULT_ARTIFACT_TYPE = "result"
@@ -207,3 +210,21 @@ def report_failed(kind: ExportKind) -> FlowStateHook[..., Any]:
         _attempt(flow, flow_run, "webhook", lambda: _post_webhook(flow, flow_run, payload))
 
     return report_export_failed
+
+
+def export_flow(
+    kind: ExportKind, *, name: str, flow_run_name: str, description: str
+) -> Callable[[Callable[P, R]], Flow[P, R]]:
+    """The decorator every export flow shares: its result persisted as JSON, the hooks
+    that hand it to the LMS, and prints in the run's log."""
+    return flow(
+        name=name,
+        flow_run_name=flow_run_name,
+        description=description,
+        persist_result=True,
+        result_serializer="json",
+        on_completion=[report_completed],
+        on_failure=[report_failed(kind)],
+        on_crashed=[report_failed(kind)],
+        log_prints=True,
+    )

@@ -266,3 +266,22 @@ def prefect_deployments(prefect_server: str, tmp_path_factory: pytest.TempPathFa
     create_pool(prefect_server, home)
     deploy_all(prefect_server, home)
     return prefect_server
+
+
+# -- a sample lake for flow tests --------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pristine_lake(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The tiny sample lake, generated once; tests work on copies (see ``site``)."""
+    from flowkit import make_pristine_lake
+
+    return make_pristine_lake(tmp_path_factory)
+
+
+@pytest.fixture
+def site(pristine_lake: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A private copy of the lake, empty exports and outbox, COURSE_EXPORT_* set for them."""
+    from flowkit import make_site
+
+    return make_site(pristine_lake, tmp_path, monkeypatch)

@@ -74,7 +74,7 @@ def _handler(
                 self.end_headers()
                 self.wfile.write(_ERROR)
                 return
-            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+            conn = http.client.HTTPConnection(target.netloc, timeout=60)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
             conn.request(self.command, self.path, body=body, headers=headers)
             response = conn.getresponse()

@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from flowkit import LocalSite, make_pristine_lake, make_site
+from flowkit import LocalSite
 from reference import lake_reference_csv
 
 from course_exports.access_log import AccessWindow, retention_cutoff
@@ -26,23 +26,10 @@ from course_exports.errors import (
     PermissionDeniedError,
 )
 from course_exports.lake import read_roster
-from course_exports.sample_lake import LakeSummary
 from course_exports.storage import open_location
 from flows.export_access_data import export_access_data
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LakeSummary]:
-    return make_pristine_lake(tmp_path_factory)
-
-
-@pytest.fixture
-def site(
-    pristine: tuple[Path, LakeSummary], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> LocalSite:
-    return make_site(pristine, tmp_path, monkeypatch)
 
 
 def window_of(result_details: dict[str, str]) -> AccessWindow:
@@ -133,7 +120,7 @@ def test_bad_parameters_write_nothing(
         "notify": True,
     }
     with pytest.raises(error, match=message):
-        export_access_data(**(arguments | parameters))  # type: ignore[arg-type]
+        export_access_data(**(arguments | parameters))  # type: ignore[call-overload]
     assert site.export_files() == []
 
 

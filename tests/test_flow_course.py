@@ -17,11 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from flowkit import LocalSite, make_pristine_lake, make_site
+from flowkit import LocalSite
 
 from course_exports.errors import InputError, NotFoundError, PermissionDeniedError
 from course_exports.lake import read_course
-from course_exports.sample_lake import LakeSummary
 from course_exports.storage import open_location
 from deployments.download_service import create_app
 from flows.export_course import export_course
@@ -29,18 +28,6 @@ from flows.export_lti_settings import export_lti_settings
 from flows.import_project import import_project
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LakeSummary]:
-    return make_pristine_lake(tmp_path_factory)
-
-
-@pytest.fixture
-def site(
-    pristine: tuple[Path, LakeSummary], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> LocalSite:
-    return make_site(pristine, tmp_path, monkeypatch)
 
 
 def lake_workspace_files(site: LocalSite, course_id: int) -> dict[tuple[int, int, str], bytes]:

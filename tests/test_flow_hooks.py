@@ -12,23 +12,17 @@ from uuid import UUID
 
 import pytest
 from e2e_kit import WebhookReceiver, wait_for
-from flowkit import LocalSite, make_pristine_lake, make_site
+from flowkit import LocalSite
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from course_exports import webhook
 from course_exports.registry import ExportResult
-from course_exports.sample_lake import LakeSummary
 from flows.export_lti_settings import export_lti_settings
 from flows.hooks import CRASH_REASON, RESULT_ARTIFACT_TYPE
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 SECRET = "flow-hook-secret-0123456789"
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LakeSummary]:
-    return make_pristine_lake(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +34,9 @@ def receiver(serve_app: Any) -> Iterator[tuple[WebhookReceiver, str]]:
 
 @pytest.fixture
 def site(
-    pristine: tuple[Path, LakeSummary],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    receiver: tuple[WebhookReceiver, str],
+    site: LocalSite, monkeypatch: pytest.MonkeyPatch, receiver: tuple[WebhookReceiver, str]
 ) -> LocalSite:
-    site = make_site(pristine, tmp_path, monkeypatch)
+    """The shared site, with the webhook pointed at this module's receiver."""
     monkeypatch.setenv("COURSE_EXPORT_WEBHOOK_URL", receiver[1])
     monkeypatch.setenv("COURSE_EXPORT_WEBHOOK_SECRET", SECRET)
     return site

@@ -8,30 +8,17 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from flowkit import LocalSite, make_pristine_lake, make_site
+from flowkit import LocalSite
 from test_retention import DATA, NOW, SECOND, TTL, make_export
 
 from course_exports import registry
 from course_exports.access_log import retention_cutoff
 from course_exports.registry import ExportStatus
 from course_exports.retention import AccessPurgeSummary, ExportPurgeSummary
-from course_exports.sample_lake import LakeSummary
 from course_exports.storage import Location, open_location
 from flows.retention import purge_access_logs, purge_expired_exports
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LakeSummary]:
-    return make_pristine_lake(tmp_path_factory)
-
-
-@pytest.fixture
-def site(
-    pristine: tuple[Path, LakeSummary], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> LocalSite:
-    return make_site(pristine, tmp_path, monkeypatch)
 
 
 def exports_of(site: LocalSite) -> Location:

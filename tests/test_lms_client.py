@@ -68,7 +68,7 @@ class FakeApi:
         if self.fail_next:
             return httpx.Response(self.fail_next.pop(0))
         path = request.url.path.removeprefix("/api/")
-        body = json.loads(request.content) if request.content else None
+        body: Any = json.loads(request.content) if request.content else None
         if path.startswith("deployments/name/"):
             found = self.deployments.get(path.removeprefix("deployments/name/"))
             if found is None:

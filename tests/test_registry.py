@@ -17,7 +17,7 @@ def exports(tmp_path: Path) -> Location:
 
 
 def begin(
-    exports: Location, request_id: str | None = "r1", **params: object
+    exports: Location, *, request_id: str | None = "r1", **params: bool
 ) -> registry.ExportRecord:
     return registry.begin_export(
         exports,
@@ -62,7 +62,7 @@ def test_request_id_gives_stable_ids(exports: Location) -> None:
 def test_find_completed(exports: Location) -> None:
     params = {"excel": True}
     assert registry.find_completed(exports, ExportKind.ACCESS_DATA, 7, "r1", params) is None
-    record = begin(exports, **params)
+    record = begin(exports, excel=True)
     # a pending export is not completed: the rerun takes it over
     assert registry.find_completed(exports, ExportKind.ACCESS_DATA, 7, "r1", params) is None
     registry.publish(exports, record, size_bytes=0, sha256="", counts={})
