@@ -89,10 +89,22 @@ _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "+00:00"})
 _INT_COLUMNS = ("user_id", "course_id", "assignment_id")
 _STRING_COLUMNS = ("access_type", "project_path", "ip")
 REQUIRED_COLUMNS: tuple[str, ...] = ("event_time", *_INT_COLUMNS, *_STRING_COLUMNS)
+#: The log's columns as the LMS writes them (CONTRACT 2); readers also accept other
+#: timestamp units and string encodings (see ``_type_problem``).
+ACCESS_LOG_SCHEMA = pa.schema(
+    [
+        ("event_time", pa.timestamp("us", tz="UTC")),
+        ("user_id", pa.int64()),
+        ("course_id", pa.int64()),
+        ("assignment_id", pa.int64()),
+        ("access_type", pa.string()),
+        ("project_path", pa.string()),
+        ("ip", pa.string()),
+    ]
+)
 
 _PARTITION_RE = re.compile(r"event_date=(\d{4}-\d{2}-\d{2})")
 _ONE_DAY = timedelta(days=1)
-# A spreadsheet runs a cell that starts with one of these (CONTRACT 4.2).
 # ISO 8601 with the offset as +hh:mm; %S alone truncates the fraction of a second.
 _ISO_SECONDS = "%Y-%m-%dT%H:%M:%S%:z"
 _EVENT_TIME = pl.Datetime("us", "UTC")

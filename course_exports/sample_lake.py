@@ -35,6 +35,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from course_exports.access_log import ACCESS_LOG_SCHEMA
 from course_exports.storage import Location, open_location
 
 IntArray = npt.NDArray[np.int64]
@@ -53,17 +54,6 @@ USERS_SCHEMA = pa.schema(
     ]
 )
 ROSTER_SCHEMA = pa.schema([("user_id", pa.int64()), ("role", pa.string())])
-ACCESS_LOG_SCHEMA = pa.schema(
-    [
-        ("event_time", pa.timestamp("us", tz="UTC")),
-        ("user_id", pa.int64()),
-        ("course_id", pa.int64()),
-        ("assignment_id", pa.int64()),
-        ("access_type", pa.string()),
-        ("project_path", pa.string()),
-        ("ip", pa.string()),
-    ]
-)
 ACCESS_TYPES = ("login", "logout", "project_open", "project_close")
 LOGIN, LOGOUT, PROJECT_OPEN, PROJECT_CLOSE = range(4)
 

@@ -47,17 +47,7 @@ from course_exports.access_log import (
 from course_exports.errors import InputError, LakeDataError
 from course_exports.storage import Location, open_location
 
-LOG_SCHEMA = pa.schema(
-    [
-        ("event_time", pa.timestamp("us", tz="UTC")),
-        ("user_id", pa.int64()),
-        ("course_id", pa.int64()),
-        ("assignment_id", pa.int64()),
-        ("access_type", pa.string()),
-        ("project_path", pa.string()),
-        ("ip", pa.string()),
-    ]
-)
+LOG_SCHEMA = access_log.ACCESS_LOG_SCHEMA
 COURSE = 42
 OTHER_COURSE = 43
 NOW = datetime(2026, 3, 9, 15, 30, tzinfo=UTC)

@@ -14,6 +14,7 @@ import pytest
 from conftest import S3Server
 
 from course_exports import registry, retention
+from course_exports.access_log import ACCESS_LOG_SCHEMA
 from course_exports.errors import LakeDataError
 from course_exports.project import PROJECT_JSON, PROJECTS
 from course_exports.registry import ExportKind, ExportRecord, ExportStatus
@@ -436,17 +437,7 @@ def test_only_uploads_a_day_old_are_aborted(exports: Location) -> None:
 
 # -- access log ----------------------------------------------------------------------------
 
-EVENTS = pa.schema(
-    [
-        ("event_time", pa.timestamp("us", tz="UTC")),
-        ("user_id", pa.int64()),
-        ("course_id", pa.int64()),
-        ("assignment_id", pa.int64()),
-        ("access_type", pa.string()),
-        ("project_path", pa.string()),
-        ("ip", pa.string()),
-    ]
-)
+EVENTS = ACCESS_LOG_SCHEMA
 
 
 def write_day(lake: Path, day: date, files: int = 1) -> None:

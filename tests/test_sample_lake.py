@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from course_exports.access_log import ACCESS_LOG_SCHEMA
 from course_exports.sample_lake import (
     LakeSpec,
     LakeSummary,
@@ -144,17 +145,7 @@ def test_course_json_shape(tiny: tuple[Path, LakeSummary]) -> None:
 def test_log_schema_and_partition_days(log: pa.Table, tiny: tuple[Path, LakeSummary]) -> None:
     root, summary = tiny
     for path in (root / "access_log").glob("*/*.parquet"):
-        assert pq.read_schema(path).remove_metadata() == pa.schema(
-            [
-                ("event_time", pa.timestamp("us", tz="UTC")),
-                ("user_id", pa.int64()),
-                ("course_id", pa.int64()),
-                ("assignment_id", pa.int64()),
-                ("access_type", pa.string()),
-                ("project_path", pa.string()),
-                ("ip", pa.string()),
-            ]
-        )
+        assert pq.read_schema(path).remove_metadata() == ACCESS_LOG_SCHEMA
     days = pc.strftime(log["event_time"], format="%Y-%m-%d").to_pylist()
     assert days == log["partition"].to_pylist()
     assert len(log) == summary.events == sum(summary.events_per_course.values()) == 3_000
