@@ -92,7 +92,7 @@ def safe_relative(path: str) -> bool:
     """A relative POSIX path with no way out of the folder it is written into."""
     if not path or path.startswith("/") or "\\" in path or "\x00" in path:
         return False
-    if len(path) > 1 and path[1] == ":":  # C:foo
+    if len(path) > 2 and path[0].isalpha() and path[1] == ":" and path[2] == "/":  # C:/x
         return False
     return all(part not in ("", ".", "..") for part in path.split("/"))
 

@@ -244,3 +244,29 @@ def test_import_refuses_non_teachers_and_unknown_workspaces(site: LocalSite) -> 
             export_id="../etc", assignment_id=aid, student_id=1, requested_by=site.teacher
         )
     assert not (site.exports / "projects").exists()
+
+
+def test_an_empty_course_exports(site: LocalSite) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    course = site.lake / "courses" / "4242"
+    course.mkdir()
+    (course / "course.json").write_text(json.dumps({"id": 4242, "name": "Nothing yet"}))
+    pq.write_table(
+        pa.table({"user_id": pa.array([site.teacher], pa.int64()), "role": ["Teacher"]}),
+        course / "roster.parquet",
+    )
+    result = export_course(course_id=4242, requested_by=site.teacher, notify=False)
+    assert result.counts == {
+        "assignments": 0,
+        "workspaces": 0,
+        "files": 0,
+        "bytes_uncompressed": 0,
+    }
+    assert_zip_tools_accept(Path(result.file_url))
+    with zipfile.ZipFile(result.file_url) as zf:
+        names = sorted(n.split("/", 1)[1] for n in zf.namelist())
+    assert names == ["course.json", "manifest.json", "roster.csv"]
+    lti = export_lti_settings(course_id=4242, requested_by=site.teacher)
+    assert Path(lti.file_url).read_bytes() == b"Unit,Assignment,Launch URL,Resource Link ID\r\n"
