@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from course_exports.humanize import human_size
 from course_exports.lake import Person
 from course_exports.registry import ExportKind, ExportResult
 from course_exports.settings import Settings, SmtpConfig
@@ -77,19 +78,6 @@ def kind_label(kind: str) -> str:
         return _KIND_LABELS[ExportKind(kind)]
     except ValueError:
         return f"{one_line(kind)} export"
-
-
-def human_size(size_bytes: int) -> str:
-    """Decimal units, as file managers and browsers show downloads: ``3.4 MB``."""
-    if size_bytes < 1000:
-        return "1 byte" if size_bytes == 1 else f"{size_bytes} bytes"
-    value = float(size_bytes)
-    for unit in ("kB", "MB", "GB", "TB", "PB"):
-        value /= 1000
-        # Round before comparing so 999.96 kB reads "1.0 MB", not "1000.0 kB".
-        if round(value, 1) < 1000 or unit == "PB":
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")
 
 
 def _long_date(moment: datetime) -> str:

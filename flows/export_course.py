@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from course_exports.course_export import top_folder
+from course_exports.humanize import human_size
 from course_exports.registry import ExportKind, ExportRecord, ExportResult
 from course_exports.settings import load_settings
 from course_exports.workspace import WorkspacePlan
@@ -17,7 +18,6 @@ from tasks.export import (
     begin_export,
     fail_export,
     find_previous_export,
-    human_size,
     publish_export,
     summarise_export,
 )

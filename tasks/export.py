@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from course_exports import links, registry
 from course_exports.errors import ExportError
+from course_exports.humanize import human_size
 from course_exports.lake import Person
 from course_exports.registry import ExportKind, ExportRecord, ExportResult
 from course_exports.settings import Settings
@@ -102,15 +103,6 @@ def publish_export(
 @task(name="discard-export", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def discard_export(settings: Settings, record: ExportRecord) -> None:
     registry.discard(settings.exports(), record.course_id, record.export_id)
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{int(value)} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
 
 
 def summary_markdown(settings: Settings, result: ExportResult, contents: str) -> str:

@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from course_exports import retention
+from course_exports.humanize import human_size
 from course_exports.retention import (
     TOMBSTONE_DAYS,
     AccessPurgePlan,
@@ -21,7 +22,6 @@ from course_exports.retention import (
     PurgeStep,
 )
 from course_exports.settings import Settings
-from tasks.export import human_size
 from tasks.retry import io_task
 
 # -- purge-expired-exports ---------------------------------------------------------------

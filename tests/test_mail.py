@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from course_exports import mail
+from course_exports.humanize import human_size
 from course_exports.lake import Person
 from course_exports.registry import ExportKind, ExportResult, ExportStatus
 from course_exports.settings import Settings
@@ -85,7 +86,7 @@ def text_of(message: EmailMessage) -> str:
     ],
 )
 def test_human_size(size: int, text: str) -> None:
-    assert mail.human_size(size) == text
+    assert human_size(size) == text
 
 
 def test_expiry_in_utc_and_course_time_zone() -> None:
