@@ -7,7 +7,7 @@ stops a run instead of turning into a quietly wrong export.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from course_exports.errors import LakeDataError, NotFoundError, PermissionDeniedError
+from course_exports.errors import InputError, LakeDataError, NotFoundError, PermissionDeniedError
 from course_exports.storage import Location
 
 ROLES = ("Teacher", "Student")
@@ -101,6 +101,18 @@ class Person:
     def display_name(self) -> str:
         full = f"{self.first_name} {self.last_name}".strip()
         return full or self.username
+
+
+def check_assignment_ids(course: Course, assignment_ids: Sequence[int] | None) -> None:
+    """Refuse assignment ids that are not the course's (``None`` selects them all)."""
+    if assignment_ids is None:
+        return
+    unknown = sorted(set(assignment_ids) - set(course.assignment_ids()))
+    if unknown:
+        raise InputError(
+            "assignment_ids",
+            f"{', '.join(map(str, unknown))} not in course {course.id} ({course.name})",
+        )
 
 
 def course_path(lake: Location, course_id: int, name: str) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from course_exports.errors import InputError, LakeDataError
-from course_exports.lake import Course
+from course_exports.lake import Course, check_assignment_ids
 from course_exports.storage import Location
 
 _FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
@@ -105,13 +105,7 @@ def check_selection(
     student_ids: Sequence[int] | None,
 ) -> None:
     """Refuse ids that are not part of the course, before anything is written."""
-    if assignment_ids is not None:
-        unknown = sorted(set(assignment_ids) - set(course.assignment_ids()))
-        if unknown:
-            raise InputError(
-                "assignment_ids",
-                f"{', '.join(map(str, unknown))} not in course {course.id} ({course.name})",
-            )
+    check_assignment_ids(course, assignment_ids)
     if student_ids is not None:
         students = set(roster.filter(pl.col("role") == "Student")["user_id"].to_list())
         unknown = sorted(set(student_ids) - students)

@@ -9,8 +9,7 @@ from typing import BinaryIO, cast
 
 from course_exports import access_log, registry
 from course_exports.access_log import AccessWindow, DayPartition
-from course_exports.errors import InputError
-from course_exports.lake import Course, read_roster, read_users
+from course_exports.lake import Course, check_assignment_ids, read_roster, read_users
 from course_exports.registry import ExportRecord
 from course_exports.settings import Settings
 from tasks.export import WrittenFile
@@ -23,17 +22,6 @@ class AccessPlan:
     timezone: str
     partitions: list[DayPartition]
     files: int
-
-
-def check_assignments(course: Course, assignment_ids: Sequence[int] | None) -> None:
-    if assignment_ids is None:
-        return
-    unknown = sorted(set(assignment_ids) - set(course.assignment_ids()))
-    if unknown:
-        raise InputError(
-            "assignment_ids",
-            f"{', '.join(map(str, unknown))} not in course {course.id} ({course.name})",
-        )
 
 
 def plan_access_export(
@@ -52,7 +40,7 @@ def plan_access_export(
     from their footers here, so damaged data stops the run before a byte is written.
     """
     tz = access_log.parse_timezone(timezone)
-    check_assignments(course, assignment_ids)
+    check_assignment_ids(course, assignment_ids)
     window = access_log.access_window(
         now or datetime.now(UTC), settings.access_retention_months, since, until
     )
