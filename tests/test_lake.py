@@ -1,6 +1,9 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -8,6 +11,8 @@ import pytest
 from course_exports import lake
 from course_exports.errors import LakeDataError, NotFoundError, PermissionDeniedError
 from course_exports.storage import Location, open_location
+
+ROOT = Path(__file__).resolve().parent.parent
 
 COURSE = {
     "id": 1042,
@@ -128,3 +133,27 @@ def test_require_teacher(root: Location) -> None:
         lake.require_teacher(course, roster, users, 2)
     with pytest.raises(PermissionDeniedError, match="user 3 is not in the roster"):
         lake.require_teacher(course, roster, users, 3)
+
+
+def test_roster_strings_may_be_large_or_dictionary_encoded(root: Location) -> None:
+    """pandas writes ``category`` columns dictionary-encoded, and some writers use
+    large_string: both are strings to the exports."""
+    path = root.path("courses/1042/roster.parquet")
+    roles = pa.array(["Teacher", "Student"]).dictionary_encode()
+    extra = pa.array(["x", "y"], pa.large_string())
+    pq.write_table(
+        pa.table({"user_id": pa.array([1, 2], pa.int64()), "role": roles, "note": extra}), path
+    )
+    roster = lake.read_roster(root, 1042)
+    assert roster.columns == ["user_id", "role"]
+    assert roster.schema["role"] == pl.String
+    assert roster.rows() == [(1, "Teacher"), (2, "Student")]
+
+
+def test_course_export_does_not_load_pyarrow() -> None:
+    """pyarrow costs ~130 MB of memory: the course export reads the lake with Polars."""
+    code = (
+        "import sys; import flows.export_course, tasks.course_export; "
+        "sys.exit('pyarrow' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0
