@@ -160,6 +160,9 @@ class S3Server:
 def s3_server() -> Iterator[S3Server]:
     """A real S3 API (moto's server) on 127.0.0.1, with test credentials in os.environ."""
     from moto.server import ThreadedMotoServer
+    from s3_endpoint import speed_up_moto
+
+    speed_up_moto()
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AWS_ACCESS_KEY_ID", "testing")

@@ -36,6 +36,7 @@ class Rule:
 class FaultyProxy:
     url: str
     rules: list[Rule]
+    seen: list[tuple[str, str]]  # every request that reached the proxy: (method, path)
 
     def fail(self, matches: Matcher, times: int = 1) -> Rule:
         rule = Rule(matches, times)
@@ -44,7 +45,11 @@ class FaultyProxy:
 
 
 def _handler(
-    upstream: str, rules: list[Rule], lock: threading.Lock, latency_s: float
+    upstream: str,
+    rules: list[Rule],
+    seen: list[tuple[str, str]],
+    lock: threading.Lock,
+    latency_s: float,
 ) -> type[BaseHTTPRequestHandler]:
     target = urlsplit(upstream)
 
@@ -56,6 +61,7 @@ def _handler(
 
         def _inject(self) -> bool:
             with lock:
+                seen.append((self.command, self.path))
                 for rule in rules:
                     if len(rule.hits) < rule.times and rule.matches(self.command, self.path):
                         rule.hits.append(f"{self.command} {self.path}")
@@ -101,13 +107,14 @@ def faulty_proxy(upstream: str, *, latency_s: float = 0.0) -> Iterator[FaultyPro
     """A proxy to ``upstream`` that fails what its rules choose and may add latency to
     every request (the benchmark uses that to stand in for S3's first-byte latency)."""
     rules: list[Rule] = []
-    handler = _handler(upstream, rules, threading.Lock(), latency_s)
+    seen: list[tuple[str, str]] = []
+    handler = _handler(upstream, rules, seen, threading.Lock(), latency_s)
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield FaultyProxy(f"http://127.0.0.1:{server.server_address[1]}", rules)
+        yield FaultyProxy(f"http://127.0.0.1:{server.server_address[1]}", rules, seen)
     finally:
         server.shutdown()
         server.server_close()

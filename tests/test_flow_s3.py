@@ -14,12 +14,14 @@ import json
 import os
 import re
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
@@ -190,6 +192,20 @@ def test_course_zip_on_s3_survives_faults_and_imports(
             result = export_course(course_id=site.course, requested_by=site.teacher)
             data = download(mailed_link(smtp_server, result))
             assert len(part.hits) == 1 and len(read.hits) == 6
+            # One GET per workspace object, no HEAD: requests are what S3 bills and what
+            # a course of 60,000 small files waits on.
+            keys = (
+                (method, unquote(urlsplit(path).path).split("/workspaces/", 1)[1])
+                for method, path in proxy.seen
+                if "/workspaces/" in path and method in ("GET", "HEAD")
+            )
+            # <course>/<assignment>/<user>/<file>: objects, not the listing's own requests
+            reads = Counter(key for key in keys if key[1].count("/") >= 3)
+            assert reads
+            assert not [key for key in reads if key[0] == "HEAD"]
+            victim_key = ("GET", victim.removeprefix("workspaces/"))
+            assert reads.pop(victim_key) == 7  # six injected failures, then the read
+            assert set(reads.values()) == {1}
 
             source = {
                 p.relative_to(big_lakes.local / "workspaces" / str(site.course)).as_posix(): p
