@@ -162,7 +162,8 @@ def _read_table(lake: Location, path: str, columns: dict[str, type[pl.DataType]]
                     continue
                 if actual != expected:
                     raise LakeDataError(
-                        url, f"column {name!r} is {type_name(actual)}, expected {type_name(expected)}"
+                        url,
+                        f"column {name!r} is {type_name(actual)}, expected {type_name(expected)}",
                     )
             fh.seek(0)
             frame = pl.read_parquet(fh, columns=list(columns))
