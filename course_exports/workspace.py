@@ -141,7 +141,11 @@ def list_workspace_files(
     lake.refresh()
     if not lake.fs.exists(root):
         return
-    for path, info in lake.fs.find(root, detail=True).items():
+    found = lake.fs.find(root, detail=True)
+    # s3fs keeps every listed object in its cache, and the filesystem object outlives
+    # the export in a worker: 60,000 entries would stay in memory for nothing.
+    lake.refresh()
+    for path, info in found.items():
         if info.get("type") != "file":
             continue
         rel = posixpath.relpath(path, root)
