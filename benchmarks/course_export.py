@@ -245,25 +245,21 @@ def s3_rows(students: int, latency_students: int, latency_ms: float) -> tuple[li
     from faults import faulty_proxy
 
     rows, notes = [], []
+    settings: list[tuple[str, int, float]] = [("moto", students, 0.0)]
+    if latency_ms:
+        settings.append((f"moto +{latency_ms:g} ms", latency_students, latency_ms / 1000))
     with moto_server() as (endpoint, pid):
         s3 = boto3.client("s3", endpoint_url=endpoint)
         for bucket in ("bench-lake", "bench-exports"):
             s3.create_bucket(Bucket=bucket)
-        lakes = {students: f"s3://bench-lake/lake-{students}"}
-        ensure_lake(open_location(lakes[students], s3_endpoint_url=endpoint), students)
-        settings: list[tuple[str, int, float]] = [("moto", students, 0.0)]
-        if latency_ms:
-            lakes[latency_students] = f"s3://bench-lake/lake-{latency_students}"
-            ensure_lake(
-                open_location(lakes[latency_students], s3_endpoint_url=endpoint), latency_students
-            )
-            settings.append((f"moto +{latency_ms:g} ms", latency_students, latency_ms / 1000))
         for label, size, latency in settings:
+            lake = f"s3://bench-lake/lake-{size}"
+            ensure_lake(open_location(lake, s3_endpoint_url=endpoint), size)
             with faulty_proxy(endpoint, latency_s=latency) as proxy:
                 target = proxy.url if latency else endpoint
-                fetch = child("fetch", lakes[size], "-", target, pid)
+                fetch = child("fetch", lake, "-", target, pid)
                 rows.append(row("sequential fetch, no zip", label, fetch, None))
-                ours = child("export", lakes[size], "s3://bench-exports/exports", target, pid)
+                ours = child("export", lake, "s3://bench-exports/exports", target, pid)
                 rows.append(row("course export to S3", label, ours, fetch))
                 notes.append(ceiling(label, fetch))
     return rows, notes

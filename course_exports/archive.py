@@ -41,6 +41,7 @@ from zlib_ng import zlib_ng as zlib
 from course_exports.errors import ExportError
 
 __all__ = [
+    "CHUNK_BYTES",
     "DEFAULT_LEVEL",
     "ZIP64_LIMIT",
     "ArchiveError",
@@ -103,6 +104,8 @@ PRECOMPRESSED_SUFFIXES = frozenset(
     }
 )
 
+# Files larger than this are streamed in chunks of this size; smaller ones are read whole.
+CHUNK_BYTES = 4 * 2**20
 _OUT_BUFFER = 1 << 20  # fewer, larger writes into the output (syscalls, S3 part buffers)
 _BATCH_BYTES = 1 << 20  # small files are read and deflated in batches: less per-task overhead
 _BATCH_FILES = 128
@@ -1011,7 +1014,7 @@ def write_entries(
     read_workers: int = 16,
     compress_workers: int = 2,
     window_bytes: int = 64 * 2**20,
-    chunk_bytes: int = 4 * 2**20,
+    chunk_bytes: int = CHUNK_BYTES,
     read_attempts: int = 3,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[WrittenEntry]:

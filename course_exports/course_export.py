@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 import polars as pl
 
 from course_exports.archive import (
+    CHUNK_BYTES,
     DEFAULT_LEVEL,
     Source,
     WrittenEntry,
@@ -38,9 +39,6 @@ from course_exports.workspace import WorkspacePlan, safe_name
 
 ZIP_MANIFEST = "manifest.json"
 WINDOW_BYTES = 16 * 2**20
-# Files up to this size are read from S3 whole, in one request (the zip writer streams
-# larger ones in chunks of this size anyway).
-WHOLE_READ_BYTES = 4 * 2**20
 ZIP_FORMAT = 1
 ROSTER_HEADER = ["User ID", "Username", "Email", "First Name", "Last Name", "Role"]
 
@@ -72,7 +70,7 @@ def roster_csv(roster: pl.DataFrame, users: pl.DataFrame) -> bytes:
 def _open_lake_file(lake: Location, path: str, size: int) -> BinaryIO:
     if lake.is_local:
         return open(path, "rb")  # cheaper than fs.open, and 60,000 files add up
-    if size <= WHOLE_READ_BYTES:
+    if size <= CHUNK_BYTES:  # what the zip writer reads whole (larger files come in chunks)
         # One GET per object. s3fs's own ways cost two: ``open`` HEADs the object to
         # learn its ETag even when told its size, ``cat_file`` HEADs it to decide whether
         # to split the download. On a course of 60,000 small files that HEAD is half of

@@ -6,6 +6,7 @@ stops a run instead of turning into a quietly wrong export.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -139,7 +140,7 @@ def read_course(lake: Location, course_id: int) -> Course:
     return course
 
 
-def type_name(dtype: pl.DataType | type[pl.DataType]) -> str:
+def _type_name(dtype: pl.DataType | type[pl.DataType]) -> str:
     """``int64``, ``string``...: how parquet tools name a column's type in an error."""
     return str(dtype).lower()
 
@@ -152,21 +153,21 @@ def _read_table(lake: Location, path: str, columns: dict[str, type[pl.DataType]]
     """
     url = lake.url_of(path)
     try:
-        with lake.fs.open(path, "rb") as fh:
-            schema = pl.read_parquet_schema(fh)
-            for name, expected in columns.items():
-                if name not in schema:
-                    raise LakeDataError(url, f"missing column {name!r}")
-                actual = schema[name]
-                if expected is pl.String and isinstance(actual, _STRING_LIKE):
-                    continue
-                if actual != expected:
-                    raise LakeDataError(
-                        url,
-                        f"column {name!r} is {type_name(actual)}, expected {type_name(expected)}",
-                    )
-            fh.seek(0)
-            frame = pl.read_parquet(fh, columns=list(columns))
+        # Read once: Polars reads a file object whole anyway, for its schema as for its data.
+        data = lake.fs.cat_file(path)
+        schema = pl.read_parquet_schema(io.BytesIO(data))
+        for name, expected in columns.items():
+            if name not in schema:
+                raise LakeDataError(url, f"missing column {name!r}")
+            actual = schema[name]
+            if expected is pl.String and isinstance(actual, _STRING_LIKE):
+                continue
+            if actual != expected:
+                raise LakeDataError(
+                    url,
+                    f"column {name!r} is {_type_name(actual)}, expected {_type_name(expected)}",
+                )
+        frame = pl.read_parquet(io.BytesIO(data), columns=list(columns))
     except FileNotFoundError:
         raise LakeDataError(url, "file is missing") from None
     except (pl.exceptions.PolarsError, OSError) as exc:

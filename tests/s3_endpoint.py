@@ -12,7 +12,6 @@ touched: requests, storage and responses stay moto's own.
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 from collections.abc import Iterable
@@ -27,12 +26,10 @@ def speed_up_moto() -> None:
     if getattr(listing, "cached", False):
         return
 
-    @functools.cache
-    def modules() -> tuple[str, ...]:
-        return tuple(listing())
+    modules = tuple(listing())
 
     def cached_list_of_moto_modules() -> Iterable[str]:
-        return modules()
+        return modules
 
     cached_list_of_moto_modules.cached = True  # type: ignore[attr-defined]
     backends.list_of_moto_modules = cached_list_of_moto_modules

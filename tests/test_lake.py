@@ -148,6 +148,9 @@ def test_roster_strings_may_be_large_or_dictionary_encoded(root: Location) -> No
     assert roster.columns == ["user_id", "role"]
     assert roster.schema["role"] == pl.String
     assert roster.rows() == [(1, "Teacher"), (2, "Student")]
+    large = pa.array(["Teacher", "Student"], pa.large_string())
+    pq.write_table(pa.table({"user_id": pa.array([1, 2], pa.int64()), "role": large}), path)
+    assert lake.read_roster(root, 1042).rows() == [(1, "Teacher"), (2, "Student")]
 
 
 def test_course_export_does_not_load_pyarrow() -> None:
