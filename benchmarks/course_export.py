@@ -8,11 +8,11 @@ by the real export code (``write_course_zip``, the one the flow runs) beside the
 baselines, in one run, each case in a fresh subprocess so its peak RSS is its own:
 
 - local lake: plain sequential ``zipfile`` at its default deflate level
-- S3 lake (moto's server on 127.0.0.1, as is and behind a proxy adding S3-like
-  first-byte latency): fetching the same objects one after another
+- S3 lake (SeaweedFS on 127.0.0.1, started here: tests/seaweed.py; as is and behind a
+  proxy adding S3-like first-byte latency): fetching the same objects one after another
 
 The S3 case writes the zip to an S3 exports bucket, as production does (multipart). For
-S3 rows the table also gives the CPU seconds spent by the case's process and by moto:
+S3 rows the table also gives the CPU seconds spent by the case's process and by the server:
 when a sequential fetch's wall time is all CPU, there is no waiting for concurrency to
 hide, and 2 cores cap any speed-up at (wall) / (CPU / 2): the "2-core ceiling" line.
 """
@@ -23,20 +23,16 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-for path in (ROOT, ROOT / "tests"):  # tests/faults.py: the latency proxy
+for path in (ROOT, ROOT / "tests"):  # tests/faults.py, tests/seaweed.py
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
@@ -185,7 +181,7 @@ def row(name: str, source: str, r: dict[str, Any], base: dict[str, Any] | None) 
     output = f"{r['output'] / 1e6:,.1f}" if r["output"] else "-"
     cpu = f"{r['cpu_s']:.0f}"
     if "server_cpu_s" in r:
-        cpu += f" + moto {r['server_cpu_s']:.0f}"
+        cpu += f" + server {r['server_cpu_s']:.0f}"
     return (
         f"| {source} | {name} | {r['input'] / 1e6:,.0f} | {output} | {r['seconds']:.1f} "
         f"| {mbps:,.0f} | {r['peak_mb']:,.0f} | {cpu} | {ratio} |"
@@ -203,55 +199,20 @@ def ceiling(source: str, fetch: dict[str, Any], cores: int = 2) -> str:
     )
 
 
-@contextmanager
-def moto_server() -> Iterator[tuple[str, int]]:
-    """moto's server in its own process, so its CPU is not shared with the benchmark's
-    (started as the tests start it: tests/s3_endpoint.py); yields its URL and pid."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():  # fmt: skip
-        os.environ[name] = value
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [
-        sys.executable,
-        str(ROOT / "tests" / "s3_endpoint.py"),
-        "-H",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield url, server.pid
-    finally:
-        server.terminate()
-        server.wait()
-
-
 def s3_rows(students: int, latency_students: int, latency_ms: float) -> tuple[list[str], list[str]]:
-    """Sequential fetching against the export, straight to moto and behind a proxy that
+    """Sequential fetching against the export, straight to the server and behind a proxy that
     adds S3's first-byte latency to every request. Waiting 20 ms per object takes long,
     so the latency rows use a smaller course of the same shape."""
-    import boto3
     from faults import faulty_proxy
+    from seaweed import AWS_ENV, seaweedfs
 
     rows, notes = [], []
-    settings: list[tuple[str, int, float]] = [("moto", students, 0.0)]
+    settings: list[tuple[str, int, float]] = [("SeaweedFS", students, 0.0)]
     if latency_ms:
-        settings.append((f"moto +{latency_ms:g} ms", latency_students, latency_ms / 1000))
-    with moto_server() as (endpoint, pid):
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        for bucket in ("bench-lake", "bench-exports"):
-            s3.create_bucket(Bucket=bucket)
+        settings.append((f"SeaweedFS +{latency_ms:g} ms", latency_students, latency_ms / 1000))
+    os.environ.update(AWS_ENV)  # the cases (child processes) sign with the server's keys
+    with seaweedfs(("bench-lake", "bench-exports")) as server:
+        endpoint, pid = server.endpoint_url, server.pid
         for label, size, latency in settings:
             lake = f"s3://bench-lake/lake-{size}"
             ensure_lake(open_location(lake, s3_endpoint_url=endpoint), size)

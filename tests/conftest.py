@@ -1,4 +1,4 @@
-"""Shared test servers: a real SMTP server, a real S3 (moto) and a uvicorn runner.
+"""Shared test servers: a real SMTP server, a real S3 (SeaweedFS) and a uvicorn runner.
 
 Each server starts once per session; tests keep apart by using their own buckets,
 folders and recipients, and by clearing the SMTP server's inbox.
@@ -12,7 +12,6 @@ import socket
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from email.policy import default as default_policy
 from typing import Any
 
 import pytest
+from seaweed import SeaweedFS
 
 # Prefect reads its settings when first imported: give the whole session its own home
 # (never the developer's ~/.prefect) and no analytics (there is no internet here).
@@ -136,47 +136,24 @@ def smtp_server() -> Iterator[SmtpServer]:
         controller.stop()
 
 
-# -- S3 (moto) -------------------------------------------------------------------------
+# -- S3 (SeaweedFS) ---------------------------------------------------------------------
 
-
-@dataclass
-class S3Server:
-    endpoint_url: str
-
-    def client(self) -> Any:
-        import boto3
-
-        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1")
-
-    def make_bucket(self, name: str = "test") -> str:
-        """Create a bucket with a unique name starting with ``name``; return its name."""
-        bucket = f"{name.lower()[:40]}-{uuid.uuid4().hex[:12]}"
-        # us-east-1 takes no LocationConstraint (moto rejects one).
-        self.client().create_bucket(Bucket=bucket)
-        return bucket
+S3Server = SeaweedFS  # the fixture's type under its earlier name
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    """A real S3 API (moto's server) on 127.0.0.1, with test credentials in os.environ."""
-    from moto.server import ThreadedMotoServer
-    from s3_endpoint import speed_up_moto
-
-    speed_up_moto()
+def s3_server() -> Iterator[SeaweedFS]:
+    """A real S3 server (SeaweedFS, ``weed mini``) on 127.0.0.1 for the whole session,
+    with its credentials in os.environ (what the product's clients read)."""
+    from seaweed import AWS_ENV, AWS_ENV_CLEARED, seaweedfs
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        for var in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-            mp.delenv(var, raising=False)
-        port = free_port()
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        server.start()
-        try:
-            yield S3Server(f"http://127.0.0.1:{port}")
-        finally:
-            server.stop()
+        for name, value in AWS_ENV.items():
+            mp.setenv(name, value)
+        for name in AWS_ENV_CLEARED:
+            mp.delenv(name, raising=False)
+        with seaweedfs() as server:
+            yield server
 
 
 # -- uvicorn ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """A fault-injecting HTTP proxy in front of the S3 server.
 
-The only "mock" in the S3 tests: requests travel for real to the moto server, except the
+The only "mock" in the S3 tests: requests travel for real to the S3 server (SeaweedFS), except the
 few a rule chooses, which get a 500 as a flaky S3 would send. That exercises every retry
 layer as it runs in production (botocore, s3fs, our own per-file retries).
 """

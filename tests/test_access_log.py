@@ -954,7 +954,7 @@ def test_a_failing_writer_fails_the_export(fixture: Fixture) -> None:
 
 
 def test_s3_lake_and_s3_output(fixture: Fixture, s3_server: Any) -> None:
-    """The same CSV from an S3 lake (moto on loopback) into an S3 writer."""
+    """The same CSV from an S3 lake (SeaweedFS on loopback) into an S3 writer."""
     bucket = s3_server.make_bucket("access")
     lake = open_location(f"s3://{bucket}/lake", s3_endpoint_url=s3_server.endpoint_url)
     for path in glob.glob(os.path.join(fixture.root, "access_log", "*", "*.parquet")):

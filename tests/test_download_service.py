@@ -1,4 +1,4 @@
-"""The download service against real servers: uvicorn for the app, moto for S3."""
+"""The download service against real servers: uvicorn for the app, SeaweedFS for S3."""
 
 import hashlib
 import os

@@ -1,4 +1,4 @@
-"""The export flows against real S3 (moto's server) and real SMTP (aiosmtpd).
+"""The export flows against real S3 (SeaweedFS) and real SMTP (aiosmtpd).
 
 Lake and exports live in buckets, the mail goes through the SMTP server, and the link in
 the mail is fetched over HTTP from the download service, which redirects to a presigned
