@@ -30,7 +30,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy course_exports tasks flows deployments benchmarks tests
+	$(BIN)/mypy course_exports sample_lake tasks flows deployments benchmarks tests
 
 test: lint
 	$(BIN)/python -m pytest
@@ -61,7 +61,7 @@ serve-downloads: setup
 	$(BIN)/python -m deployments.download_service
 
 sample-lake: setup
-	$(BIN)/python -m course_exports.sample_lake --url ./var/lake
+	$(BIN)/python -m sample_lake --url ./var/lake
 
 bench-access: setup
 	$(BIN)/python benchmarks/access_export.py

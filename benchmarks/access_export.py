@@ -46,7 +46,7 @@ SEED = 20260630
 
 
 def lake_spec(events: int) -> Any:
-    from course_exports.sample_lake import LakeSpec
+    from sample_lake import LakeSpec
 
     return LakeSpec(
         seed=SEED,
@@ -61,7 +61,7 @@ def lake_spec(events: int) -> Any:
 
 def ensure_lake(lake_dir: Path, events: int, regenerate: bool) -> dict[str, Any]:
     """The lake's summary; generated only when missing or made from another spec."""
-    from course_exports.sample_lake import generate_lake
+    from sample_lake import generate_lake
 
     spec = lake_spec(events)
     wanted = {"spec": dataclasses.asdict(spec), "now": NOW.isoformat()}

@@ -48,7 +48,7 @@ NOW = datetime(2026, 6, 30, 18, 0, tzinfo=UTC)
 
 
 def spec(students: int) -> Any:
-    from course_exports.sample_lake import LakeSpec
+    from sample_lake import LakeSpec
 
     return LakeSpec(
         seed=11, courses=1, students=students, assignments=10, events=1000, days=10,
@@ -57,7 +57,7 @@ def spec(students: int) -> Any:
 
 
 def ensure_lake(lake: Location, students: int) -> None:
-    from course_exports.sample_lake import generate_lake
+    from sample_lake import generate_lake
 
     marker = "benchmark-spec.json"
     wanted = json.dumps({"students": students, "now": NOW.isoformat()})

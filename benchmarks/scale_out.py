@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from course_exports.sample_lake import LakeSpec, LakeSummary, generate_lake  # noqa: E402
 from course_exports.storage import open_location  # noqa: E402
 from deployments.lms_client import LmsClient  # noqa: E402
 from deployments.local_stack import create_pool, deploy_all, run_server, run_worker  # noqa: E402
+from sample_lake import LakeSpec, LakeSummary, generate_lake  # noqa: E402
 
 DEPLOYMENT = "export-course/export-course"
 

@@ -23,8 +23,8 @@ import polars as pl
 from course_exports.errors import ExportError
 from course_exports.lake import read_roster
 from course_exports.registry import ExportResult
-from course_exports.sample_lake import LakeSpec, generate_lake
 from course_exports.settings import ENV_PREFIX, Settings, load_settings
+from sample_lake import LakeSpec, generate_lake
 
 DEMO_SPEC = LakeSpec(seed=7, courses=4, students=40, assignments=6, events=200_000, days=240)
 

@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from course_exports.sample_lake import LakeSpec, LakeSummary, generate_lake
 from course_exports.settings import Settings
 from course_exports.storage import open_location
+from sample_lake import LakeSpec, LakeSummary, generate_lake
 
 SIGNING_KEY = "e2e-signing-key-" + "x" * 32
 WEBHOOK_SECRET = "e2e-webhook-secret-0123456789"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from course_exports.sample_lake import LakeSummary, generate_lake, tiny_lake_spec
 from course_exports.settings import Settings, load_settings
 from course_exports.storage import open_location
+from sample_lake import LakeSummary, generate_lake, tiny_lake_spec
 
 SIGNING_KEY = "test-signing-key-" + "x" * 32
 

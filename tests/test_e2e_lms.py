@@ -19,10 +19,10 @@ from e2e_kit import WEBHOOK_SECRET, Received, Site, WebhookReceiver, events, flo
 from e2e_kit import wait_for as wait_until
 
 from course_exports import webhook
-from course_exports.sample_lake import tiny_lake_spec
 from deployments.download_service import create_app
 from deployments.lms_client import FlowRunRef, LmsClient, RunFailed
 from deployments.local_stack import free_port, run_worker
+from sample_lake import tiny_lake_spec
 
 pytestmark = [pytest.mark.e2e]
 

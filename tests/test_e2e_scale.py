@@ -20,10 +20,10 @@ import httpx
 import pytest
 from e2e_kit import Site, make_site, max_overlap, parse_time, state_names, task_runs
 
-from course_exports.sample_lake import LakeSpec
 from deployments.lms_client import LmsClient
 from deployments.local_stack import run_worker
 from deployments.serve import read_specs
+from sample_lake import LakeSpec
 from tasks.concurrency import course_limit_name
 
 pytestmark = [pytest.mark.e2e]

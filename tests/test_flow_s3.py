@@ -31,13 +31,13 @@ from reference import lake_reference_csv
 
 from course_exports import registry
 from course_exports.access_log import AccessWindow
-from course_exports.sample_lake import LakeSpec, LakeSummary, generate_lake, tiny_lake_spec
 from course_exports.settings import load_settings
 from course_exports.storage import open_location
 from deployments.download_service import create_app
 from flows.export_access_data import export_access_data
 from flows.export_course import export_course
 from flows.import_project import import_project
+from sample_lake import LakeSpec, LakeSummary, generate_lake, tiny_lake_spec
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 

@@ -15,14 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from course_exports.access_log import ACCESS_LOG_SCHEMA
-from course_exports.sample_lake import (
-    LakeSpec,
-    LakeSummary,
-    generate_lake,
-    main,
-    tiny_lake_spec,
-)
 from course_exports.storage import open_location
+from sample_lake import LakeSpec, LakeSummary, generate_lake, tiny_lake_spec
+from sample_lake.__main__ import main
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 FORMULA_STARTS = ("=", "+", "-", "@")
