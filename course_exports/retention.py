@@ -48,10 +48,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from course_exports.access_log import (
-    ACCESS_LOG_DIR,
     AccessWindow,
     as_utc,
     list_day_partitions,
+    partition_folder,
     retention_cutoff,
 )
 from course_exports.errors import LakeDataError
@@ -727,10 +727,6 @@ class AccessPurgePlan(BaseModel):
     due: list[PartitionDrop]
     #: Partitions past retention left for later runs.
     remaining: int
-
-
-def partition_folder(lake: Location, day: date) -> str:
-    return lake.path(ACCESS_LOG_DIR, f"event_date={day.isoformat()}")
 
 
 def plan_access_purge(

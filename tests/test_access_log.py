@@ -41,8 +41,10 @@ from course_exports.access_log import (
     check_log_files,
     list_day_partitions,
     parse_timezone,
+    reader,
     retention_cutoff,
     write_access_csv,
+    writer,
 )
 from course_exports.errors import InputError, LakeDataError
 from course_exports.storage import Location, open_location
@@ -323,7 +325,8 @@ def test_engine_matches_reference(
     fixture: Fixture, name: str, batching: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for constant, value in BATCHING[batching].items():
-        monkeypatch.setattr(access_log, constant, value)
+        module = writer if constant in ("_RENDER_ROWS", "_WRITE_QUEUE") else reader
+        monkeypatch.setattr(module, constant, value)
     options = dict(SCENARIOS[name])
     window = access_window(NOW, 6, options.pop("since", None), options.pop("until", None))
     actual, stats = engine_csv(fixture, window, **options)
@@ -878,21 +881,21 @@ def _days(count: int, size: int) -> list[DayPartition]:
 
 
 def test_planner_groups_quiet_days(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(access_log, "_BATCH_ROWS", 100)
-    monkeypatch.setattr(access_log, "_ROWS_PER_BYTE_GUESS", 0.01)  # 10 rows a day
+    monkeypatch.setattr(reader, "_BATCH_ROWS", 100)
+    monkeypatch.setattr(reader, "_ROWS_PER_BYTE_GUESS", 0.01)  # 10 rows a day
     days = _days(25, 1000)
     window = AccessWindow(days[0].start, days[-1].end)
-    batches = list(access_log._Planner(window).batches(days))
+    batches = list(reader.Planner(window).batches(days))
     assert [len(b.partitions) for b in batches] == [10, 10, 5]
     assert all((b.start, b.end) == (window.start, window.end) for b in batches)
 
 
 def test_planner_slices_dense_days_and_learns(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(access_log, "_BATCH_ROWS", 100)
-    monkeypatch.setattr(access_log, "_ROWS_PER_BYTE_GUESS", 0.5)  # 500 rows a day
+    monkeypatch.setattr(reader, "_BATCH_ROWS", 100)
+    monkeypatch.setattr(reader, "_ROWS_PER_BYTE_GUESS", 0.5)  # 500 rows a day
     days = _days(3, 1000)
     window = AccessWindow(days[0].start + timedelta(hours=6), days[-1].end - timedelta(hours=1))
-    planner = access_log._Planner(window)
+    planner = reader.Planner(window)
     plan = planner.batches(days)
     first_day = [next(plan) for _ in range(5)]
     assert all(b.partitions == [days[0]] for b in first_day)

@@ -1,0 +1,113 @@
+"""The day partitions of the access log: one listing, the layout checked (shared with the purge)."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from course_exports.access_log.window import AccessWindow
+from course_exports.errors import LakeDataError
+from course_exports.storage import Location
+
+ACCESS_LOG_DIR = "access_log"
+
+_PARTITION_RE = re.compile(r"event_date=(\d{4}-\d{2}-\d{2})")
+ONE_DAY = timedelta(days=1)
+
+# ---------------------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True)
+class DayPartition:
+    """One ``access_log/event_date=YYYY-MM-DD/`` folder: its day and its parquet files."""
+
+    day: date
+    files: tuple[str, ...]
+    #: Total size of ``files`` in bytes when the listing knew it (used to size batches).
+    size_bytes: int = 0
+
+    @property
+    def start(self) -> datetime:
+        return datetime(self.day.year, self.day.month, self.day.day, tzinfo=UTC)
+
+    @property
+    def end(self) -> datetime:
+        return self.start + ONE_DAY
+
+
+def _is_hidden(name: str) -> bool:
+    # Hive convention (Spark, Arrow): "_SUCCESS", ".part.tmp" are bookkeeping, not data.
+    return name.startswith((".", "_"))
+
+
+def _partition_day(lake: Location, path: str, name: str) -> date:
+    match = _PARTITION_RE.fullmatch(name)
+    if match is None:
+        raise LakeDataError(
+            lake.url_of(path), "not a day partition (expected access_log/event_date=YYYY-MM-DD)"
+        )
+    try:
+        return date.fromisoformat(match.group(1))
+    except ValueError:
+        raise LakeDataError(lake.url_of(path), f"{match.group(1)} is not a date") from None
+
+
+def _list_access_log(lake: Location) -> dict[str, dict[str, Any]]:
+    lake.refresh()
+    try:
+        found: dict[str, dict[str, Any]] = lake.fs.find(
+            lake.path(ACCESS_LOG_DIR), withdirs=True, detail=True
+        )
+    except FileNotFoundError:
+        return {}
+    return found
+
+
+def list_day_partitions(lake: Location, window: AccessWindow) -> list[DayPartition]:
+    """The day partitions whose UTC day intersects ``window``, oldest first.
+
+    One recursive listing of ``access_log/``. Hidden entries (``.x``, ``_x``) and files
+    that do not end in ``.parquet`` are ignored; anything else that breaks the layout (a
+    folder not named ``event_date=YYYY-MM-DD``, a folder inside a partition, a data file
+    outside one) raises LakeDataError naming it. No ``access_log/`` means no events.
+    """
+    base = lake.path(ACCESS_LOG_DIR)
+    days: dict[date, list[tuple[str, int]]] = {}
+    for path, info in _list_access_log(lake).items():
+        path = path.rstrip("/")
+        rel = posixpath.relpath(path, base)
+        if rel == ".":
+            continue
+        parts = rel.split("/")
+        if any(_is_hidden(p) for p in parts):
+            continue
+        is_dir = info.get("type") == "directory"
+        if len(parts) == 1 and not is_dir:
+            if parts[0].endswith(".parquet"):
+                raise LakeDataError(lake.url_of(path), "data file outside a day partition")
+            continue
+        day = _partition_day(lake, posixpath.join(base, parts[0]), parts[0])
+        if len(parts) > 2 or (len(parts) == 2 and is_dir):
+            raise LakeDataError(lake.url_of(path), "unexpected folder inside a day partition")
+        entries = days.setdefault(day, [])
+        if len(parts) == 2 and parts[1].endswith(".parquet"):
+            entries.append((path, int(info.get("size") or 0)))
+    partitions = []
+    for day in sorted(days):
+        files = sorted(days[day])
+        partition = DayPartition(
+            day=day,
+            files=tuple(p for p, _ in files),
+            size_bytes=sum(s for _, s in files),
+        )
+        if files and partition.start < window.end and partition.end > window.start:
+            partitions.append(partition)
+    return partitions
+
+
+def partition_folder(location: Location, day: date, base: str = ACCESS_LOG_DIR) -> str:
+    """The folder of ``day`` under ``base`` (the log's own, or our copy's)."""
+    return location.path(base, f"event_date={day.isoformat()}")
