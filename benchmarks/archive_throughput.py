@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from course_exports.archive import Source, ZipStreamWriter, write_entries
+from course_exports.zipstream import Source, ZipStreamWriter, write_entries
 
 if TYPE_CHECKING:
     import numpy as np

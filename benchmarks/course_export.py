@@ -37,11 +37,11 @@ for path in (ROOT, ROOT / "tests"):  # tests/faults.py, tests/seaweed.py
         sys.path.insert(0, str(path))
 
 from course_exports import registry, workspace  # noqa: E402
-from course_exports.archive import DEFAULT_LEVEL  # noqa: E402
 from course_exports.course_export import write_course_zip  # noqa: E402
 from course_exports.lake import read_course, read_roster, read_users  # noqa: E402
 from course_exports.registry import ExportKind  # noqa: E402
 from course_exports.storage import Location, open_location  # noqa: E402
+from course_exports.zipstream import DEFAULT_LEVEL  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "course"
 NOW = datetime(2026, 6, 30, 18, 0, tzinfo=UTC)

@@ -13,7 +13,6 @@ The manifest is written last because it holds the checksums of everything before
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,19 +22,18 @@ from typing import Any, BinaryIO
 
 import polars as pl
 
-from course_exports.archive import (
-    CHUNK_BYTES,
+from course_exports.lake import Course
+from course_exports.registry import ExportRecord
+from course_exports.storage import Location
+from course_exports.tabular import safe_csv
+from course_exports.workspace import WorkspacePlan, safe_name
+from course_exports.zipstream import (
     DEFAULT_LEVEL,
     Source,
     WrittenEntry,
     ZipStreamWriter,
     write_entries,
 )
-from course_exports.lake import Course
-from course_exports.registry import ExportRecord
-from course_exports.storage import Location
-from course_exports.tabular import safe_csv
-from course_exports.workspace import WorkspacePlan, safe_name
 
 ZIP_MANIFEST = "manifest.json"
 WINDOW_BYTES = 16 * 2**20
@@ -67,25 +65,12 @@ def roster_csv(roster: pl.DataFrame, users: pl.DataFrame) -> bytes:
     return safe_csv(frame, ROSTER_HEADER)
 
 
-def _open_lake_file(lake: Location, path: str, size: int) -> BinaryIO:
-    if lake.is_local:
-        return open(path, "rb")  # cheaper than fs.open, and 60,000 files add up
-    if size <= CHUNK_BYTES:  # what the zip writer reads whole (larger files come in chunks)
-        # One GET per object. s3fs's own ways cost two: ``open`` HEADs the object to
-        # learn its ETag even when told its size, ``cat_file`` HEADs it to decide whether
-        # to split the download. On a course of 60,000 small files that HEAD is half of
-        # all requests (and of the server's and our CPU).
-        return io.BytesIO(lake.fs.cat_file(path, max_concurrency=1))
-    block = min(size, 8 * 2**20)
-    return lake.fs.open(path, "rb", size=size, block_size=block, cache_type="readahead")  # type: ignore[no-any-return]
-
-
 def workspace_sources(lake: Location, top: str, plan: WorkspacePlan) -> Iterator[Source]:
     for file in plan.files:
         yield Source(
             f"{top}/workspaces/{file.arcname}",
             file.size,
-            partial(_open_lake_file, lake, file.path, file.size),
+            partial(lake.open_read, file.path, file.size),
         )
 
 
@@ -160,38 +145,6 @@ def manifest_chunks(document: dict[str, Any]) -> Iterator[bytes]:
     yield b"\n  ]\n}\n"
 
 
-class _ChunkReader(io.RawIOBase):
-    """A readable stream over an iterator of byte strings."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            self._pending = next(self._chunks, b"")
-            if not self._pending:
-                return 0
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
-
-
-def manifest_source(arcname: str, make_document: Callable[[], dict[str, Any]]) -> Source:
-    """The manifest as a streamed zip entry: rendered twice (once to learn its size),
-    never held whole, because a line per file adds up to more than the zip's window."""
-    size = sum(len(chunk) for chunk in manifest_chunks(make_document()))
-
-    def open_manifest() -> BinaryIO:
-        return io.BufferedReader(_ChunkReader(manifest_chunks(make_document())))
-
-    return Source(arcname, size, open_manifest)
-
-
 def _entry(entry: WrittenEntry, top: str, file: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "path": entry.arcname.removeprefix(f"{top}/"),
@@ -246,9 +199,7 @@ def write_course_zip(
     body = write_entries(
         writer,
         workspace_sources(lake, top, plan),
-        # S3 reads wait on the network, so many overlap; local reads hardly wait, and
-        # every thread costs its own malloc arena.
-        read_workers=read_workers or (4 if lake.is_local else 16),
+        read_workers=read_workers or lake.parallel_reads,
         # 16 MB in flight already keeps both cores busy (measured: the same MB/s as 64
         # MB), and memory is what a worker running several exports runs out of first.
         window_bytes=WINDOW_BYTES,
@@ -260,16 +211,9 @@ def write_course_zip(
         users.filter(pl.col("user_id").is_in(owners)).select("user_id", "username").iter_rows()
     )
     entries = head + body
-    write_entries(
-        writer,
-        [
-            manifest_source(
-                f"{top}/{ZIP_MANIFEST}",
-                partial(manifest_document, record, course, plan, top, entries, usernames),
-            )
-        ],
-        read_workers=1,
-        compress_workers=compress_workers,
+    writer.write_stream(
+        f"{top}/{ZIP_MANIFEST}",
+        manifest_chunks(manifest_document(record, course, plan, top, entries, usernames)),
     )
     writer.close()
     return CourseZipStats(

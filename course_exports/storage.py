@@ -6,11 +6,13 @@ everything else joins relative paths onto it, so the same code runs on both.
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -19,6 +21,8 @@ from fsspec.implementations.local import LocalFileSystem
 S3_CONNECT_TIMEOUT_S = 10
 S3_READ_TIMEOUT_S = 60
 S3_RETRIES = 5
+# Objects up to this size are fetched in one GET; larger ones are read in blocks.
+WHOLE_READ_BYTES = 4 * 2**20
 
 
 def s3_storage_options(endpoint_url: str | None) -> dict[str, Any]:
@@ -94,9 +98,66 @@ class Location:
         else:
             self.fs.pipe_file(target, data)
 
+    @property
+    def parallel_reads(self) -> int:
+        """How many reads are worth running at once: S3 reads wait on the network, so
+        many overlap; local reads hardly wait, and every thread costs a malloc arena."""
+        return 4 if self.is_local else 16
+
+    def open_read(self, path: str, size: int) -> BinaryIO:
+        """Open a file of this storage whose size is known (from a listing) for reading."""
+        if self.is_local:
+            return open(path, "rb")  # cheaper than fs.open, and 60,000 files add up
+        if size <= WHOLE_READ_BYTES:
+            # One GET per object. s3fs's own ways cost two: ``open`` HEADs the object to
+            # learn its ETag even when told its size, ``cat_file`` HEADs it to decide
+            # whether to split the download. On a course of 60,000 small files that HEAD
+            # is half of all requests (and of the server's and our CPU).
+            return io.BytesIO(self.fs.cat_file(path, max_concurrency=1))
+        block = min(size, 8 * 2**20)
+        return self.fs.open(path, "rb", size=size, block_size=block, cache_type="readahead")  # type: ignore[no-any-return]
+
+    def iter_files(self, *parts: str | int) -> Iterator[tuple[str, int]]:
+        """``(path, size)`` of every file under ``parts``, streamed: nothing is kept per
+        file, so a folder of 500,000 files costs no more memory than one of ten. Files of
+        one folder come one after another (as an S3 listing, in key order, gives them)."""
+        root = self.path(*parts)
+        if self.is_local:
+            yield from _walk_local(root)
+            return
+        self.refresh()
+        if not self.fs.exists(root):
+            return
+        found = self.fs.find(root, detail=True)
+        # s3fs keeps every listed object in its cache, and the filesystem object outlives
+        # the export in a worker: 60,000 entries would stay in memory for nothing.
+        self.refresh()
+        for path, info in found.items():
+            if info.get("type") == "file":
+                yield path, int(info.get("size") or 0)
+
     def refresh(self) -> None:
         """Forget cached listings (s3fs caches them; another client may have written)."""
         self.fs.invalidate_cache()
+
+
+def _walk_local(root: str) -> Iterator[tuple[str, int]]:
+    """Depth first (a folder's whole subtree before its siblings'), sizes from ``scandir``."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with entries:
+            # Links are left out: a link in a workspace could point anywhere on this machine.
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    size = entry.stat(follow_symlinks=False).st_size
+                    yield entry.path.replace(os.sep, "/"), size
 
 
 def open_location(url: str, *, s3_endpoint_url: str | None = None) -> Location:

@@ -138,16 +138,7 @@ def list_workspace_files(
     per student.
     """
     root = lake.path("workspaces", course_id)
-    lake.refresh()
-    if not lake.fs.exists(root):
-        return
-    found = lake.fs.find(root, detail=True)
-    # s3fs keeps every listed object in its cache, and the filesystem object outlives
-    # the export in a worker: 60,000 entries would stay in memory for nothing.
-    lake.refresh()
-    for path, info in found.items():
-        if info.get("type") != "file":
-            continue
+    for path, size in lake.iter_files("workspaces", course_id):
         rel = posixpath.relpath(path, root)
         parts = rel.split("/", 2)
         if len(parts) < 3:
@@ -158,7 +149,7 @@ def list_workspace_files(
             raise LakeDataError(
                 lake.url_of(path), "workspace folders must be <assignment_id>/<user_id>"
             ) from None
-        yield assignment_id, user_id, parts[2], path, int(info.get("size") or 0)
+        yield assignment_id, user_id, parts[2], path, size
 
 
 def plan_workspaces(

@@ -1,0 +1,394 @@
+"""Read, deflate and write many sources in order, on every core, in bounded memory.
+
+* Small files are read whole in batches (fewer hand-offs between threads), deflated as
+  a batch in a second pool (zlib-ng releases the GIL, so threads use every core), and
+  written whole: their headers carry CRC and sizes.
+* Files larger than a chunk are read chunk by chunk by one reader task; the chunks are
+  deflated in parallel like pigz (each primed with the previous 32 KiB and ended on a
+  sync flush, so they concatenate into one raw deflate stream) and written with a data
+  descriptor. CRC and SHA-256 are computed in order by the file's reader.
+* Uncompressed bytes in flight are bounded by a window that the writer grants in source
+  order: a read only starts once the window has room, and room only comes back once the
+  bytes are written, so memory stays bounded whatever the course size and the in-order
+  grant can never deadlock.
+* One writer, the calling thread, writes entries in source order (a deterministic zip),
+  through the writer's public API only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from queue import Queue
+from typing import Any
+
+from zlib_ng import zlib_ng as zlib
+
+from course_exports.zipstream.compression import (
+    PackedEntry,
+    deflate_chunk,
+    max_deflated_size,
+    pack,
+    primer_of,
+    streamed_method,
+)
+from course_exports.zipstream.reading import (
+    ChunkReader,
+    Reader,
+    Source,
+    check_size,
+)
+from course_exports.zipstream.records import DEFLATED, STORED
+from course_exports.zipstream.writer import ArchiveError, WrittenEntry, ZipStreamWriter
+
+__all__ = ["CHUNK_BYTES", "stream_entries", "write_entries"]
+
+# Files larger than this are streamed in chunks of this size; smaller ones are read whole.
+CHUNK_BYTES = 4 * 2**20
+_BATCH_BYTES = 1 << 20  # small files are read and deflated in batches: less per-task overhead
+_BATCH_FILES = 128
+_ENTRY_COST = 1024  # window bytes charged per entry at least, so the entries in flight are bounded
+
+
+@dataclass(frozen=True)
+class _Options:
+    level: int
+    chunk_bytes: int
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Consecutive small sources, read by one task and deflated by one task."""
+
+    sources: list[Source]
+    cost: int
+    future: Future[Future[list[PackedEntry]]] | None = None
+
+
+@dataclass(frozen=True)
+class _Start:
+    method: int
+
+
+@dataclass(frozen=True)
+class _End:
+    size: int
+    crc32: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+_StreamMessage = _Start | _End | _Failed | Future[bytes] | bytes | memoryview
+
+
+@dataclass(eq=False)
+class _Streamed:
+    """A file larger than a chunk: one reader task, chunks deflated in parallel."""
+
+    source: Source
+    chunk_costs: list[int]
+    granted: int = 0
+    permits: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+    messages: Queue[_StreamMessage] = field(default_factory=Queue)
+
+
+class _Peekable:
+    def __init__(self, items: Iterable[Source]) -> None:
+        self._items: Iterator[Source] = iter(items)
+        self._next: Source | None = None
+        self._done = False
+
+    def peek(self) -> Source | None:
+        if self._next is None and not self._done:
+            self._next = next(self._items, None)
+            self._done = self._next is None
+        return self._next
+
+    def pop(self) -> Source:
+        item = self.peek()
+        assert item is not None
+        self._next = None
+        return item
+
+
+def _read_batch(
+    reader: Reader, pool: ThreadPoolExecutor, sources: list[Source], level: int
+) -> Future[list[PackedEntry]]:
+    blobs = [reader.read_whole(source) for source in sources]
+    reader.check_cancelled()
+    return pool.submit(_pack_batch, sources, blobs, level)
+
+
+def _pack_batch(sources: list[Source], blobs: list[bytes], level: int) -> list[PackedEntry]:
+    return [pack(s.arcname, data, level) for s, data in zip(sources, blobs, strict=True)]
+
+
+def _read_streamed(
+    reader: Reader, pool: ThreadPoolExecutor, item: _Streamed, options: _Options
+) -> None:
+    """The reader task of a large file: messages go to the writer through ``item.messages``."""
+    source, chunks = item.source, len(item.chunk_costs)
+    crc, sha = 0, hashlib.sha256()
+    primer: bytes | None = None
+    method = STORED
+    files = ChunkReader(reader, source)
+    try:
+        for index, cost in enumerate(item.chunk_costs):
+            while not item.permits.acquire(timeout=0.2):  # the window grants chunks in order
+                reader.check_cancelled()
+            data = files.read(cost)
+            if len(data) != cost:
+                check_size(source, files.offset)
+            crc = zlib.crc32(data, crc)
+            sha.update(data)
+            last = index == chunks - 1
+            if last and files.read(1):
+                check_size(source, files.offset, grew=True)
+            if index == 0:
+                method = streamed_method(source.arcname, data, options.level)
+                item.messages.put(_Start(method))
+            if method == DEFLATED:
+                item.messages.put(pool.submit(deflate_chunk, data, primer, options.level, last))
+                primer = primer_of(data)
+            else:
+                item.messages.put(data)
+        item.messages.put(_End(files.offset, crc, sha.hexdigest()))
+    except BaseException as exc:
+        item.messages.put(_Failed(exc))
+    finally:
+        files.close()
+
+
+class _Pipeline:
+    """Reads, deflates and writes sources in order, within a window of bytes in flight."""
+
+    def __init__(
+        self,
+        writer: ZipStreamWriter,
+        *,
+        read_workers: int,
+        compress_workers: int,
+        window_bytes: int,
+        read_attempts: int,
+        options: _Options,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self._writer = writer
+        self._options = options
+        self._window = window_bytes
+        self._batch_bytes = max(64 * 1024, min(_BATCH_BYTES, window_bytes // (2 * read_workers)))
+        self._on_progress = on_progress
+        self._cancelled = threading.Event()
+        self._reader = Reader(read_attempts, self._cancelled)
+        self._read_pool = ThreadPoolExecutor(read_workers, thread_name_prefix="zip-read")
+        self._pack_pool = ThreadPoolExecutor(compress_workers, thread_name_prefix="zip-deflate")
+        self._pending: deque[_Batch | _Streamed] = deque()
+        self._granting: _Streamed | None = None
+        self.in_flight = 0
+        self._files_done = 0
+        self._bytes_done = 0
+        self._last_progress = time.monotonic()
+
+    def run(self, sources: Iterable[Source]) -> Iterator[WrittenEntry]:
+        upcoming = _Peekable(sources)
+        try:
+            self._fill(upcoming)
+            while self._pending:
+                item = self._pending.popleft()
+                if isinstance(item, _Batch):
+                    yield from self._write_batch(item)
+                else:
+                    yield self._write_large(item, upcoming)
+                del item  # its buffers are out of the window now: free them before reading more
+                self._fill(upcoming)
+            self._progress(final=True)
+        except BaseException as exc:  # GeneratorExit too: a consumer that stops early
+            self._writer.fail(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self._cancelled.set()
+            self._read_pool.shutdown(wait=True, cancel_futures=True)
+            self._pack_pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- dispatch --------------------------------------------------------------------
+
+    def _is_large(self, source: Source) -> bool:
+        return source.data is None and source.size > self._options.chunk_bytes
+
+    def _has_room(self, cost: int) -> bool:
+        # One item may exceed the window on its own; otherwise nothing could ever start.
+        return self.in_flight == 0 or self.in_flight + cost <= self._window
+
+    def _fill(self, upcoming: _Peekable) -> None:
+        """Start reads in source order while the window has room (the only place reads start)."""
+        while True:
+            if self._granting is not None:
+                if not self._grant_chunk(self._granting):
+                    return
+                continue
+            source = upcoming.peek()
+            if source is None:
+                return
+            _validate(source)
+            if self._is_large(source):
+                self._start_large(upcoming.pop())
+            elif not self._start_batch(upcoming):
+                return
+
+    def _start_batch(self, upcoming: _Peekable) -> bool:
+        batch: list[Source] = []
+        cost = 0
+        while (source := upcoming.peek()) is not None and not self._is_large(source):
+            _validate(source)
+            entry_cost = max(source.size, _ENTRY_COST)
+            if batch and (cost + entry_cost > self._batch_bytes or len(batch) >= _BATCH_FILES):
+                break
+            if not self._has_room(cost + entry_cost):
+                break
+            batch.append(upcoming.pop())
+            cost += entry_cost
+        if not batch:
+            return False
+        self.in_flight += cost
+        item = _Batch(batch, cost)
+        item.future = self._read_pool.submit(
+            _read_batch, self._reader, self._pack_pool, batch, self._options.level
+        )
+        self._pending.append(item)
+        return True
+
+    def _start_large(self, source: Source) -> None:
+        chunk = self._options.chunk_bytes
+        costs = [min(chunk, source.size - start) for start in range(0, source.size, chunk)]
+        item = _Streamed(source, costs)
+        self._read_pool.submit(_read_streamed, self._reader, self._pack_pool, item, self._options)
+        self._pending.append(item)
+        self._granting = item
+
+    def _grant_chunk(self, item: _Streamed) -> bool:
+        cost = item.chunk_costs[item.granted]
+        if not self._has_room(cost):
+            return False
+        self.in_flight += cost
+        item.granted += 1
+        item.permits.release()
+        if item.granted == len(item.chunk_costs):
+            self._granting = None
+        return True
+
+    # -- writing ---------------------------------------------------------------------
+
+    def _write_batch(self, item: _Batch) -> list[WrittenEntry]:
+        assert item.future is not None
+        packed = item.future.result().result()
+        entries = [self._writer.add_packed(p) for p in packed]
+        self.in_flight -= item.cost
+        self._files_done += len(entries)
+        self._bytes_done += sum(e.size for e in entries)
+        self._progress()
+        return entries
+
+    def _write_large(self, item: _Streamed, upcoming: _Peekable) -> WrittenEntry:
+        source, chunks = item.source, len(item.chunk_costs)
+        start = self._receive(item)
+        if not isinstance(start, _Start):
+            raise AssertionError(f"unexpected message {start!r}")
+        self._writer.begin_entry(
+            source.arcname, start.method, max_deflated_size(source.size, chunks)
+        )
+        for cost in item.chunk_costs:
+            message = self._receive(item)
+            if isinstance(message, Future):
+                message = message.result()
+            if not isinstance(message, bytes | memoryview):
+                raise AssertionError(f"unexpected message {message!r}")
+            self._writer.write_data(message)
+            del message  # let the chunk go before more reads start
+            self.in_flight -= cost
+            self._bytes_done += cost
+            self._progress()
+            self._fill(upcoming)  # room was given back: keep the readers busy
+        end = self._receive(item)
+        if not isinstance(end, _End):
+            raise AssertionError(f"unexpected message {end!r}")
+        self._files_done += 1
+        return self._writer.end_entry(end.size, end.crc32, end.sha256)
+
+    @staticmethod
+    def _receive(item: _Streamed) -> _StreamMessage:
+        message = item.messages.get()
+        if isinstance(message, _Failed):
+            raise message.error
+        return message
+
+    def _progress(self, *, final: bool = False) -> None:
+        if self._on_progress is None:
+            return
+        now = time.monotonic()
+        if final or now - self._last_progress >= 0.5:
+            self._last_progress = now
+            self._on_progress(self._files_done, self._bytes_done)
+
+
+def _validate(source: Source) -> None:
+    if source.size < 0:
+        raise ArchiveError(source.arcname, f"negative size {source.size}")
+    if source.data is not None and len(source.data) != source.size:
+        raise ArchiveError(
+            source.arcname, f"size says {source.size} bytes but data has {len(source.data)}"
+        )
+
+
+def stream_entries(
+    writer: ZipStreamWriter,
+    sources: Iterable[Source],
+    *,
+    read_workers: int = 16,
+    compress_workers: int = 2,
+    window_bytes: int = 64 * 2**20,
+    chunk_bytes: int = CHUNK_BYTES,
+    read_attempts: int = 3,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Iterator[WrittenEntry]:
+    """Write ``sources`` into ``writer`` in order, yielding each entry once written.
+
+    Reads run in ``read_workers`` threads and deflate in ``compress_workers`` threads;
+    at most ``window_bytes`` uncompressed bytes (plus one oversized entry) are in flight.
+    Files larger than ``chunk_bytes`` are streamed in chunks. A read failing with an
+    OSError is retried ``read_attempts`` times in all, with backoff. Any failure raises
+    (an :class:`ArchiveError` for unreadable or changed files) and leaves the writer
+    unusable: the output is a partial zip to discard. So does closing the generator
+    before its end. ``on_progress(files, bytes)`` is called from the consuming thread at
+    most every 0.5 s and once at the end.
+    """
+    if read_workers < 1 or compress_workers < 1 or read_attempts < 1:
+        raise ValueError("read_workers, compress_workers and read_attempts must be >= 1")
+    if chunk_bytes < 1 or window_bytes < chunk_bytes:
+        raise ValueError("chunk_bytes must be >= 1 and window_bytes >= chunk_bytes")
+    writer.check_usable()
+    pipeline = _Pipeline(
+        writer,
+        read_workers=read_workers,
+        compress_workers=compress_workers,
+        window_bytes=window_bytes,
+        read_attempts=read_attempts,
+        options=_Options(writer.level, chunk_bytes),
+        on_progress=on_progress,
+    )
+    return pipeline.run(sources)
+
+
+def write_entries(
+    writer: ZipStreamWriter, sources: Iterable[Source], **options: Any
+) -> list[WrittenEntry]:
+    """:func:`stream_entries`, all at once: the entries in source order."""
+    return list(stream_entries(writer, sources, **options))

@@ -1,0 +1,327 @@
+"""A ZIP writer into a stream that is only ever appended to (no seek, no tell).
+
+Entries go in one of three ways, all public:
+
+* :meth:`ZipStreamWriter.add_bytes` / :meth:`~ZipStreamWriter.add_packed`: a whole
+  entry already in memory (its header carries CRC and sizes);
+* :meth:`~ZipStreamWriter.write_stream`: one entry from an iterable of byte strings of
+  unknown total size, hashed and deflated here as it streams (the course manifest);
+* :meth:`~ZipStreamWriter.begin_entry`, :meth:`~ZipStreamWriter.write_data`,
+  :meth:`~ZipStreamWriter.end_entry`: an entry whose data the caller compresses
+  (the parallel pipeline's large files); CRC and sizes follow in a data descriptor.
+
+Memory does not grow with the number of entries beyond a 64-bit hash of each name
+(duplicate names are refused): each entry's central-directory header is rendered when
+the entry ends and spooled to a temporary file, copied out at :meth:`close`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import BinaryIO, cast
+
+from zlib_ng import zlib_ng as zlib
+
+from course_exports.errors import ExportError
+from course_exports.zipstream import records
+from course_exports.zipstream.compression import (
+    DEFAULT_LEVEL,
+    PackedEntry,
+    method_name,
+    pack,
+)
+from course_exports.zipstream.records import (
+    DEFLATED,
+    FLAG_DATA_DESCRIPTOR,
+    FLAG_UTF8,
+    STORED,
+    ZIP64_LIMIT,
+    DateTime,
+    EntryRecord,
+)
+
+__all__ = ["ArchiveError", "WrittenEntry", "ZipStreamWriter"]
+
+_OUT_BUFFER = 1 << 20  # fewer, larger writes into the output (syscalls, S3 part buffers)
+_DIRECTORY_IN_MEMORY = 8 * 2**20  # the central directory spills to disk past this
+_COPY_PIECE = 1 << 20
+
+
+class ArchiveError(ExportError):
+    """An entry could not be archived (unreadable, changed during the export, bad name...).
+
+    Raised by the pipeline (or a failed write), it leaves a partial zip that must be
+    discarded: the writer refuses further use.
+    """
+
+    def __init__(self, arcname: str | None, problem: str) -> None:
+        where = f"zip entry {arcname!r}" if arcname is not None else "zip archive"
+        super().__init__(
+            f"{where}: {problem}",
+            reason="the course files could not be packed into the archive; please try again",
+        )
+        self.arcname = arcname
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenEntry:
+    arcname: str
+    size: int
+    compressed_size: int
+    crc32: int
+    sha256: str  # of the uncompressed bytes (for the manifest)
+    method: str  # "deflate" or "store"
+
+
+@dataclass(slots=True)
+class _OpenEntry:
+    """A streamed entry whose header is written and whose data is still coming."""
+
+    arcname: str
+    record: EntryRecord
+
+
+class ZipStreamWriter:
+    """Writes a zip into ``out``, which only needs ``write`` (and maybe ``flush``).
+
+    Not thread-safe: one thread writes. The caller owns ``out``: :meth:`close` flushes
+    it but does not close it. After any failure the writer refuses further use: the
+    output is a partial zip to discard.
+    """
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        *,
+        level: int = DEFAULT_LEVEL,
+        zip64_threshold: int = ZIP64_LIMIT,
+        comment: str = "",
+        date_time: DateTime | None = None,
+    ) -> None:
+        if not -1 <= level <= 9:
+            raise ValueError(f"level must be -1..9, not {level}")
+        if not 0 < zip64_threshold <= ZIP64_LIMIT:
+            raise ValueError("zip64_threshold must be in 1..0xFFFFFFFF")
+        self._comment = comment.encode("utf-8")
+        if len(self._comment) > records.NAME_LIMIT:
+            raise ValueError("the archive comment is longer than 65535 bytes")
+        self._out = out
+        self.level = level
+        self.zip64_threshold = zip64_threshold
+        self._time, self._date = records.dos_date_time(
+            date_time or cast(DateTime, time.localtime()[:6])
+        )
+        # Closed by close() or fail(); a writer dropped half-way leaves it to the GC.
+        self._directory = tempfile.SpooledTemporaryFile(_DIRECTORY_IN_MEMORY)  # noqa: SIM115
+        self._directory_size = 0
+        self._count = 0
+        # 64-bit hashes, not the names: a set of 500,000 names would cost ~75 MB. Two
+        # different names share a hash with odds of ~1e-8 at that count (a false refusal).
+        self._names: set[int] = set()
+        self._buffer = bytearray()
+        self._offset = 0  # bytes handed to the writer so far: our own tell()
+        self._open: _OpenEntry | None = None
+        self._closed = False
+        self._failed: str | None = None
+
+    @property
+    def bytes_written(self) -> int:
+        return self._offset
+
+    @property
+    def entry_count(self) -> int:
+        return self._count
+
+    # -- whole entries -----------------------------------------------------------------
+
+    def add_bytes(self, arcname: str, data: bytes, *, compress: bool | None = None) -> WrittenEntry:
+        """Write one entry from memory; ``compress`` None lets the data decide."""
+        return self.add_packed(pack(arcname, data, self.level, compress))
+
+    def add_packed(self, packed: PackedEntry) -> WrittenEntry:
+        """Write an entry hashed and compressed already (by :func:`compression.pack`)."""
+        name = self._claim_name(packed.arcname)
+        csize = len(packed.payload)
+        threshold = self.zip64_threshold
+        record = EntryRecord(
+            name, FLAG_UTF8, packed.method, packed.crc32, csize, packed.size, self._offset,
+            packed.size >= threshold or csize >= threshold,
+        )  # fmt: skip
+        try:
+            self._emit(records.local_header(record, self._time, self._date))
+            self._emit(packed.payload)
+            self._add_to_directory(record)
+        except BaseException as exc:
+            self.fail(f"writing {packed.arcname!r} failed: {exc!r}")
+            raise
+        return WrittenEntry(
+            packed.arcname, packed.size, csize, packed.crc32, packed.sha256,
+            method_name(packed.method),
+        )  # fmt: skip
+
+    # -- streamed entries --------------------------------------------------------------
+
+    def begin_entry(self, arcname: str, method: int, max_size: int) -> None:
+        """Write the header of an entry whose CRC and sizes follow its data.
+
+        ZIP64 is decided now, before the data: ``max_size`` bounds the entry's
+        compressed and uncompressed sizes.
+        """
+        if self._open is not None:
+            raise ArchiveError(arcname, "an entry is already being written")
+        name = self._claim_name(arcname)
+        record = EntryRecord(
+            name, FLAG_UTF8 | FLAG_DATA_DESCRIPTOR, method, 0, 0, 0, self._offset,
+            max_size >= self.zip64_threshold,
+        )  # fmt: skip
+        self._open = _OpenEntry(arcname, record)
+        self._guarded(records.local_header(record, self._time, self._date))
+
+    def write_data(self, data: bytes | memoryview) -> None:
+        """Append (already compressed) data to the entry begun last."""
+        if self._open is None:
+            raise ArchiveError(None, "no entry is being written")
+        self._open.record.compressed_size += len(data)
+        self._guarded(data)
+
+    def end_entry(self, size: int, crc32: int, sha256: str) -> WrittenEntry:
+        """Finish the entry begun last with its uncompressed size, CRC and SHA-256."""
+        entry = self._open
+        if entry is None:
+            raise ArchiveError(None, "no entry is being written")
+        record = entry.record
+        if not record.zip64 and max(size, record.compressed_size) >= ZIP64_LIMIT:
+            # Its header promised 4-byte sizes: a reader would misparse the descriptor.
+            self.fail("an entry outgrew its header")
+            raise ArchiveError(entry.arcname, "the entry outgrew the size declared in its header")
+        record.size, record.crc32 = size, crc32
+        self._guarded(records.data_descriptor(crc32, record.compressed_size, size, record.zip64))
+        self._add_to_directory(record)
+        self._open = None
+        return WrittenEntry(
+            entry.arcname, size, record.compressed_size, crc32, sha256, method_name(record.method)
+        )
+
+    def write_stream(
+        self, arcname: str, chunks: Iterable[bytes], *, compress: bool = True
+    ) -> WrittenEntry:
+        """One entry from ``chunks`` (any total size below the ZIP64 limit), hashed and
+        deflated in this thread as it streams: never held whole."""
+        method = DEFLATED if compress and self.level != 0 else STORED
+        self.begin_entry(arcname, method, ZIP64_LIMIT - 1)
+        deflate = zlib.compressobj(self.level, zlib.DEFLATED, -15) if method == DEFLATED else None
+        crc, sha, size = 0, hashlib.sha256(), 0
+        try:
+            for chunk in chunks:
+                crc = zlib.crc32(chunk, crc)
+                sha.update(chunk)
+                size += len(chunk)
+                out = deflate.compress(chunk) if deflate is not None else chunk
+                if out:
+                    self.write_data(out)
+            if deflate is not None:
+                self.write_data(deflate.flush())
+        except BaseException as exc:
+            self.fail(f"streaming {arcname!r} failed: {exc!r}")
+            raise
+        return self.end_entry(size, crc, sha.hexdigest())
+
+    # -- the end -----------------------------------------------------------------------
+
+    def close(self) -> int:
+        """Write the central directory and end records; returns the archive's total size."""
+        if self._closed:
+            return self._offset
+        self.check_usable()
+        if self._open is not None:
+            raise ArchiveError(self._open.arcname, "the archive was closed mid-entry")
+        try:
+            start = self._offset
+            self._directory.seek(0)
+            while piece := self._directory.read(_COPY_PIECE):
+                self._emit(piece)
+            self._emit(
+                records.end_records(
+                    self._count, start, self._directory_size, self._comment, self.zip64_threshold
+                )
+            )
+            self._flush()
+            flush = getattr(self._out, "flush", None)
+            if flush is not None:
+                flush()
+        except BaseException as exc:
+            self.fail(f"closing failed: {exc!r}")
+            raise
+        self._closed = True
+        self._directory.close()
+        return self._offset
+
+    def fail(self, problem: str) -> None:
+        """Mark the output as unusable (a partial zip): every later call raises."""
+        if self._failed is None:
+            self._failed = problem
+            self._directory.close()
+
+    def check_usable(self) -> None:
+        if self._failed is not None:
+            raise ArchiveError(
+                None, f"the archive is unusable after an earlier failure: {self._failed}"
+            )
+        if self._closed:
+            raise ArchiveError(None, "the archive is closed")
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _claim_name(self, arcname: str) -> bytes:
+        self.check_usable()
+        try:
+            name = records.encode_name(arcname)
+        except ValueError as exc:
+            raise ArchiveError(arcname, str(exc)) from None
+        key = hash(name)
+        if key in self._names:
+            raise ArchiveError(arcname, "two entries have this name")
+        self._names.add(key)
+        return name
+
+    def _add_to_directory(self, record: EntryRecord) -> None:
+        header = records.central_header(record, self._time, self._date, self.zip64_threshold)
+        self._directory.write(header)
+        self._directory_size += len(header)
+        self._count += 1
+
+    def _guarded(self, data: bytes | memoryview) -> None:
+        try:
+            self._emit(data)
+        except BaseException as exc:
+            self.fail(f"writing failed: {exc!r}")
+            raise
+
+    def _emit(self, data: bytes | memoryview) -> None:
+        self._offset += len(data)
+        if len(data) >= _OUT_BUFFER:
+            self._flush()
+            self._write_out(data)
+            return
+        self._buffer += data
+        if len(self._buffer) >= _OUT_BUFFER:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            # A fresh buffer rather than clearing: ``out`` may keep a reference to what it got.
+            data, self._buffer = self._buffer, bytearray()
+            self._write_out(data)
+
+    def _write_out(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._out.write(view)
+            if written is None or written >= len(view):  # buffered streams write it all
+                return
+            view = view[written:]

@@ -1,0 +1,59 @@
+"""Store or deflate: decided by name and by a cheap look at the data, whatever the name
+claims (lakes mislabel files both ways)."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from zipkit import noise, text
+
+from course_exports.zipstream import compression
+from course_exports.zipstream.records import DEFLATED, STORED
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "method"),
+    [
+        ("c/code.py", text(40_000), DEFLATED),
+        ("c/noext", text(40_000, seed=1), DEFLATED),
+        ("c/random.bin", noise(40_000), STORED),
+        ("c/notes.txt", noise(40_000, seed=2), STORED),  # random bytes behind a text name
+        ("c/data.json", noise(200_000, seed=3), STORED),
+        ("c/photo.png", noise(40_000, seed=4), STORED),
+        ("c/photo.PNG", text(40_000, seed=3), STORED),  # the name is trusted for media
+        ("c/café.md", ("é" * 20_000).encode(), DEFLATED),  # UTF-8 text: probed, shrinks
+        ("c/tiny.txt", b"a" * 20, DEFLATED),
+        ("c/empty.py", b"", STORED),
+    ],
+)
+def test_the_method_follows_the_data(name: str, data: bytes, method: int) -> None:
+    packed = compression.pack(name, data, 6)
+    assert packed.method == method
+    if method == DEFLATED:
+        assert zlib.decompress(packed.payload, -15) == data
+    else:
+        assert packed.payload == data
+
+
+def test_streamed_files_are_decided_on_their_first_chunk() -> None:
+    assert compression.streamed_method("c/big.log", text(1 << 20), 6) == DEFLATED
+    assert compression.streamed_method("c/big.log", noise(1 << 20), 6) == STORED
+    assert compression.streamed_method("c/big.zip", text(1 << 20), 6) == STORED
+    assert compression.streamed_method("c/big.log", text(1 << 20), 0) == STORED
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=5_000), min_size=1, max_size=6), st.booleans())
+def test_chunks_deflated_apart_make_one_stream(pieces: list[bytes], textual: bool) -> None:
+    if textual:
+        pieces = [text(len(p), seed=i) for i, p in enumerate(pieces)]
+    out, primer = [], None
+    for index, piece in enumerate(pieces):
+        out.append(compression.deflate_chunk(piece, primer, 6, index == len(pieces) - 1))
+        primer = compression.primer_of(piece)
+    assert zlib.decompress(b"".join(out), -15) == b"".join(pieces)
+    bound = compression.max_deflated_size(sum(map(len, pieces)), len(pieces))
+    assert len(b"".join(out)) <= bound
