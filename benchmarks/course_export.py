@@ -87,7 +87,7 @@ def case_zipfile(lake: Location, out: Path) -> dict[str, Any]:
     _, plan = plan_for(lake)
     started = time.perf_counter()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for file in plan.files:
+        for file in plan.files():
             zf.write(file.path, f"course/workspaces/{file.arcname}")
     return {
         "seconds": time.perf_counter() - started,
@@ -100,7 +100,7 @@ def case_fetch_sequential(lake: Location) -> dict[str, Any]:
     _, plan = plan_for(lake)
     started = time.perf_counter()
     # One GET per object, as the export makes (s3fs's default would HEAD each first).
-    total = sum(len(lake.fs.cat_file(file.path, max_concurrency=1)) for file in plan.files)
+    total = sum(len(lake.fs.cat_file(file.path, max_concurrency=1)) for file in plan.files())
     assert total == plan.total_bytes
     return {"seconds": time.perf_counter() - started, "input": total, "output": 0}
 

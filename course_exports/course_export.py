@@ -14,7 +14,8 @@ The manifest is written last because it holds the checksums of everything before
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -24,15 +25,16 @@ import polars as pl
 
 from course_exports.lake import Course
 from course_exports.registry import ExportRecord
+from course_exports.spill import Spill
 from course_exports.storage import Location
 from course_exports.tabular import safe_csv
-from course_exports.workspace import WorkspacePlan, safe_name
+from course_exports.workspace import WorkspaceFile, WorkspacePlan, safe_name
 from course_exports.zipstream import (
     DEFAULT_LEVEL,
     Source,
     WrittenEntry,
     ZipStreamWriter,
-    write_entries,
+    stream_entries,
 )
 
 ZIP_MANIFEST = "manifest.json"
@@ -65,8 +67,13 @@ def roster_csv(roster: pl.DataFrame, users: pl.DataFrame) -> bytes:
     return safe_csv(frame, ROSTER_HEADER)
 
 
-def workspace_sources(lake: Location, top: str, plan: WorkspacePlan) -> Iterator[Source]:
-    for file in plan.files:
+def workspace_sources(
+    lake: Location, top: str, plan: WorkspacePlan, sent: deque[WorkspaceFile]
+) -> Iterator[Source]:
+    """A source per file; each file also goes to ``sent``, so the entries coming out of
+    the pipeline (in the same order) can be matched with where they came from."""
+    for file in plan.files():
+        sent.append(file)
         yield Source(
             f"{top}/workspaces/{file.arcname}",
             file.size,
@@ -74,20 +81,14 @@ def workspace_sources(lake: Location, top: str, plan: WorkspacePlan) -> Iterator
         )
 
 
-def manifest_document(
+def manifest_header(
     record: ExportRecord,
     course: Course,
     plan: WorkspacePlan,
-    top: str,
-    entries: list[WrittenEntry],
     usernames: dict[int, str],
 ) -> dict[str, Any]:
-    """The zip's own manifest: enough to check every byte and to import any workspace.
-
-    ``entries`` is left a generator: :func:`manifest_chunks` renders it one entry at a
-    time, since a dict per file would cost more memory than the whole zip window.
-    """
-    files = {f"{top}/workspaces/{f.arcname}": f for f in plan.files}
+    """The zip's own manifest but its entries: who, when, what was selected, counts,
+    assignments (with their stack) and workspaces (with owner and role)."""
     assignments = [
         {
             "id": a.id,
@@ -124,28 +125,29 @@ def manifest_document(
         "counts": {
             "assignments": len(assignments),
             "workspaces": len(workspaces),
-            "files": len(plan.files),
+            "files": plan.file_count,
             "bytes": plan.total_bytes,
         },
         "assignments": assignments,
         "workspaces": workspaces,
-        "entries": (_entry(e, top, files.get(e.arcname)) for e in entries),
     }
 
 
-def manifest_chunks(document: dict[str, Any]) -> Iterator[bytes]:
-    """The document as indented JSON, its ``entries`` one compact line each, in pieces."""
-    header = {key: value for key, value in document.items() if key != "entries"}
+def manifest_chunks(header: dict[str, Any], entry_lines: Iterable[bytes]) -> Iterator[bytes]:
+    """The manifest as indented JSON, its ``entries`` one compact line each, in pieces:
+    the entries come from the spill, so the manifest is never whole in memory."""
     yield json.dumps(header, indent=2, ensure_ascii=False).removesuffix("\n}").encode()
     yield b',\n  "entries": ['
     separator = b"\n    "
-    for entry in document["entries"]:
-        yield separator + json.dumps(entry, ensure_ascii=False).encode()
+    for line in entry_lines:
+        yield separator + line
         separator = b",\n    "
     yield b"\n  ]\n}\n"
 
 
-def _entry(entry: WrittenEntry, top: str, file: Any) -> dict[str, Any]:
+def entry_line(entry: WrittenEntry, top: str, file: WorkspaceFile | None) -> bytes:
+    """One manifest entry: its path in the zip, size and sha256, and for a workspace file
+    where it came from (so an import restores the original name)."""
     doc: dict[str, Any] = {
         "path": entry.arcname.removeprefix(f"{top}/"),
         "size": entry.size,
@@ -157,7 +159,7 @@ def _entry(entry: WrittenEntry, top: str, file: Any) -> dict[str, Any]:
             "user_id": file.user_id,
             "path": file.source,
         }
-    return doc
+    return json.dumps(doc, ensure_ascii=False).encode()
 
 
 def _local_time(moment: datetime) -> tuple[int, int, int, int, int, int]:
@@ -192,33 +194,35 @@ def write_course_zip(
     """Stream the whole course zip into ``out`` (never seeks; memory bounded by the window)."""
     top = top_folder(course, record.created_at)
     writer = ZipStreamWriter(out, level=level, date_time=_local_time(record.created_at))
-    head = [
-        writer.add_bytes(f"{top}/course.json", course_json),
-        writer.add_bytes(f"{top}/roster.csv", roster_csv(roster, users)),
-    ]
-    body = write_entries(
-        writer,
-        workspace_sources(lake, top, plan),
-        read_workers=read_workers or lake.parallel_reads,
-        # 16 MB in flight already keeps both cores busy (measured: the same MB/s as 64
-        # MB), and memory is what a worker running several exports runs out of first.
-        window_bytes=WINDOW_BYTES,
-        compress_workers=compress_workers,
-        on_progress=on_progress,
-    )
-    owners = [w.user_id for w in plan.workspaces]
-    usernames = dict(
-        users.filter(pl.col("user_id").is_in(owners)).select("user_id", "username").iter_rows()
-    )
-    entries = head + body
-    writer.write_stream(
-        f"{top}/{ZIP_MANIFEST}",
-        manifest_chunks(manifest_document(record, course, plan, top, entries, usernames)),
-    )
-    writer.close()
+    entries = Spill()  # a manifest line per entry, on disk: 500,000 files add up
+    try:
+        for name, data in (("course.json", course_json), ("roster.csv", roster_csv(roster, users))):
+            entries.append_line(entry_line(writer.add_bytes(f"{top}/{name}", data), top, None))
+        sent: deque[WorkspaceFile] = deque()
+        for entry in stream_entries(
+            writer,
+            workspace_sources(lake, top, plan, sent),
+            read_workers=read_workers or lake.parallel_reads,
+            # 16 MB in flight already keeps both cores busy (measured: the same MB/s as 64
+            # MB), and memory is what a worker running several exports runs out of first.
+            window_bytes=WINDOW_BYTES,
+            compress_workers=compress_workers,
+            on_progress=on_progress,
+        ):
+            entries.append_line(entry_line(entry, top, sent.popleft()))
+        owners = [w.user_id for w in plan.workspaces]
+        usernames = dict(
+            users.filter(pl.col("user_id").is_in(owners)).select("user_id", "username").iter_rows()
+        )
+        header = manifest_header(record, course, plan, usernames)
+        writer.write_stream(f"{top}/{ZIP_MANIFEST}", manifest_chunks(header, entries.lines()))
+        writer.close()
+        files = entries.count - 2
+    finally:
+        entries.close()
     return CourseZipStats(
-        entries=len(head) + len(body) + 1,
-        files=len(body),
+        entries=writer.entry_count,
+        files=files,
         workspaces=len(plan.workspaces),
         assignments=len(plan.assignment_folders),
         bytes_in=plan.total_bytes,

@@ -12,13 +12,14 @@ from __future__ import annotations
 import posixpath
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from course_exports.errors import InputError, LakeDataError
 from course_exports.lake import Course, check_assignment_ids
+from course_exports.spill import Span, Spill
 from course_exports.storage import Location
 
 _FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
@@ -89,13 +90,34 @@ class Workspace:
 
 @dataclass
 class WorkspacePlan:
-    files: list[WorkspaceFile] = field(default_factory=list)
+    """The selected workspaces, in zip order; their files are spilled to disk (a course
+    may hold hundreds of thousands) and named as :meth:`files` reads them back."""
+
     workspaces: list[Workspace] = field(default_factory=list)
     assignment_folders: dict[int, str] = field(default_factory=dict)
+    listing: Spill | None = None  # ``[source, path, size]`` per file
+    spans: dict[tuple[int, int], list[Span]] = field(default_factory=dict)  # per workspace
+
+    @property
+    def file_count(self) -> int:
+        return sum(w.files for w in self.workspaces)
 
     @property
     def total_bytes(self) -> int:
-        return sum(f.size for f in self.files)
+        return sum(w.bytes for w in self.workspaces)
+
+    def files(self) -> Iterator[WorkspaceFile]:
+        """Every file, workspace by workspace, sorted and named; one workspace in memory."""
+        for workspace in self.workspaces:
+            key = (workspace.assignment_id, workspace.user_id)
+            assert self.listing is not None
+            rows: list[tuple[str, str, int]] = []
+            for span in self.spans[key]:
+                rows.extend(tuple(row) for row in self.listing.read(span))
+            rows.sort()
+            names = _file_names([source for source, _, _ in rows])
+            for (source, path, size), name in zip(rows, names, strict=True):
+                yield WorkspaceFile(*key, source, path, size, f"{workspace.folder}/{name}")
 
 
 def check_selection(
@@ -169,49 +191,50 @@ def plan_workspaces(
     """
     folders = assignment_folders(course, assignment_ids)
     chosen_students = None if student_ids is None else set(student_ids)
-    grouped: dict[tuple[int, int], list[tuple[str, str, int]]] = {}
+    spill = Spill()
+    spans: dict[tuple[int, int], list[Span]] = {}
+    sizes: dict[tuple[int, int], list[int]] = {}  # files, bytes
     for assignment_id, user_id, rel, path, size in listing:
         if assignment_id not in folders:
             continue
         if chosen_students is not None and user_id not in chosen_students:
             continue
-        grouped.setdefault((assignment_id, user_id), []).append((rel, path, size))
+        key = (assignment_id, user_id)
+        start, end = spill.append([rel, path, size])
+        runs = spans.setdefault(key, [])
+        if runs and runs[-1][1] == start:  # listings give a workspace's files together
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
+        counted = sizes.setdefault(key, [0, 0])
+        counted[0] += 1
+        counted[1] += size
 
     usernames = dict(
-        users.filter(pl.col("user_id").is_in([u for _, u in grouped]))
+        users.filter(pl.col("user_id").is_in([u for _, u in spans]))
         .select("user_id", "username")
         .iter_rows()
     )
     roles = dict(roster.select("user_id", "role").iter_rows())
     order = {aid: i for i, aid in enumerate(folders)}
-    plan = WorkspacePlan(assignment_folders=folders)
+    plan = WorkspacePlan(assignment_folders=folders, listing=spill, spans=spans)
     student_names: dict[int, UniqueNames] = {aid: UniqueNames() for aid in folders}
-    student_folder: dict[tuple[int, int], str] = {}
     for assignment_id, user_id in sorted(
-        grouped, key=lambda k: (order[k[0]], str(usernames.get(k[1]) or ""), k[1])
+        spans, key=lambda k: (order[k[0]], str(usernames.get(k[1]) or ""), k[1])
     ):
         username = usernames.get(user_id) or f"user {user_id}"
-        student_folder[(assignment_id, user_id)] = student_names[assignment_id].claim(
+        folder = student_names[assignment_id].claim(
             safe_name(username, f"user {user_id}"), suffix=str(user_id)
         )
-
-    for key, folder in student_folder.items():
-        assignment_id, user_id = key
-        base = f"{folders[assignment_id]}/{folder}"
-        files = sorted(grouped[key])
-        names = _file_names([rel for rel, _, _ in files])
-        for (rel, path, size), name in zip(files, names, strict=True):
-            plan.files.append(
-                WorkspaceFile(assignment_id, user_id, rel, path, size, f"{base}/{name}")
-            )
+        files, size = sizes[(assignment_id, user_id)]
         plan.workspaces.append(
             Workspace(
                 assignment_id,
                 user_id,
-                base,
+                f"{folders[assignment_id]}/{folder}",
                 roles.get(user_id, ""),
-                len(files),
-                sum(size for _, _, size in files),
+                files,
+                size,
             )
         )
     return plan

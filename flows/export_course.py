@@ -31,7 +31,7 @@ def describe(plan: WorkspacePlan) -> str:
     """What the zip holds, in a sentence for the mail and the artifact."""
     return (
         f"course data, roster and {len(plan.workspaces):,} student workspaces "
-        f"({len(plan.files):,} files, {human_size(plan.total_bytes)} before compression) "
+        f"({plan.file_count:,} files, {human_size(plan.total_bytes)} before compression) "
         f"of {len(plan.assignment_folders):,} assignments"
     )
 

@@ -43,7 +43,7 @@ class _Progress:
     """Feeds a Prefect progress artifact, at most every few seconds (each is an API call)."""
 
     def __init__(self, plan: WorkspacePlan, every_s: float = 3.0) -> None:
-        self.total_files = len(plan.files)
+        self.total_files = plan.file_count
         self.total_bytes = max(plan.total_bytes, 1)
         self.every_s = every_s
         self.last = 0.0

@@ -132,14 +132,14 @@ def test_every_arcname_is_portable_and_unique_under_case_folding() -> None:
         (503, 9, "x.py", 8),
         (501, 10, "left.py", 9),  # left the course: still exported, no role
     )
-    arcnames = [f.arcname for f in result.files]
+    arcnames = [f.arcname for f in result.files()]
     assert len({a.casefold() for a in arcnames}) == len(arcnames)
     folders_and_files = {a.rsplit("/", 1)[0] for a in arcnames}
     assert not {a.casefold() for a in arcnames} & {f.casefold() for f in folders_and_files}
     for arcname in arcnames:
         for part in arcname.split("/"):
             assert_portable(part)
-    by_source = {(f.assignment_id, f.user_id, f.source): f for f in result.files}
+    by_source = {(f.assignment_id, f.user_id, f.source): f for f in result.files()}
     # sorted, "SRC" comes first; "src" may not merge into it on Windows or macOS
     assert by_source[(501, 7, "SRC/util.py")].arcname == "Homework/sam (7)/SRC/util.py"
     assert by_source[(501, 7, "src/Main.py")].arcname == "Homework/sam (7)/src (2)/Main.py"
@@ -157,14 +157,14 @@ def test_every_arcname_is_portable_and_unique_under_case_folding() -> None:
     roles = {(w.assignment_id, w.user_id): w.role for w in result.workspaces}
     assert roles[(501, 10)] == "" and roles[(501, 7)] == "Student"
     # the original paths are kept for the manifest, so an import restores them exactly
-    assert {f.source for f in result.files} >= {"src/main.py", "what?.txt", "notes/a.txt"}
+    assert {f.source for f in result.files()} >= {"src/main.py", "what?.txt", "notes/a.txt"}
 
 
 def test_order_counts_and_sizes() -> None:
     result = plan(
         (502, 7, "b.py", 2), (501, 8, "z.py", 3), (501, 7, "b.py", 4), (501, 7, "a.py", 5)
     )
-    assert [f.arcname for f in result.files] == [
+    assert [f.arcname for f in result.files()] == [
         "Homework/Sam/z.py",  # by username, then user id
         "Homework/sam (7)/a.py",
         "Homework/sam (7)/b.py",
@@ -181,11 +181,11 @@ def test_order_counts_and_sizes() -> None:
 def test_selection_and_removed_assignments() -> None:
     rows = [(501, 7, "a.py", 1), (501, 8, "a.py", 1), (502, 7, "a.py", 1), (999, 7, "a.py", 1)]
     everything = plan(*rows)
-    assert {f.assignment_id for f in everything.files} == {501, 502}  # 999 is not in course.json
+    assert {f.assignment_id for f in everything.files()} == {501, 502}  # 999 is not in course.json
     chosen = plan(*rows, assignment_ids=[502], student_ids=[7, 8])
-    assert [(f.assignment_id, f.user_id) for f in chosen.files] == [(502, 7)]
+    assert [(f.assignment_id, f.user_id) for f in chosen.files()] == [(502, 7)]
     assert chosen.assignment_folders == {502: "homework"}  # no clash left to resolve
-    assert plan(*rows, student_ids=[9]).files == []
+    assert list(plan(*rows, student_ids=[9]).files()) == []
 
 
 def test_selection_is_checked_against_the_course() -> None:
