@@ -11,7 +11,6 @@ import contextlib
 import html
 import logging
 import os
-import re
 import smtplib
 import ssl
 import time
@@ -21,15 +20,18 @@ from datetime import UTC, datetime
 from email.errors import HeaderParseError, MessageDefect
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, getaddresses, make_msgid
+from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from course_exports import mail_headers
 from course_exports.humanize import human_size
 from course_exports.lake import Person
+from course_exports.mail_headers import plain_text
 from course_exports.registry import ExportKind, ExportResult
 from course_exports.settings import Settings, SmtpConfig
+from course_exports.text import one_line as log_line
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,6 @@ _MONTHS = (
     "January", "February", "March", "April", "May", "June",
     "July", "August", "September", "October", "November", "December",
 )  # fmt: skip
-_SPACE_RUN = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,9 @@ class Delivery:
 
 
 def one_line(text: str) -> str:
-    """``text`` safe for a header or a display name: LMS names may hold newlines and tabs."""
-    cleaned = "".join(" " if (ch.isspace() or not ch.isprintable()) else ch for ch in text)
-    return _SPACE_RUN.sub(" ", cleaned).strip()
+    """``text`` as one line of words for a mail: LMS names may hold newlines, tabs and
+    bidi controls."""
+    return plain_text(text)
 
 
 def kind_label(kind: str) -> str:
@@ -107,32 +108,43 @@ def format_expiry(expires_at: datetime, timezone: str | None = None) -> str:
     return text
 
 
-def _recipient(person: Person) -> Address | None:
-    """The person's registered address with their name, or None when it is unusable."""
+def _recipient(person: Person) -> str | None:
+    """The person's registered address, or None when it is unusable."""
     email = (person.email or "").strip()
     if not email:
         log.warning("user %s has no registered e-mail address", person.user_id)
         return None
+    if not email.isascii():  # would need SMTPUTF8, which we cannot count on
+        log.warning("user %s has a non-ASCII e-mail address", person.user_id)
+        return None
     try:
-        return Address(display_name=one_line(person.display_name), addr_spec=email)
+        address = Address(addr_spec=email)
     except (ValueError, IndexError, HeaderParseError, MessageDefect) as exc:
         log.warning("user %s has an unusable e-mail address (%s)", person.user_id, exc)
         return None
+    if not address.username or not address.domain:
+        log.warning("user %s has an unusable e-mail address", person.user_id)
+        return None
+    return address.addr_spec
 
 
 def _new_message(settings: Settings, recipient: Person, subject: str) -> EmailMessage:
-    msg = EmailMessage()
+    msg = EmailMessage(policy=mail_headers.POLICY)
     msg["From"] = settings.mail_from
     to = _recipient(recipient)
     if to is not None:
-        msg["To"] = to
-    msg["Subject"] = one_line(subject)
+        mail_headers.set_to(msg, recipient.display_name, to)
+    mail_headers.set_subject(msg, subject)
     msg["Date"] = format_datetime(datetime.now(UTC))
     # make_msgid() without a domain does a DNS lookup of this host, which can hang.
     domain = settings.mail_from.rsplit("@", 1)[-1].strip(" >") or "localhost"
     msg["Message-ID"] = make_msgid(domain=domain)
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to a robot
     return msg
+
+
+def _subject_name(course: str) -> str:
+    return plain_text(course, mail_headers.MAX_SUBJECT_NAME)
 
 
 def _greeting(person: Person) -> str:
@@ -158,7 +170,7 @@ def ready_mail(
     size = human_size(result.size_bytes)
     expiry = format_expiry(result.expires_at, timezone)
     holds = contents.strip().rstrip(".")  # the sentence gets its full stop here
-    msg = _new_message(settings, recipient, f"Your {label} of “{course}” is ready")
+    msg = _new_message(settings, recipient, f"Your {label} of “{_subject_name(course)}” is ready")
     text = (
         f"{_greeting(recipient)}\n\n"
         f"The {label} of the course “{course}” that you asked for is ready.\n\n"
@@ -206,7 +218,9 @@ def failure_mail(
     course = one_line(course_name)
     label = kind_label(kind)
     why = teacher_reason(reason)
-    msg = _new_message(settings, recipient, f"Your {label} of “{course}” could not be produced")
+    msg = _new_message(
+        settings, recipient, f"Your {label} of “{_subject_name(course)}” could not be produced"
+    )
     msg.set_content(
         f"{_greeting(recipient)}\n\n"
         f"The {label} of the course “{course}” that you asked for could not be produced.\n\n"
@@ -222,8 +236,19 @@ def failure_mail(
 
 
 def _recipients(message: EmailMessage) -> list[str]:
-    fields = [str(v) for name in ("To", "Cc", "Bcc") for v in message.get_all(name, [])]
-    return [addr for _, addr in getaddresses(fields) if addr]
+    """The envelope recipients: the addresses of To, parsed by the email package."""
+    to = message["To"]
+    return [a.addr_spec for a in (to.addresses if to is not None else ()) if a.addr_spec]
+
+
+def _subject(message: EmailMessage) -> str:
+    """The subject for a log line (it holds a course name)."""
+    return log_line(message.get("Subject", ""))
+
+
+def log_recipients(message: EmailMessage) -> str:
+    """The recipient for a log line: the address only, never the directory's name."""
+    return log_line(", ".join(_recipients(message)))
 
 
 def deliver(
@@ -240,13 +265,13 @@ def deliver(
         where = f"{smtp.host}:{smtp.port}" if smtp else str(settings.outbox_path())
         if not _recipients(message):
             error = "not sent: the recipient has no valid registered e-mail address"
-            log.error("mail %r %s", message["Subject"], error)
+            log.error("mail %r %s", _subject(message), error)
             return Delivery(False, transport, where, 0, error)
         if smtp is None:
             return _write_outbox(message, settings.outbox_path())
         return _send_smtp(message, smtp, attempts=max(1, attempts), backoff_s=backoff_s)
     except Exception as exc:  # the promise is "never raises": an export must not fail here
-        log.exception("mail %r could not be delivered", message.get("Subject"))
+        log.exception("mail %r could not be delivered", _subject(message))
         return Delivery(False, transport, where, 0, f"{type(exc).__name__}: {exc}")
 
 
@@ -265,9 +290,9 @@ def _write_outbox(message: EmailMessage, outbox: Path) -> Delivery:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        log.error("mail %r could not be written to %s: %s", message["Subject"], outbox, exc)
+        log.error("mail %r could not be written to %s: %s", _subject(message), outbox, exc)
         return Delivery(False, "outbox", str(target), 1, f"{type(exc).__name__}: {exc}")
-    log.info("mail %r written to %s", message["Subject"], target)
+    log.info("mail %r written to %s", _subject(message), target)
     return Delivery(True, "outbox", str(target), 1, None)
 
 
@@ -336,17 +361,18 @@ def _send_smtp(
         try:
             client = _connect(config)
             try:
-                client.send_message(message)
+                # The envelope names the recipient we chose, whatever the headers say.
+                client.send_message(message, to_addrs=_recipients(message))
             finally:
                 _quit(client)
         except Exception as exc:
-            error = _describe(exc)
+            error = log_line(_describe(exc), limit=500)  # server replies span lines
             transient = _is_transient(exc)
             if not transient or attempt == attempts:
                 log.error(
                     "mail %r to %s via %s failed on attempt %d/%d, giving up: %s",
-                    message["Subject"],
-                    message["To"],
+                    _subject(message),
+                    log_recipients(message),
                     where,
                     attempt,
                     attempts,
@@ -356,8 +382,8 @@ def _send_smtp(
             delay = backoff_s * 2 ** (attempt - 1)
             log.warning(
                 "mail %r to %s via %s failed on attempt %d/%d, retrying in %.1fs: %s",
-                message["Subject"],
-                message["To"],
+                _subject(message),
+                log_recipients(message),
                 where,
                 attempt,
                 attempts,
@@ -366,6 +392,6 @@ def _send_smtp(
             )
             time.sleep(delay)
         else:
-            log.info("mail %r sent to %s via %s", message["Subject"], message["To"], where)
+            log.info("mail %r sent to %s via %s", _subject(message), log_recipients(message), where)
             return Delivery(True, "smtp", where, attempt, None)
     raise AssertionError("unreachable")  # the loop always returns on its last attempt

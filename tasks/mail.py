@@ -45,8 +45,11 @@ def _deliver(settings: Settings, message: mail.EmailMessage) -> mail.Delivery:
     logger = get_run_logger()
     if delivery.delivered:
         logger.info(
-            "mail to %s delivered via %s: %s", message["To"], delivery.transport, delivery.where
+            "mail to %s delivered via %s: %s",
+            mail.log_recipients(message),
+            delivery.transport,
+            delivery.where,
         )
     else:
-        logger.error("mail to %s NOT delivered: %s", message["To"], delivery.error)
+        logger.error("mail to %s NOT delivered: %s", mail.log_recipients(message), delivery.error)
     return delivery

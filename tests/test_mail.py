@@ -1,5 +1,6 @@
 import email
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -8,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
-from course_exports import mail
+from course_exports import mail, mail_headers
 from course_exports.humanize import human_size
 from course_exports.lake import Person
 from course_exports.registry import ExportKind, ExportResult, ExportStatus
@@ -246,3 +250,94 @@ def test_deliver_never_raises(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     delivery = mail.deliver(ready(settings), settings)
     assert not delivery.delivered and delivery.error
+
+
+# -- headers carrying directory names (issue 8.3) ------------------------------------------
+
+INJECTION = 'Eve Bcc: attacker@evil.example "attacker@evil.example" <attacker@evil.example>, x'
+#: Every header a mail of ours has: a name must never add one.
+MAIL_HEADERS = {
+    "From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "MIME-Version",
+    "Content-Type", "Content-Transfer-Encoding",
+}  # fmt: skip
+
+
+def reparse(message: EmailMessage) -> EmailMessage:
+    parsed = email.message_from_bytes(message.as_bytes(), policy=default_policy)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def rfc2047_display_name(message: EmailMessage) -> str:
+    """The To display name as an RFC 2047 decoder sees it (``email.header`` drops the
+    folding between adjacent encoded words; the newer parser keeps a space there)."""
+    from email.header import decode_header, make_header
+    from email.policy import compat32
+    from email.utils import getaddresses
+
+    raw = email.message_from_bytes(message.as_bytes(), policy=compat32)
+    unfolded = re.sub(r"\r?\n(?=[ \t])", "", str(raw["To"]))
+    [(name, _)] = getaddresses([unfolded])
+    return str(make_header(decode_header(name)))
+
+
+def test_display_name_cannot_add_recipients(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    eve = Person(66, "eve", "teacher@school.edu", INJECTION, "")
+    parsed = reparse(ready(settings, eve))
+    [to] = parsed["To"].addresses
+    assert to.addr_spec == "teacher@school.edu"
+    assert "evil" not in to.addr_spec and rfc2047_display_name(parsed) == INJECTION
+    assert set(parsed.keys()) <= MAIL_HEADERS
+
+
+#: Any text, heavy in what RFC 5322 gives a meaning to, sometimes long enough to fold.
+name_text = st.text(
+    alphabet=st.one_of(st.sampled_from('"<>,:;@\\()[]=? .\r\n\t\u202e'), st.characters()),
+    max_size=300,
+)
+
+
+@examples(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=name_text, last=name_text, course=name_text)
+@example(first=INJECTION, last="", course=INJECTION)
+@example(first="Zoë " * 40, last="\u202eexe.txt", course="Ünïcode " * 30)
+def test_any_directory_name_is_one_display_name(first: str, last: str, course: str) -> None:
+    config = Settings(mail_from="Course Exports <exports@school.example>")
+    person = Person(7, "someone", "teacher@school.edu", first, last)
+    for message in (
+        mail.ready_mail(
+            settings=config, recipient=person, course_name=course, result=result(),
+            contents="things",
+        ),
+        mail.failure_mail(
+            settings=config, recipient=person, course_name=course, kind="course",
+            reason="because",
+        ),
+    ):  # fmt: skip
+        raw = message.as_bytes()
+        assert all(len(line) <= 78 for line in raw.split(b"\n\n", 1)[0].splitlines())
+        parsed = reparse(message)
+        assert set(parsed.keys()) <= MAIL_HEADERS
+        [to] = parsed["To"].addresses
+        assert to.addr_spec == "teacher@school.edu"
+        name = mail_headers.plain_text(person.display_name, mail_headers.MAX_DISPLAY_NAME)
+        assert rfc2047_display_name(parsed) == name
+        assert "".join(to.display_name.split()) == "".join(name.split())
+        subject_course = mail_headers.plain_text(course, mail_headers.MAX_SUBJECT_NAME)
+        assert f"“{subject_course}”" in parsed["Subject"]
+        assert parsed["Subject"] == mail_headers.plain_text(message["Subject"])
+
+
+@examples(max_examples=200, deadline=None)
+@given(address=st.emails().filter(lambda a: a.isascii()))
+def test_any_valid_address_is_the_one_recipient(address: str) -> None:
+    config = Settings(mail_from="exports@school.example")
+    person = Person(7, "someone", address, "Zoë", '"Z", <x@y>')
+    parsed = reparse(
+        mail.failure_mail(
+            settings=config, recipient=person, course_name="c", kind="course", reason="r"
+        )
+    )
+    [to] = parsed["To"].addresses
+    assert to.addr_spec == address.strip()
