@@ -2,16 +2,110 @@
 
 from __future__ import annotations
 
+import unicodedata
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.policy import default as default_policy
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from course_exports import webhook
 from course_exports.errors import SettingsError
 from course_exports.storage import Location, open_location
 
 ENV_PREFIX = "COURSE_EXPORT_"
+#: Roots the storage layer knows: a local path (``file://`` or none) or S3.
+STORAGE_SCHEMES = ("file", "s3", "s3a")
+#: A secret must have at least this many different characters: 32 random hex digits
+#: have about 14 (fewer than 8 happens about once in 25 million keys), ``kkkk…`` or
+#: ``abab…`` have 1 or 2.
+MIN_DISTINCT_SECRET_CHARS = 8
+MIN_SIGNING_KEY_CHARS = 32
+
+
+def _has_control(value: str) -> bool:
+    # urlsplit silently drops CR, LF and tab, so a URL is checked before it is parsed.
+    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value)
+
+
+def _web_url(value: str, *, credentials: bool = False, query: bool = False) -> SplitResult:
+    """``value`` as an http(s) URL, or ValueError saying what is wrong with it."""
+    if _has_control(value) or " " in value:
+        raise ValueError("must not contain spaces or control characters (CR, LF, tab)")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    if not credentials and (parts.username is not None or parts.password is not None):
+        raise ValueError("must not hold credentials (user:password@); set them elsewhere")
+    if not query and (parts.query or "?" in value):
+        raise ValueError("must not have a query (?…)")
+    if not query and (parts.fragment or "#" in value):
+        raise ValueError("must not have a fragment (#…)")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError as exc:
+        raise ValueError(f"has an invalid port ({exc})") from None
+    return parts
+
+
+def _storage_url(value: str) -> str:
+    """A local path, ``file://…`` or ``s3://bucket[/prefix]``; anything else is refused
+    here rather than failing (or writing to memory) in the middle of a run."""
+    if _has_control(value):
+        raise ValueError("must not contain control characters (CR, LF, tab)")
+    if "://" not in value:
+        return value  # a local path
+    scheme, rest = value.split("://", 1)
+    if scheme.lower() not in STORAGE_SCHEMES:
+        raise ValueError(
+            f"has an unsupported scheme {scheme!r}: use a local path, file:// or s3://bucket"
+        )
+    if scheme.lower() == "file":
+        if not rest.strip("/"):
+            raise ValueError("file:// needs a path")
+        return value
+    bucket = rest.split("/", 1)[0]
+    if not bucket:
+        raise ValueError(f"{scheme}:// needs a bucket: {scheme}://bucket[/prefix]")
+    if "@" in bucket or ":" in bucket:
+        raise ValueError("must be s3://bucket[/prefix], without credentials or a port")
+    return value
+
+
+def _secret_text(value: str, *, min_chars: int) -> None:
+    """A secret typed by a person: long, varied, and without white space around it
+    (which a .env file or an LMS form may keep or drop, giving two different keys)."""
+    if not value.strip():
+        raise ValueError("is only white space")
+    if value != value.strip():
+        raise ValueError("must not start or end with white space")
+    if len(value) < min_chars:
+        raise ValueError(f"must be at least {min_chars} characters")
+    if len(set(value)) < MIN_DISTINCT_SECRET_CHARS:
+        raise ValueError(
+            f"must have at least {MIN_DISTINCT_SECRET_CHARS} different characters "
+            "(use a random string)"
+        )
+
+
+def _single_mailbox(value: str) -> str:
+    """Exactly one address with a local part and a domain (a display name is fine)."""
+    if _has_control(value):
+        raise ValueError("must not contain control characters (CR, LF, tab)")
+    try:
+        header = default_policy.header_factory("From", value)
+        addresses: tuple[Address, ...] = tuple(getattr(header, "addresses", ()))
+    except (HeaderParseError, IndexError, ValueError):
+        raise ValueError("must be one e-mail address, name@domain") from None
+    if len(addresses) != 1:
+        raise ValueError(f"must be exactly one e-mail address (found {len(addresses)})")
+    address = addresses[0]
+    if header.defects or not address.username or not address.domain:
+        raise ValueError("must be one e-mail address, name@domain")
+    return value
 
 
 class SmtpConfig:
@@ -71,12 +165,17 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value.strip()
 
+    @field_validator("lake_url", "exports_url")
+    @classmethod
+    def _storage_root(cls, value: str) -> str:
+        return _storage_url(value)
+
     @field_validator("public_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http:// or https:// URL")
+    def _public_url(cls, value: str) -> str:
+        # Every link is this plus a path: a query, fragment or line break would break (or
+        # forge) every link and mail.
+        _web_url(value)
         return value.rstrip("/")
 
     @field_validator("webhook_url")
@@ -84,9 +183,8 @@ class Settings(BaseSettings):
     def _webhook_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http:// or https:// URL")
+        # The LMS may protect its endpoint with basic auth or a query key.
+        _web_url(value.strip(), credentials=True, query=True)
         return value.strip()
 
     @field_validator("webhook_secret")
@@ -97,19 +195,17 @@ class Settings(BaseSettings):
             if info.data.get("webhook_url"):
                 raise ValueError(f"is required when {ENV_PREFIX}WEBHOOK_URL is set")
             return None
-        if len(secret) < 16:
-            raise ValueError("must be at least 16 characters")
-        return value
+        webhook.parse_secrets(secret)  # whsec_<base64>, space-separated; says what is wrong
+        return SecretStr(secret.strip())
 
     @field_validator("s3_endpoint_url")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+        # Credentials go in AWS_* variables: a URL ends up in logs and error messages.
+        _web_url(value.strip())
+        return value.strip()
 
     @field_validator("smtp_url")
     @classmethod
@@ -122,17 +218,14 @@ class Settings(BaseSettings):
     @field_validator("mail_from")
     @classmethod
     def _address(cls, value: str) -> str:
-        if "@" not in value or any(c in value for c in "\r\n"):
-            raise ValueError("must be an e-mail address")
-        return value
+        return _single_mailbox(value)
 
     @field_validator("signing_key")
     @classmethod
     def _key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value():
             return None
-        if len(value.get_secret_value()) < 32:
-            raise ValueError("must be at least 32 characters (use `make secret`)")
+        _secret_text(value.get_secret_value(), min_chars=MIN_SIGNING_KEY_CHARS)
         return value
 
     # -- derived --------------------------------------------------------------------

@@ -1,44 +1,63 @@
 """The completion webhook: tell the LMS an export is ready (or failed), signed.
 
 Optional: set ``COURSE_EXPORT_WEBHOOK_URL`` and ``COURSE_EXPORT_WEBHOOK_SECRET``. Each
-delivery is one JSON POST with
+delivery is one JSON POST signed by the `Standard Webhooks <https://www.standardwebhooks.com>`_
+scheme, so the LMS verifies it with any Standard Webhooks library:
 
-- ``X-Course-Export-Timestamp``: Unix seconds when it was signed,
-- ``X-Course-Export-Signature``: ``sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">``,
-- ``X-Course-Export-Event``: ``course-export.completed`` or ``course-export.failed``,
-- ``X-Course-Export-Delivery``: one id for every attempt of the same delivery, so the LMS
-  can drop a repeat whose first attempt it did get (a lost 200 looks like a failure here).
+- ``webhook-id``: ``msg_<32 hex>``, the same for every attempt of one delivery (the LMS
+  drops a repeat whose first attempt it did get: a lost 200 looks like a failure here),
+- ``webhook-timestamp``: Unix seconds when this attempt was signed,
+- ``webhook-signature``: ``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``, one
+  per configured secret, space-separated (key rotation: sign with the new and the old
+  secret until the LMS has switched),
+- ``X-Course-Export-Event``: the event, for routing only (the signed body says it too).
 
-The timestamp is inside the signature, so a captured request cannot be replayed once it
-is older than the LMS's tolerance; :func:`verify` is the LMS side (and the tests').
+The id and timestamp are inside the signature, so a captured request cannot be replayed
+once it is older than the LMS's tolerance, nor passed off as another delivery.
+``COURSE_EXPORT_WEBHOOK_SECRET`` holds one or more secrets in the standard's form,
+``whsec_<base64 of 24 to 64 random bytes>``, separated by spaces; the first is the one
+the LMS should use. Signing is done by the ``standardwebhooks`` package; :func:`verify`
+is the LMS side (and the tests'), strict about malformed headers.
 Delivery retries with exponential backoff and never raises: a webhook that cannot be
 delivered is logged, and the export it announces stays finished.
 """
 
 from __future__ import annotations
 
-import hashlib
+import base64
+import binascii
 import hmac
 import json
 import logging
+import re
+import secrets
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from standardwebhooks import Webhook
 
 from course_exports.registry import ExportResult
+from course_exports.text import one_line
 
 COMPLETED = "course-export.completed"
 FAILED = "course-export.failed"
 
-TIMESTAMP_HEADER = "X-Course-Export-Timestamp"
-SIGNATURE_HEADER = "X-Course-Export-Signature"
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
 EVENT_HEADER = "X-Course-Export-Event"
-DELIVERY_HEADER = "X-Course-Export-Delivery"
 
+SECRET_PREFIX = "whsec_"
+#: Key sizes the Standard Webhooks spec asks for (192 to 512 bits).
+MIN_KEY_BYTES, MAX_KEY_BYTES = 24, 64
+#: A key of random bytes has about as many distinct bytes as it is long; fewer than
+#: this many is a made-up key (``whsec_AAAA…``), not a random one.
+MIN_DISTINCT_KEY_BYTES = 8
 #: How old a signed request the LMS should still accept (clock skew plus retries in flight).
 DEFAULT_TOLERANCE_S = 300
 #: Explicit everywhere: a hung LMS must not hold a finished flow run for long.
@@ -46,12 +65,16 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 #: 5 attempts, 1+2+4+8 s apart: rides out an LMS restart, gives up within a minute.
 DEFAULT_ATTEMPTS = 5
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+#: Longest signature header :func:`verify` reads: a handful of signatures, not a flood.
+_MAX_SIGNATURE_HEADER = 1024
 
 log = logging.getLogger(__name__)
 
 
 class InvalidSignatureError(Exception):
-    """The request is not signed with the shared secret, or is too old."""
+    """The request is not signed with the shared secret, is too old, or is malformed."""
 
 
 def encode(payload: Mapping[str, Any]) -> bytes:
@@ -61,37 +84,118 @@ def encode(payload: Mapping[str, Any]) -> bytes:
     ).encode()
 
 
-def _key(secret: str | bytes) -> bytes:
-    return secret.encode() if isinstance(secret, str) else secret
+def _strict_base64(text: str) -> bytes:
+    """Decoded standard base64 (padding optional); ValueError for anything else."""
+    if not text.isascii() or not _BASE64.fullmatch(text):
+        raise ValueError("is not base64")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not base64") from None
 
 
-def sign(secret: str | bytes, timestamp: str, body: bytes) -> str:
-    """``sha256=<hex>`` over ``"<timestamp>.<body>"``."""
-    mac = hmac.new(_key(secret), timestamp.encode() + b"." + body, hashlib.sha256)
-    return f"sha256={mac.hexdigest()}"
+def parse_secret(secret: str) -> bytes:
+    """The key of one ``whsec_<base64>`` secret; ValueError says what is wrong with it."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError(
+            f"must be a Standard Webhooks secret, {SECRET_PREFIX}<base64 of "
+            f"{MIN_KEY_BYTES}-{MAX_KEY_BYTES} random bytes>"
+        )
+    try:
+        key = _strict_base64(secret.removeprefix(SECRET_PREFIX))
+    except ValueError:
+        raise ValueError(f"must be {SECRET_PREFIX} followed by base64") from None
+    if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
+        raise ValueError(
+            f"must hold {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes after {SECRET_PREFIX} "
+            f"(it holds {len(key)})"
+        )
+    if len(set(key)) < MIN_DISTINCT_KEY_BYTES:
+        raise ValueError(
+            f"has fewer than {MIN_DISTINCT_KEY_BYTES} distinct bytes: use random bytes"
+        )
+    return key
+
+
+def parse_secrets(value: str) -> list[bytes]:
+    """The keys of ``COURSE_EXPORT_WEBHOOK_SECRET``: one or more secrets, space-separated."""
+    values = value.split()
+    if not values:
+        raise ValueError("is empty")
+    return [parse_secret(secret) for secret in values]
+
+
+def new_secret() -> str:
+    """A fresh ``whsec_`` secret of 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def _keys(secret: str | bytes | Sequence[bytes]) -> list[bytes]:
+    if isinstance(secret, bytes):
+        return [secret]
+    if isinstance(secret, str):
+        return parse_secrets(secret)
+    return list(secret)
+
+
+def sign(secret: str | bytes | Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value: ``v1,<base64>`` for each key, space-separated."""
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    text = body.decode()  # the library signs text; our bodies are UTF-8 JSON
+    return " ".join(Webhook(key).sign(msg_id, moment, text) for key in _keys(secret))
 
 
 def verify(
-    secret: str | bytes,
+    secret: str | bytes | Sequence[bytes],
     *,
-    timestamp: str,
+    headers: Mapping[str, str],
     body: bytes,
-    signature: str,
     tolerance_s: float = DEFAULT_TOLERANCE_S,
     now: float | None = None,
 ) -> None:
-    """Raise InvalidSignatureError unless ``signature`` is ours and ``timestamp`` is recent.
+    """Raise InvalidSignatureError unless one of the ``webhook-signature`` values is ours
+    over this id, timestamp and body, and the timestamp is recent.
 
-    ``body`` must be the raw request bytes, before any JSON parsing.
+    ``body`` must be the raw request bytes, before any JSON parsing. Every malformed
+    header (missing, non-ASCII, not base64, a timestamp that is not Unix seconds) is an
+    InvalidSignatureError too, never another exception.
     """
-    try:
-        signed_at = int(timestamp)
-    except (TypeError, ValueError):
-        raise InvalidSignatureError("timestamp is not Unix seconds") from None
+    lowered = {str(k).lower(): v for k, v in headers.items()}
+    msg_id = lowered.get(ID_HEADER) or ""
+    timestamp = lowered.get(TIMESTAMP_HEADER) or ""
+    signatures = lowered.get(SIGNATURE_HEADER) or ""
+    if not (msg_id and timestamp and signatures):
+        raise InvalidSignatureError(
+            f"missing {ID_HEADER}, {TIMESTAMP_HEADER} or {SIGNATURE_HEADER}"
+        )
+    if not msg_id.isascii() or not msg_id.isprintable():
+        raise InvalidSignatureError(f"{ID_HEADER} is not printable ASCII")
+    if not timestamp.isascii() or not _TIMESTAMP.fullmatch(timestamp):
+        raise InvalidSignatureError(f"{TIMESTAMP_HEADER} is not Unix seconds")
+    if len(signatures) > _MAX_SIGNATURE_HEADER:
+        raise InvalidSignatureError(f"{SIGNATURE_HEADER} is too long")
+    signed_at = int(timestamp)
     if abs((time.time() if now is None else now) - signed_at) > tolerance_s:
         raise InvalidSignatureError(f"timestamp {signed_at} is outside {tolerance_s:.0f} s")
-    if not hmac.compare_digest(sign(secret, timestamp, body), signature or ""):
-        raise InvalidSignatureError("signature does not match")
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        raise InvalidSignatureError("body is not UTF-8") from None
+    expected = [
+        _strict_base64(sig.split(",", 1)[1])
+        for sig in sign(secret, msg_id, signed_at, body).split()
+    ]
+    for offered in signatures.split():
+        version, _, value = offered.partition(",")
+        if version != "v1":
+            continue  # another scheme (v1a: asymmetric): not ours to check
+        try:
+            mac = _strict_base64(value)
+        except ValueError:
+            continue
+        if any(hmac.compare_digest(mac, mine) for mine in expected):
+            return
+    raise InvalidSignatureError("no signature matches")
 
 
 # -- payloads ----------------------------------------------------------------------------
@@ -145,7 +249,7 @@ def _delay(attempt: int, first_delay_s: float, max_delay_s: float, response: Any
 
 def post(
     url: str,
-    secret: str | bytes,
+    secret: str | bytes | Sequence[bytes],
     payload: Mapping[str, Any],
     *,
     attempts: int = DEFAULT_ATTEMPTS,
@@ -156,27 +260,33 @@ def post(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.time,
 ) -> Delivery:
-    """POST ``payload`` signed, retrying transport errors, 408/425/429 and 5xx.
+    """POST ``payload`` signed with every key of ``secret``, retrying transport errors,
+    408/425/429 and 5xx.
 
+    ``secret`` is the setting's value (``whsec_…``, space-separated), or raw keys.
     Another 4xx is final (the LMS refuses this delivery; resending will not change its
     mind). Each attempt is signed afresh so a late retry is not refused as stale.
     """
     body = encode(payload)
+    try:
+        keys = _keys(secret)
+    except ValueError as exc:  # the settings check it at start; never raise here anyway
+        return Delivery(False, 0, None, f"webhook secret {exc}")
     event = str(payload.get("event", ""))
-    delivery_id = uuid.uuid4().hex
+    msg_id = f"msg_{uuid.uuid4().hex}"
     own_client = client is None
     http = client or httpx.Client(timeout=timeout, follow_redirects=False)
     last_status: int | None = None
     error = "no attempt made"
     try:
         for attempt in range(1, attempts + 1):
-            timestamp = str(int(clock()))
+            timestamp = int(clock())
             headers = {
                 "Content-Type": "application/json",
-                TIMESTAMP_HEADER: timestamp,
-                SIGNATURE_HEADER: sign(secret, timestamp, body),
+                ID_HEADER: msg_id,
+                TIMESTAMP_HEADER: str(timestamp),
+                SIGNATURE_HEADER: sign(keys, msg_id, timestamp, body),
                 EVENT_HEADER: event,
-                DELIVERY_HEADER: delivery_id,
             }
             response = None
             try:
@@ -195,7 +305,7 @@ def post(
                 delay = _delay(attempt, first_delay_s, max_delay_s, response)
                 log.warning(
                     "webhook %s to %s: %s; attempt %d of %d again in %.0f s",
-                    event,
+                    one_line(event),
                     url,
                     error,
                     attempt + 1,

@@ -3,6 +3,7 @@ standing in for the LMS, and reads of the Prefect REST API the LMS would not nee
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from course_exports.storage import open_location
 from sample_lake import LakeSpec, LakeSummary, generate_lake
 
 SIGNING_KEY = "e2e-signing-key-" + "x" * 32
-WEBHOOK_SECRET = "e2e-webhook-secret-0123456789"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"e2e-webhook-secret-0123456789").decode()
 T = TypeVar("T")
 
 

@@ -42,7 +42,57 @@ INVALID = [
     ("ACCESS_RETENTION_MONTHS", "6.5"),
     ("WEBHOOK_URL", "lms.example.org/hooks"),
     ("WEBHOOK_SECRET", "too-short"),
+    # issue 8.12: accepted before, each now stops the run at start
+    ("LAKE_URL", "ftp://files.example/lake"),
+    ("LAKE_URL", "memory://lake"),
+    ("LAKE_URL", "nosuchproto://lake"),
+    ("LAKE_URL", "s3://"),
+    ("LAKE_URL", "s3:///prefix"),
+    ("EXPORTS_URL", "memory://exports"),
+    ("EXPORTS_URL", "s3://"),
+    ("EXPORTS_URL", "gs://bucket/exports"),
+    ("SIGNING_KEY", " " * 40),
+    ("SIGNING_KEY", "\t" * 40),
+    ("SIGNING_KEY", "k" * 40),
+    ("SIGNING_KEY", "abababababababababababababababab"),
+    ("SIGNING_KEY", " " + "0123456789abcdef" * 2),
+    ("WEBHOOK_SECRET", " " * 40),
+    ("WEBHOOK_SECRET", "x" * 40),
+    ("MAIL_FROM", "a@b.example, evil@x.example"),
+    ("MAIL_FROM", "Exports <a@b.example>, evil@x.example"),
+    ("MAIL_FROM", "@"),
+    ("MAIL_FROM", "a@"),
+    ("MAIL_FROM", "<>"),
+    ("PUBLIC_URL", "https://downloads.example\r\nX-Injected: 1"),
+    ("PUBLIC_URL", "https://downloads.example/\n"),
+    ("PUBLIC_URL", "https://downloads.example/?token=1"),
+    ("PUBLIC_URL", "https://downloads.example/#top"),
+    ("PUBLIC_URL", "https://user:pw@downloads.example"),
+    ("S3_ENDPOINT_URL", "http://AKIA123:secret@minio:9000"),
+    ("S3_ENDPOINT_URL", "http://AKIA123@minio:9000"),
+    ("S3_ENDPOINT_URL", "http://minio:9000/?X-Amz-Credential=AKIA123"),
 ]
+
+VALID = [
+    ("LAKE_URL", "s3://bucket"),
+    ("LAKE_URL", "s3://bucket/lake"),
+    ("LAKE_URL", "file:///srv/lake"),
+    ("LAKE_URL", "/srv/lake"),
+    ("LAKE_URL", "relative/lake"),
+    ("EXPORTS_URL", "s3a://bucket/exports/"),
+    ("SIGNING_KEY", "0123456789abcdef" * 2),
+    ("SIGNING_KEY", "test-signing-key-" + "x" * 32),
+    ("MAIL_FROM", "Course Exports <exports@school.example>"),
+    ("MAIL_FROM", '"Exports, School" <exports@school.example>'),
+    ("PUBLIC_URL", "https://downloads.example/exports/"),
+    ("S3_ENDPOINT_URL", "http://127.0.0.1:9000"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), VALID)
+def test_valid_setting_is_accepted(clean_env: pytest.MonkeyPatch, name: str, value: str) -> None:
+    clean_env.setenv(f"COURSE_EXPORT_{name}", value)
+    load_settings()
 
 
 @pytest.mark.parametrize(("name", "value"), INVALID)
@@ -66,12 +116,12 @@ def test_env_file_in_working_directory(clean_env: pytest.MonkeyPatch, tmp_path: 
     (tmp_path / ".env").write_text(
         "COURSE_EXPORT_EXPORT_TTL_DAYS=3\n"
         "COURSE_EXPORT_MAIL_FROM=robot@school.example\n"
-        f"COURSE_EXPORT_SIGNING_KEY={'k' * 32}\n"
+        f"COURSE_EXPORT_SIGNING_KEY={'0123456789abcdef' * 2}\n"
     )
     clean_env.setenv("COURSE_EXPORT_MAIL_FROM", "env-wins@school.example")
     settings = load_settings()
     assert settings.export_ttl_days == 3
-    assert settings.require_signing_key() == b"k" * 32
+    assert settings.require_signing_key() == b"0123456789abcdef" * 2
     assert settings.mail_from == "env-wins@school.example"  # the environment beats .env
 
 
