@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import IO, Any
 
 from fsspec.spec import AbstractBufferedFile
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from course_exports.errors import ConflictError, LakeDataError
 from course_exports.storage import Location
@@ -72,6 +72,15 @@ class ExportRecord(BaseModel):
     #: When the purge deleted the file (``status`` is then ``expired``; the manifest
     #: stays a while as a tombstone so links answer 410 and the LMS sees what happened).
     purged_at: datetime | None = None
+
+    @field_validator("file_name")
+    @classmethod
+    def _bare_file_name(cls, value: str) -> str:
+        # Joined onto the export's folder to serve and delete it: a path would reach
+        # another export's file.
+        if value in ("", ".", "..") or any(c in "/\\" or ord(c) < 32 or c == "\x7f" for c in value):
+            raise ValueError("must be a bare file name, not a path")
+        return value
 
     def is_live(self, now: datetime) -> bool:
         return self.status is ExportStatus.READY and now < self.expires_at

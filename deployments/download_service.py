@@ -38,10 +38,11 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from course_exports import links, registry
-from course_exports.errors import ExportError, SettingsError
+from course_exports.errors import ExportError, LakeDataError, SettingsError
 from course_exports.registry import ExportRecord, ExportStatus
 from course_exports.settings import Settings, load_settings
 from course_exports.storage import Location
+from course_exports.text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,11 @@ class _Service:
             record = await run_in_threadpool(
                 registry.read_record, self.exports, claims.course_id, claims.export_id
             )
+        except LakeDataError as exc:
+            # A manifest that breaks the record's rules (e.g. a file_name that is a path
+            # to another export's file) is never served.
+            log.error("export %s/%s: %s", claims.course_id, claims.export_id, one_line(exc))
+            return _not_found()
         except ExportError as exc:
             log.error("export %s/%s: %s", claims.course_id, claims.export_id, exc)
             return _server_error()

@@ -1,6 +1,7 @@
 """The download service against real servers: uvicorn for the app, SeaweedFS for S3."""
 
 import hashlib
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from course_exports.settings import Settings
 from course_exports.storage import Location
 from deployments.download_service import content_disposition, create_app, main
 
-KEY = "k" * 32
+KEY = "download-service-test-key-0123456789"
 OTHER_KEY = b"o" * 32
 TTL = timedelta(days=7)
 
@@ -269,6 +270,24 @@ def test_symlinked_export_folder_out_of_the_root_gets_404(local: Service, tmp_pa
     assert httpx.get(local.link(record)).status_code == 404
 
 
+def point_manifest_at(exports: Location, record: ExportRecord, file_name: str) -> None:
+    """Rewrite ``record``'s manifest on storage as a careless or hostile writer would,
+    past the model's own checks."""
+    path = f"{registry.export_dir(exports, record.course_id, record.export_id)}/manifest.json"
+    document = json.loads(exports.fs.cat_file(path))
+    exports.fs.pipe_file(path, json.dumps({**document, "file_name": file_name}).encode())
+
+
+@pytest.mark.parametrize("shape", ["../{other}/access.csv", "..", "/etc/passwd", "a\\b.csv"])
+def test_manifest_file_name_must_be_a_bare_name(local: Service, shape: str) -> None:
+    data = payload(200)
+    other = local.publish(data, course_id=6001)
+    record = local.publish(data, course_id=6001)  # same size and hash: only the name lies
+    point_manifest_at(local.exports, record, shape.format(other=other.export_id))
+    assert httpx.get(local.link(record)).status_code == 404
+    assert httpx.get(local.link(other)).content == data
+
+
 # -- course listing -----------------------------------------------------------------------
 
 
@@ -388,6 +407,14 @@ def test_s3_checks_the_manifest_too(s3: Service) -> None:
     gone = s3.publish(payload(10))
     s3.exports.fs.rm(registry.file_path(s3.exports, gone))
     assert httpx.get(s3.link(gone)).status_code == 404
+
+
+def test_s3_manifest_file_name_must_be_a_bare_name(s3: Service) -> None:
+    other = s3.publish(payload(50), course_id=6002)
+    record = s3.publish(payload(50), course_id=6002)
+    point_manifest_at(s3.exports, record, f"../{other.export_id}/access.csv")
+    response = httpx.get(s3.link(record), follow_redirects=False)
+    assert response.status_code == 404
 
 
 def test_s3_course_list(s3: Service) -> None:

@@ -2,6 +2,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from course_exports import registry
 from course_exports.errors import ConflictError
@@ -94,3 +95,11 @@ def test_corrupt_manifest_names_the_file(exports: Location) -> None:
     Path(exports.path(7, record.export_id, "manifest.json")).write_text("{nope")
     with pytest.raises(Exception, match=r"manifest\.json"):
         registry.read_record(exports, 7, record.export_id)
+
+
+@pytest.mark.parametrize("name", ["../other/a.csv", "a/b.csv", "a\\b.csv", "..", ".", "", "a\nb"])
+def test_file_name_must_be_a_bare_name(exports: Location, name: str) -> None:
+    record = begin(exports)
+    with pytest.raises(ValidationError, match="bare file name"):
+        registry.ExportRecord.model_validate({**record.model_dump(), "file_name": name})
+    registry.ExportRecord.model_validate({**record.model_dump(), "file_name": "Ünï (1) x.zip"})
