@@ -1,61 +1,72 @@
 """Import Project: one student's workspace back out of a course export, to review it.
 
-The archive is treated as untrusted: it may have been edited, or not be ours at all.
-Before a byte is written every entry to extract is checked (no absolute or parent
-paths, no links, sizes in proportion to the archive), each file is verified against the
-export's manifest while it streams out, and ``project.json`` is written last, so a
-refused or failed import leaves nothing behind.
+The archive is untrusted (:mod:`course_exports.export_reader` proves it before a byte of
+it is used). A project lives at ``projects/<project_id>/``::
+
+    project.json                       the commit point: which copy is the project
+    workspace-<time>-<hex>/<files...>  one import's copy of the workspace
+
+An import writes a new copy beside the current one, verifies every file of it, then
+writes ``project.json`` naming it (one atomic write, on S3 too), and only then deletes
+the copy it replaced. So a refused or failed re-import leaves the earlier project as it
+was, and readers that go through ``project.json`` never see half a copy. There is no
+rename on S3: the pointer is what makes the switch atomic on both backends.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import posixpath
-import stat
+import logging
+import re
 import uuid
-import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from course_exports.course_export import ZIP_MANIFEST
-from course_exports.errors import ExportError, InputError, NotFoundError
+from course_exports.errors import InputError, NotFoundError
+from course_exports.export_reader import (
+    ExportArchive,
+    ImportLimits,
+    ManifestAssignment,
+    ManifestEntry,
+    ManifestStack,
+    ManifestWorkspace,
+    UnsafeArchiveError,
+    quoted,
+    safe_relative,
+)
 from course_exports.registry import MANIFEST, ExportKind, ExportRecord, file_path, read_record
-from course_exports.storage import Location
+from course_exports.storage import Location, TooLargeError
+
+__all__ = [
+    "PROJECTS",
+    "PROJECT_JSON",
+    "ImportLimits",
+    "ImportedProject",
+    "UnsafeArchiveError",
+    "find_export",
+    "import_workspace",
+]
 
 PROJECTS = "projects"
 PROJECT_JSON = "project.json"
+#: Copies of a workspace are ``workspace-<UTC time>-<8 hex>``; ``workspace`` is the one
+#: folder of projects imported before copies were versioned.
 WORKSPACE_DIR = "workspace"
+_COPY_RE = re.compile(r"workspace(?:-(\d{8}T\d{6}Z)-[0-9a-f]{8})?")
+#: A copy no project.json names and older than this is what a crashed import left.
+STALE_COPY = timedelta(days=1)
+MAX_PROJECT_JSON = 2**20
 _PROJECT_NAMESPACE = uuid.UUID("0f0e4a77-2a53-4f0b-9d0c-7e1c9b7d2e55")
-_CHUNK = 1 << 20
-
-
-class UnsafeArchiveError(ExportError):
-    """The archive holds something an import must not write."""
-
-    def __init__(self, archive: str, problem: str) -> None:
-        super().__init__(
-            f"{archive}: {problem}", reason="the export file is damaged or was altered"
-        )
-        self.problem = problem
-
-
-@dataclass(frozen=True)
-class ImportLimits:
-    """What an archive may claim before it is refused as a zip bomb."""
-
-    max_entries: int = 500_000
-    max_total_bytes: int = 50 * 2**30
-    max_ratio: float = 1100.0  # deflate cannot exceed ~1032:1; more means overlap tricks
+log = logging.getLogger(__name__)
 
 
 class ImportedProject(BaseModel):
     project_id: str
     project_url: str
+    #: The folder under the project holding its files (read it from project.json).
+    workspace: str = WORKSPACE_DIR
+    workspace_url: str = ""
     export_id: str
     course_id: int
     assignment_id: int
@@ -74,11 +85,11 @@ def find_export(exports: Location, export_id: str) -> ExportRecord:
     if not export_id or any(c not in "0123456789abcdef" for c in export_id) or len(export_id) != 32:
         raise InputError("export_id", f"{export_id!r} is not an export id (32 hex digits)")
     exports.refresh()
-    matches = exports.fs.glob(exports.path("*", export_id, MANIFEST))
-    if not matches:
+    courses = [p.split("/")[0] for p in exports.glob("*", export_id, MANIFEST)]
+    course_ids = [int(c) for c in courses if c.isdigit()]
+    if not course_ids:
         raise NotFoundError(f"export {export_id}")
-    course_id = int(posixpath.basename(posixpath.dirname(posixpath.dirname(matches[0]))))
-    record = read_record(exports, course_id, export_id)
+    record = read_record(exports, course_ids[0], export_id)
     if record is None or not record.is_live(datetime.now(UTC)):
         raise NotFoundError(f"export {export_id}", "not ready, or expired")
     if record.kind is not ExportKind.COURSE:
@@ -88,110 +99,56 @@ def find_export(exports: Location, export_id: str) -> ExportRecord:
     return record
 
 
-def safe_relative(path: str) -> bool:
-    """A relative POSIX path with no way out of the folder it is written into."""
-    if not path or path.startswith("/") or "\\" in path or "\x00" in path:
-        return False
-    if len(path) > 2 and path[0].isalpha() and path[1] == ":" and path[2] == "/":  # C:/x
-        return False
-    return all(part not in ("", ".", "..") for part in path.split("/"))
-
-
-def check_archive(
-    infos: list[zipfile.ZipInfo], archive_size: int, name: str, limits: ImportLimits
-) -> None:
-    """Refuse links, escaping paths and out-of-proportion sizes before extracting anything."""
-    if len(infos) > limits.max_entries:
-        raise UnsafeArchiveError(name, f"{len(infos):,} entries, more than {limits.max_entries:,}")
-    total = sum(i.file_size for i in infos)
-    if total > limits.max_total_bytes or total > max(archive_size, 1) * limits.max_ratio:
-        raise UnsafeArchiveError(
-            name, f"expands to {total:,} bytes from {archive_size:,}: out of proportion"
-        )
-    for info in infos:
-        if not safe_relative(info.filename.rstrip("/")):
-            raise UnsafeArchiveError(name, f"entry {info.filename!r} has an unsafe path")
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise UnsafeArchiveError(name, f"entry {info.filename!r} is a symbolic link")
-        if info.file_size > max(info.compress_size, 1) * limits.max_ratio:
-            raise UnsafeArchiveError(
-                name,
-                f"entry {info.filename!r} expands {info.file_size:,} from {info.compress_size:,} bytes",
-            )
-
-
-def _top(names: list[str]) -> str:
-    tops = {n.split("/", 1)[0] for n in names}
-    if len(tops) != 1:
-        raise UnsafeArchiveError("archive", "entries are not under one top folder")
-    return tops.pop()
-
-
-def read_zip_manifest(zf: zipfile.ZipFile, name: str) -> tuple[str, dict[str, Any]]:
-    """The top folder and the export's own manifest (sizes were checked with the rest)."""
-    top = _top(zf.namelist())
-    try:
-        return top, json.loads(zf.read(f"{top}/{ZIP_MANIFEST}"))
-    except KeyError:
-        raise UnsafeArchiveError(name, f"no {ZIP_MANIFEST} in the archive") from None
-    except (ValueError, zipfile.BadZipFile) as exc:
-        raise UnsafeArchiveError(name, f"{ZIP_MANIFEST} is unreadable ({exc})") from None
-
-
 @dataclass(frozen=True)
 class _Selected:
-    assignment: dict[str, Any]
-    workspace: dict[str, Any]
-    entries: list[dict[str, Any]]
+    assignment: ManifestAssignment
+    workspace: ManifestWorkspace
+    entries: list[ManifestEntry]
 
 
-def select_workspace(manifest: dict[str, Any], assignment_id: int, student_id: int) -> _Selected:
-    assignment = next(
-        (a for a in manifest.get("assignments", []) if a.get("id") == assignment_id), None
-    )
+def select_workspace(
+    assignments: list[ManifestAssignment],
+    workspaces: list[ManifestWorkspace],
+    entries: list[ManifestEntry],
+    *,
+    export_id: str,
+    assignment_id: int,
+    student_id: int,
+) -> _Selected:
+    assignment = next((a for a in assignments if a.id == assignment_id), None)
     if assignment is None:
-        raise NotFoundError(f"assignment {assignment_id} in export {manifest.get('export_id')}")
+        raise NotFoundError(f"assignment {assignment_id} in export {export_id}")
     workspace = next(
-        (
-            w
-            for w in manifest.get("workspaces", [])
-            if w.get("assignment_id") == assignment_id and w.get("user_id") == student_id
-        ),
+        (w for w in workspaces if (w.assignment_id, w.user_id) == (assignment_id, student_id)),
         None,
     )
     if workspace is None:
         raise NotFoundError(
             f"workspace of student {student_id} for assignment {assignment_id} "
-            f"in export {manifest.get('export_id')}"
+            f"in export {export_id}"
         )
-    entries = [
-        e
-        for e in manifest.get("entries", [])
-        if (src := e.get("source"))
-        and src.get("assignment_id") == assignment_id
-        and src.get("user_id") == student_id
-    ]
     return _Selected(assignment, workspace, entries)
 
 
 def choose_stack(
-    stack: str | None, assignment: dict[str, Any], export_stacks: list[dict[str, Any]]
+    stack: str | None, assignment: ManifestAssignment, export_stacks: list[ManifestStack | None]
 ) -> dict[str, str]:
     """The stack given at import, else the one the export recorded for the assignment."""
     if stack is not None:
         stack = stack.strip()
         if not stack:
             raise InputError("stack", "must not be empty")
-        known = {s["id"]: s for s in export_stacks if s}
-        return {"id": stack, "name": known.get(stack, {}).get("name", stack)}
-    recorded = assignment.get("stack")
-    if not recorded:
+        known = {s.id: s for s in export_stacks if s}
+        name = known[stack].name if stack in known else None
+        return {"id": stack, "name": name or stack}
+    recorded = assignment.stack
+    if recorded is None:
         raise InputError(
             "stack",
-            f"assignment {assignment.get('id')} ({assignment.get('name')}) has no stack recorded "
+            f"assignment {assignment.id} ({quoted(assignment.name)}) has no stack recorded "
             "in the export; choose one for the import",
         )
-    return {"id": str(recorded["id"]), "name": str(recorded.get("name", recorded["id"]))}
+    return {"id": recorded.id, "name": recorded.name or recorded.id}
 
 
 def project_id_for(export_id: str, assignment_id: int, student_id: int) -> str:
@@ -199,20 +156,37 @@ def project_id_for(export_id: str, assignment_id: int, student_id: int) -> str:
     return uuid.uuid5(_PROJECT_NAMESPACE, f"{export_id}/{assignment_id}/{student_id}").hex
 
 
-def _copy_verified(
-    zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Any, entry: dict[str, Any], name: str
-) -> int:
-    digest, size = hashlib.sha256(), 0
-    with zf.open(info) as src:
-        while chunk := src.read(_CHUNK):
-            size += len(chunk)
-            if size > info.file_size:
-                raise UnsafeArchiveError(name, f"entry {info.filename!r} is larger than it says")
-            digest.update(chunk)
-            out.write(chunk)
-    if size != entry["size"] or digest.hexdigest() != entry["sha256"]:
-        raise UnsafeArchiveError(name, f"entry {info.filename!r} does not match the manifest")
-    return size
+def plan_files(chosen: _Selected, name: str) -> list[tuple[ManifestEntry, str]]:
+    """Every file to extract with where it goes, refused if two would collide (the same
+    path twice, or one file's path a folder of another's)."""
+    targets: dict[str, ManifestEntry] = {}
+    for entry in chosen.entries:
+        assert entry.source is not None  # kept only when it names this workspace
+        target = entry.source.path
+        if not safe_relative(target):
+            raise UnsafeArchiveError(name, f"manifest path {quoted(target)} is unsafe")
+        if target in targets:
+            raise UnsafeArchiveError(name, f"manifest lists {quoted(target)} twice")
+        targets[target] = entry
+    folders = {
+        target.rsplit("/", i)[0] for target in targets for i in range(1, target.count("/") + 1)
+    }
+    for target in targets:
+        if target in folders:
+            raise UnsafeArchiveError(
+                name, f"manifest lists {quoted(target)} as a file and as a folder"
+            )
+    if len(targets) != chosen.workspace.files:
+        raise UnsafeArchiveError(
+            name,
+            f"the workspace lists {chosen.workspace.files:,} files, "
+            f"the manifest has {len(targets):,} entries for it",
+        )
+    return [(entry, target) for target, entry in targets.items()]
+
+
+def new_copy_name(now: datetime) -> str:
+    return f"{WORKSPACE_DIR}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
 def import_workspace(
@@ -224,79 +198,109 @@ def import_workspace(
     stack: str | None,
     requested_by: int,
     limits: ImportLimits | None = None,
+    now: datetime | None = None,
 ) -> ImportedProject:
-    """Unpack the workspace into ``projects/<project_id>/workspace/``, then ``project.json``."""
-    limits = limits or ImportLimits()
-    archive = file_path(exports, record)
-    name = exports.url_of(archive)
-    with exports.fs.open(archive, "rb") as fh, _zip(fh, name) as zf:
-        infos = zf.infolist()
-        check_archive(infos, record.size_bytes, name, limits)
-        top, manifest = read_zip_manifest(zf, name)
-        chosen = select_workspace(manifest, assignment_id, student_id)
-        project_stack = choose_stack(
-            stack, chosen.assignment, [a.get("stack") for a in manifest.get("assignments", [])]
+    """Unpack the workspace into a new copy under ``projects/<project_id>/``, verify it,
+    commit it with ``project.json``, then remove the copy it replaced."""
+    moment = (now or datetime.now(UTC)).replace(microsecond=0)
+    archive_path = file_path(exports, record)
+    project_id = project_id_for(record.export_id, assignment_id, student_id)
+    copy = new_copy_name(moment)
+
+    with (
+        exports.open_read(archive_path, record.size_bytes) as raw,
+        ExportArchive(raw, record, exports.url_of(archive_path), limits or ImportLimits()) as zf,
+    ):
+        manifest = zf.manifest(assignment_id, student_id)
+        chosen = select_workspace(
+            manifest.assignments,
+            manifest.workspaces,
+            manifest.entries,
+            export_id=record.export_id,
+            assignment_id=assignment_id,
+            student_id=student_id,
         )
-        by_name = {i.filename: i for i in infos}
-        plan = list(_plan_files(chosen, top, by_name, name))
-        project_id = project_id_for(record.export_id, assignment_id, student_id)
-        root = exports.path(PROJECTS, project_id)
-        if exports.fs.exists(root):
-            exports.fs.rm(root, recursive=True)
+        project_stack = choose_stack(
+            stack, chosen.assignment, [a.stack for a in manifest.assignments]
+        )
+        plan = plan_files(chosen, zf.name)
         try:
             total = 0
-            for info, entry, target in plan:
-                path = posixpath.join(root, WORKSPACE_DIR, target)
-                exports.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-                with exports.fs.open(path, "wb") as out:
-                    total += _copy_verified(zf, info, out, entry, name)
+            for entry, target in plan:
+                with exports.open_write(PROJECTS, project_id, copy, target) as out:
+                    total += zf.copy_entry(entry.path, entry, out)
             project = ImportedProject(
                 project_id=project_id,
-                project_url=exports.url_of(root),
+                project_url=exports.url_of(exports.path(PROJECTS, project_id)),
+                workspace=copy,
+                workspace_url=exports.url_of(exports.path(PROJECTS, project_id, copy)),
                 export_id=record.export_id,
                 course_id=record.course_id,
                 assignment_id=assignment_id,
-                assignment_name=str(chosen.assignment.get("name")),
+                assignment_name=chosen.assignment.name,
                 student_id=student_id,
-                username=chosen.workspace.get("username"),
+                username=chosen.workspace.username,
                 stack=project_stack,
                 files=len(plan),
                 bytes=total,
-                imported_at=datetime.now(UTC).replace(microsecond=0),
+                imported_at=moment,
                 imported_by=requested_by,
             )
+            # Read as late as possible: an import that committed meanwhile is replaced too.
+            previous = committed_copy(exports, project_id)
+            # The commit: from here on the project is the new copy.
             exports.write_bytes_atomic(
                 project.model_dump_json(indent=2).encode(), PROJECTS, project_id, PROJECT_JSON
             )
         except BaseException:
-            if exports.fs.exists(root):
-                exports.fs.rm(root, recursive=True)
+            _remove_quietly(exports, project_id, copy)
             raise
+    remove_replaced_copies(exports, project_id, keep=copy, replaced=previous, now=moment)
     return project
 
 
-def _zip(fh: Any, name: str) -> zipfile.ZipFile:
+class _Pointer(BaseModel):
+    workspace: str = WORKSPACE_DIR
+
+
+def committed_copy(exports: Location, project_id: str) -> str | None:
+    """The copy ``project.json`` names now, if it is readable."""
     try:
-        return zipfile.ZipFile(fh)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UnsafeArchiveError(name, f"not a readable zip ({exc})") from None
+        raw = exports.read_bytes(PROJECTS, project_id, PROJECT_JSON, max_bytes=MAX_PROJECT_JSON)
+        return _Pointer.model_validate_json(raw).workspace
+    except FileNotFoundError:
+        return None
+    except (TooLargeError, ValidationError) as exc:
+        log.warning(
+            "project %s: unreadable %s, its copies go once stale (%s)",
+            project_id,
+            PROJECT_JSON,
+            type(exc).__name__,
+        )
+        return None
 
 
-def _plan_files(
-    chosen: _Selected, top: str, by_name: dict[str, zipfile.ZipInfo], name: str
-) -> Iterator[tuple[zipfile.ZipInfo, dict[str, Any], str]]:
-    """Every file to extract: its zip entry, its manifest entry and where it goes."""
-    seen: set[str] = set()
-    for entry in chosen.entries:
-        target = str(entry["source"]["path"])
-        if not safe_relative(target):
-            raise UnsafeArchiveError(name, f"manifest path {target!r} is unsafe")
-        if target in seen:
-            raise UnsafeArchiveError(name, f"manifest lists {target!r} twice")
-        seen.add(target)
-        info = by_name.get(f"{top}/{entry['path']}")
-        if info is None:
-            raise UnsafeArchiveError(
-                name, f"manifest entry {entry['path']!r} is not in the archive"
-            )
-        yield info, entry, target
+def remove_replaced_copies(
+    exports: Location, project_id: str, *, keep: str, replaced: str | None, now: datetime
+) -> None:
+    """Delete the copy the commit replaced, and copies crashed imports left (unnamed and
+    older than :data:`STALE_COPY`); never one another import may still be writing."""
+    for name in exports.list_names(PROJECTS, project_id):
+        match = _COPY_RE.fullmatch(name)
+        if match is None or name == keep:
+            continue
+        stamp = match.group(1)
+        stale = (
+            stamp is None
+            or datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) < now - STALE_COPY
+        )
+        if name == replaced or stale:
+            _remove_quietly(exports, project_id, name)
+
+
+def _remove_quietly(exports: Location, project_id: str, copy: str) -> None:
+    """Best effort: a copy no project.json names is harmless, and goes once stale."""
+    try:
+        exports.remove_tree(PROJECTS, project_id, copy)
+    except Exception as exc:  # the import's own outcome is what to report
+        log.warning("project %s: could not remove %s: %s", project_id, copy, exc)

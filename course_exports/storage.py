@@ -12,7 +12,7 @@ import posixpath
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -42,6 +42,15 @@ def s3_storage_options(endpoint_url: str | None) -> dict[str, Any]:
         # ones to aiobotocore's AioSession, which rejects them; its own retry count is a
         # class attribute (5 by default).
     }
+
+
+class TooLargeError(ValueError):
+    """A metadata object is larger than its reader allows (it was not read)."""
+
+    def __init__(self, path: str, limit: int) -> None:
+        super().__init__(f"{path} is larger than {limit:,} bytes")
+        self.path = path
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -76,9 +85,44 @@ class Location:
     def exists(self, *parts: str | int) -> bool:
         return bool(self.fs.exists(self.path(*parts)))
 
-    def read_bytes(self, *parts: str | int) -> bytes:
-        data: bytes = self.fs.cat_file(self.path(*parts))
+    def read_bytes(self, *parts: str | int, max_bytes: int | None = None) -> bytes:
+        """The whole object; with ``max_bytes``, raise :class:`TooLargeError` rather than
+        hold more than that (never more than ``max_bytes + 1`` bytes are read)."""
+        path = self.path(*parts)
+        if max_bytes is None:
+            data: bytes = self.fs.cat_file(path)
+            return data
+        with self.fs.open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise TooLargeError(self.url_of(path), max_bytes)
         return data
+
+    def open_write(self, *parts: str | int) -> IO[bytes]:
+        """A new object for writing, its folders made as needed. Readers may see it half
+        written: put it somewhere only a commit file points at (or write it atomically)."""
+        path = self.path(*parts)
+        self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        stream: IO[bytes] = self.fs.open(path, "wb")
+        return stream
+
+    def list_names(self, *parts: str | int) -> list[str]:
+        """Names of the files and folders directly in a folder; none if it does not exist."""
+        try:
+            found = self.fs.ls(self.path(*parts), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(str(p).rstrip("/")) for p in found)
+
+    def glob(self, *parts: str | int) -> list[str]:
+        """Paths (relative to the root) matching a pattern of ``parts`` (``*`` per level)."""
+        return sorted(self.relative(p) for p in self.fs.glob(self.path(*parts)))
+
+    def remove_tree(self, *parts: str | int) -> None:
+        """Delete a folder and everything in it (nothing if it is not there)."""
+        path = self.path(*parts)
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
 
     def write_bytes_atomic(self, data: bytes, *parts: str | int) -> None:
         """Write a small object so that readers see the old or the new content, never half.

@@ -6,6 +6,7 @@ from prefect import flow
 
 from course_exports.project import ImportedProject
 from course_exports.settings import load_settings
+from course_exports.text import one_line
 from flows.parameters import PositiveId, param
 from tasks.project import check_reviewer, find_export, summarise_import, unpack_workspace
 
@@ -34,5 +35,5 @@ def import_project(
     check_reviewer(settings, record, requested_by)
     imported = unpack_workspace(settings, record, assignment_id, student_id, stack, requested_by)
     summarise_import(imported)
-    print(f"imported {imported.files} files into {imported.project_url}")
+    print(f"imported {imported.files} files into {one_line(imported.workspace_url, limit=400)}")
     return imported

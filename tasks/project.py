@@ -10,6 +10,7 @@ from course_exports.lake import Person, read_course, read_roster, read_users, re
 from course_exports.project import ImportedProject
 from course_exports.registry import ExportRecord
 from course_exports.settings import Settings
+from course_exports.text import markdown_text
 from tasks.retry import io_task
 
 
@@ -47,17 +48,20 @@ def unpack_workspace(
 
 @task(name="summarise-import")
 def summarise_import(imported: ImportedProject) -> None:
+    # Names come from the archive and the lake: escaped, so none can forge a link or a row.
+    student = markdown_text(imported.username or imported.student_id)
     create_markdown_artifact(
         key=f"import-course-{imported.course_id}",
         description=f"project {imported.project_id}",
         markdown=(
-            f"# Imported {imported.username or imported.student_id}'s workspace\n\n"
+            f"# Imported {student}'s workspace\n\n"
             f"| | |\n|---|---|\n"
-            f"| assignment | {imported.assignment_name} ({imported.assignment_id}) |\n"
-            f"| student | {imported.username} ({imported.student_id}) |\n"
-            f"| stack | {imported.stack['name']} (`{imported.stack['id']}`) |\n"
+            f"| assignment | {markdown_text(imported.assignment_name)} ({imported.assignment_id}) |\n"
+            f"| student | {markdown_text(imported.username)} ({imported.student_id}) |\n"
+            f"| stack | {markdown_text(imported.stack['name'])} ({markdown_text(imported.stack['id'])}) |\n"
             f"| files | {imported.files:,} ({imported.bytes:,} bytes) |\n"
-            f"| project | `{imported.project_url}` |\n"
-            f"| from export | `{imported.export_id}` of course {imported.course_id} |\n"
+            f"| project | {markdown_text(imported.project_url, limit=400)} |\n"
+            f"| files in | {markdown_text(imported.workspace)} |\n"
+            f"| from export | {imported.export_id} of course {imported.course_id} |\n"
         ),
     )

@@ -18,8 +18,11 @@ from typing import Any
 import httpx
 import pytest
 from flowkit import LocalSite
+from importkit import snapshot
 
+from course_exports import project, registry
 from course_exports.errors import InputError, NotFoundError, PermissionDeniedError
+from course_exports.export_reader import UnsafeArchiveError
 from course_exports.lake import read_course
 from course_exports.storage import open_location
 from deployments.download_service import create_app
@@ -203,13 +206,8 @@ def test_import_project_round_trip(site: LocalSite) -> None:
         requested_by=site.teacher,
     )
     root = Path(imported.project_url)
-    got = {
-        p.relative_to(root / "workspace").as_posix(): p.read_bytes()
-        for p in (root / "workspace").rglob("*")
-        if p.is_file()
-    }
-    assert got == wanted
     project = json.loads((root / "project.json").read_text())
+    assert snapshot(root / project["workspace"]) == wanted
     assert project["stack"]["id"] == (stack or assignment["stack"]["id"])
     assert project["files"] == len(wanted)
     # another stack at import replaces the earlier copy
@@ -221,6 +219,55 @@ def test_import_project_round_trip(site: LocalSite) -> None:
         requested_by=site.teacher,
     )
     assert again.project_id == imported.project_id and again.stack["id"] == "custom-stack"
+    assert sorted(p.name for p in root.iterdir()) == sorted(["project.json", again.workspace])
+    assert snapshot(root / again.workspace) == wanted
+
+
+def test_a_damaged_archive_is_refused_once_not_retried(
+    site: LocalSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Damage is a refusal: the unpack task runs once (the retry policy retries anything
+    but an ExportError, 5 s and 30 s apart)."""
+    export = export_course(course_id=site.course, requested_by=site.teacher, notify=False)
+    (aid, uid, _), _ = next(iter(lake_workspace_files(site, site.course).items()))
+    # The archive rewritten with a manifest that is JSON but not an object, and the
+    # record made to agree with it, so that the zip itself is what gets judged.
+    exports = open_location(str(site.exports))
+    path = Path(export.file_url)
+    with zipfile.ZipFile(path) as src:
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as dst:
+            for info in src.infolist():
+                is_manifest = info.filename.endswith("/manifest.json")
+                dst.writestr(info, b"[]" if is_manifest else src.read(info))
+    path.write_bytes(out.getvalue())
+    record = registry.read_record(exports, export.course_id, export.export_id)
+    assert record is not None
+    registry.write_record(
+        exports,
+        record.model_copy(
+            update={
+                "size_bytes": path.stat().st_size,
+                "sha256": hashlib.sha256(out.getvalue()).hexdigest(),
+            }
+        ),
+    )
+    attempts = []
+    real = project.import_workspace
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(project, "import_workspace", counted)
+    with pytest.raises(
+        UnsafeArchiveError, match=r"manifest\.json: expected one of '\{', found '\['"
+    ):
+        import_project(
+            export_id=export.export_id, assignment_id=aid, student_id=uid, requested_by=site.teacher
+        )
+    assert len(attempts) == 1
+    assert not (site.exports / "projects").exists()
 
 
 def test_import_refuses_non_teachers_and_unknown_workspaces(site: LocalSite) -> None:

@@ -1,91 +1,42 @@
-"""Import Project treats the archive as untrusted: hostile zips are refused, nothing written."""
+"""Import Project: the workspace lands whole under its project, or nothing changes.
+
+How a hostile or damaged archive is refused is in ``test_export_reader.py``; this file
+is about what an import writes: paths restored from the manifest, the copy that
+``project.json`` commits, and an earlier copy that survives a failed re-import.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import io
+import errno
 import json
 import stat
 import zipfile
-from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fsspec.implementations.local import LocalFileSystem
+from importkit import (
+    GOOD,
+    STACK,
+    TOP,
+    archive,
+    build,
+    entry,
+    good_files,
+    import_,
+    nothing_imported,
+    publish,
+    reserve,
+    run,
+    snapshot,
+    workspace_files,
+)
 
-from course_exports import registry
 from course_exports.errors import InputError, NotFoundError
-from course_exports.project import ImportLimits, UnsafeArchiveError, import_workspace
-from course_exports.registry import ExportKind, ExportRecord
+from course_exports.project import ImportLimits, UnsafeArchiveError
+from course_exports.registry import ExportRecord
 from course_exports.storage import Location, open_location
-
-TOP = "Course (7) 2026-11-28 120000 UTC"
-STACK = {"id": "python-3.12", "name": "Python 3.12"}
-
-
-def manifest(entries: list[dict[str, Any]], stack: dict[str, str] | None = STACK) -> bytes:
-    return json.dumps(
-        {
-            "export_id": "x",
-            "assignments": [{"id": 5, "name": "Loops", "stack": stack}],
-            "workspaces": [{"assignment_id": 5, "user_id": 9, "username": "ana"}],
-            "entries": entries,
-        }
-    ).encode()
-
-
-def entry(path: str, data: bytes, source: str | None = None) -> dict[str, Any]:
-    return {
-        "path": path,
-        "size": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "source": {
-            "assignment_id": 5,
-            "user_id": 9,
-            "path": path.split("/", 3)[-1] if source is None else source,
-        },
-    }
-
-
-GOOD = {"main.py": b"print('hi')\n", "data/empty.txt": b"", "notes with space.md": b"# n\n"}
-
-
-def good_files() -> list[tuple[str, bytes]]:
-    return [(f"workspaces/Loops/ana/{name}", data) for name, data in GOOD.items()]
-
-
-def build(
-    files: list[tuple[str, bytes]],
-    entries: list[dict[str, Any]] | None = None,
-    tweak: Callable[[zipfile.ZipFile], None] | None = None,
-) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files:
-            zf.writestr(f"{TOP}/{name}", data)
-        if tweak:
-            tweak(zf)
-        listed = entries if entries is not None else [entry(n, d) for n, d in files]
-        zf.writestr(f"{TOP}/manifest.json", manifest(listed))
-    return buffer.getvalue()
-
-
-def publish(exports: Location, data: bytes) -> ExportRecord:
-    record = registry.begin_export(
-        exports,
-        kind=ExportKind.COURSE,
-        course_id=7,
-        course_name="Course",
-        requested_by=1,
-        request_id=None,
-        parameters={},
-        file_name="course.zip",
-        ttl=timedelta(days=7),
-    )
-    with registry.open_export_file(exports, record) as out:
-        out.write(data)
-    return registry.publish(exports, record, size_bytes=out.size, sha256=out.sha256, counts={})
 
 
 @pytest.fixture
@@ -93,45 +44,26 @@ def exports(tmp_path: Path) -> Location:
     return open_location(str(tmp_path / "exports"))
 
 
-def run(exports: Location, data: bytes, **options: Any) -> Any:
-    return import_workspace(
-        exports,
-        publish(exports, data),
-        assignment_id=options.pop("assignment_id", 5),
-        student_id=options.pop("student_id", 9),
-        stack=options.pop("stack", None),
-        requested_by=1,
-        **options,
-    )
-
-
-def nothing_imported(exports: Location) -> bool:
-    return not Path(exports.path("projects")).exists() or not any(
-        Path(exports.path("projects")).rglob("*")
-    )
-
-
 def test_good_archive_round_trip(exports: Location) -> None:
-    project = run(exports, build(good_files()))
+    project = run(exports, archive(good_files()))
+    assert workspace_files(project) == GOOD
     root = Path(project.project_url)
-    got = {
-        p.relative_to(root / "workspace").as_posix(): p.read_bytes()
-        for p in (root / "workspace").rglob("*")
-        if p.is_file()
-    }
-    assert got == GOOD
-    assert json.loads((root / "project.json").read_text())["stack"] == STACK
-    assert project.files == 3
+    stored = json.loads((root / "project.json").read_text())
+    assert stored["stack"] == STACK and stored["workspace"] == project.workspace
+    assert project.files == 3 and project.workspace_url == str(root / project.workspace)
+    assert sorted(p.name for p in root.iterdir()) == sorted(["project.json", project.workspace])
 
 
 def test_names_are_restored_from_the_manifest(exports: Location) -> None:
     data = b"x = 1\n"
-    archive = build(
-        [("workspaces/Loops/ana/a_b.py", data)],
-        [entry("workspaces/Loops/ana/a_b.py", data, source="a:b.py")],
+    project = run(
+        exports,
+        archive(
+            [("workspaces/Loops/ana/a_b.py", data)],
+            [entry("workspaces/Loops/ana/a_b.py", data, source="a:b.py")],
+        ),
     )
-    root = Path(run(exports, archive).project_url)
-    assert (root / "workspace" / "a:b.py").read_bytes() == data
+    assert workspace_files(project) == {"a:b.py": data}
 
 
 @pytest.mark.parametrize(
@@ -139,12 +71,12 @@ def test_names_are_restored_from_the_manifest(exports: Location) -> None:
 )
 def test_zip_slip_through_the_manifest_is_refused(exports: Location, source: str) -> None:
     data = b"boom"
-    archive = build(
+    made = archive(
         [("workspaces/Loops/ana/x", data)],
         [entry("workspaces/Loops/ana/x", data, source=source)],
     )
     with pytest.raises(UnsafeArchiveError, match="unsafe"):
-        run(exports, archive)
+        run(exports, made)
     assert nothing_imported(exports)
 
 
@@ -154,7 +86,7 @@ def test_escaping_entry_names_are_refused(exports: Location, name: str) -> None:
         zf.writestr(zipfile.ZipInfo(name), b"x")
 
     with pytest.raises(UnsafeArchiveError):
-        run(exports, build(good_files(), tweak=add))
+        run(exports, archive(good_files(), tweak=add))
     assert nothing_imported(exports)
 
 
@@ -165,14 +97,13 @@ def test_symbolic_links_are_refused(exports: Location) -> None:
         zf.writestr(info, "/etc/passwd")
 
     with pytest.raises(UnsafeArchiveError, match="symbolic link"):
-        run(exports, build(good_files(), tweak=add))
+        run(exports, archive(good_files(), tweak=add))
     assert nothing_imported(exports)
 
 
 def test_zip_bombs_are_refused(exports: Location) -> None:
     zeros = b"\0" * (4 * 2**20)
-    bomb = build([(f"workspaces/Loops/ana/z{i}", zeros) for i in range(8)])
-    assert len(bomb) < 200_000  # 32 MB of zeros in a few dozen KB
+    bomb = archive([(f"workspaces/Loops/ana/z{i}", zeros) for i in range(8)])
     with pytest.raises(UnsafeArchiveError, match="out of proportion"):
         run(exports, bomb, limits=ImportLimits(max_ratio=100))
     with pytest.raises(UnsafeArchiveError, match="out of proportion"):
@@ -187,29 +118,94 @@ def test_tampered_file_is_refused_and_the_partial_import_removed(exports: Locati
     entries = [entry(n, d) for n, d in files]
     entries[-1]["sha256"] = "0" * 64  # the last file no longer matches
     with pytest.raises(UnsafeArchiveError, match="does not match the manifest"):
-        run(exports, build(files, entries))
+        run(exports, archive(files, entries))
     assert nothing_imported(exports)
-
-
-def test_not_a_zip(exports: Location) -> None:
-    with pytest.raises(UnsafeArchiveError, match="not a readable zip"):
-        run(exports, b"PK\x03\x04 certainly not a zip")
 
 
 def test_missing_workspace_and_missing_stack(exports: Location) -> None:
     with pytest.raises(NotFoundError, match="student 10"):
-        run(exports, build(good_files()), student_id=10)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for name, data in good_files():
-            zf.writestr(f"{TOP}/{name}", data)
-        zf.writestr(
-            f"{TOP}/manifest.json",
-            manifest([entry(n, d) for n, d in good_files()], stack=None),
-        )
+        run(exports, archive(good_files()), student_id=10)
+    no_stack = archive(good_files(), stack=None)
     with pytest.raises(InputError, match="choose one"):
-        run(exports, buffer.getvalue())
-    assert run(exports, buffer.getvalue(), stack="java-21").stack == {
-        "id": "java-21",
-        "name": "java-21",
-    }
+        run(exports, no_stack)
+    assert run(exports, no_stack, stack="java-21").stack == {"id": "java-21", "name": "java-21"}
+
+
+# -- item 8: a re-import replaces the earlier copy only once the new one is complete ----------
+
+
+class FailingFileSystem(LocalFileSystem):
+    """The real local filesystem, except that the n-th file opened for writing fails
+    (a full disk, a dropped connection): a fault injected in the middle of an import."""
+
+    cachable = False  # fsspec would otherwise hand this instance out for every "file" URL
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.fail_at = fail_at
+        self.writes = 0
+
+    def _open(self, path: str, mode: str = "rb", *args: Any, **kwargs: Any) -> Any:
+        if "w" in mode:
+            self.writes += 1
+            if self.writes == self.fail_at:
+                raise OSError(errno.ENOSPC, "No space left on device (injected)", path)
+        return super()._open(path, mode, *args, **kwargs)
+
+
+def imported_once(exports: Location) -> tuple[ExportRecord, Path, dict[str, bytes]]:
+    record = reserve(exports)
+    record = publish(exports, record, build(record.export_id, good_files()))
+    project = import_(exports, record)
+    root = Path(project.project_url)
+    return record, root, snapshot(root)
+
+
+def test_a_reimport_failing_midway_keeps_the_earlier_copy(exports: Location) -> None:
+    record, root, before = imported_once(exports)
+    flaky = Location(FailingFileSystem(fail_at=2), exports.root, exports.url)
+    with pytest.raises(OSError, match="injected"):
+        import_(flaky, record, stack="java-21")
+    assert flaky.fs.writes == 2  # one file of the new copy was written before the failure
+    assert snapshot(root) == before  # the earlier project, byte for byte, and nothing else
+
+
+def test_a_refused_reimport_keeps_the_earlier_copy(exports: Location) -> None:
+    record, root, before = imported_once(exports)
+    files = good_files()
+    entries = [entry(n, d) for n, d in files]
+    entries[-1]["sha256"] = "0" * 64
+    Path(record.file_url).write_bytes(build(record.export_id, files, entries))
+    with pytest.raises(UnsafeArchiveError):
+        import_(exports, record, stack="java-21")
+    assert snapshot(root) == before
+
+
+def test_a_reimport_replaces_the_copy_and_clears_what_crashed_imports_left(
+    exports: Location,
+) -> None:
+    record, root, _ = imported_once(exports)
+    first = json.loads((root / "project.json").read_text())["workspace"]
+    crashed = root / "workspace-20200101T000000Z-deadbeef"  # a crash years ago
+    running = root / "workspace-29990101T000000Z-cafef00d"  # another import, still writing
+    legacy = root / "workspace"  # the layout before copies were versioned
+    for folder in (crashed, running, legacy):
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "f.txt").write_bytes(b"left over")
+    (root / "notes.txt").write_bytes(b"not ours to judge")
+    again = import_(exports, record, stack="java-21")
+    assert again.project_id == root.name and again.stack["id"] == "java-21"
+    assert again.workspace != first
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        ["project.json", again.workspace, running.name, "notes.txt"]
+    )
+    assert workspace_files(again) == GOOD
+
+
+def test_a_project_of_the_first_layout_is_replaced(exports: Location) -> None:
+    record, root, _ = imported_once(exports)
+    stored = json.loads((root / "project.json").read_text())
+    (root / stored.pop("workspace")).rename(root / "workspace")
+    (root / "project.json").write_text(json.dumps(stored))
+    again = import_(exports, record)
+    assert sorted(p.name for p in root.iterdir()) == sorted(["project.json", again.workspace])
