@@ -28,7 +28,7 @@ from course_exports.registry import ExportRecord
 from course_exports.spill import Spill
 from course_exports.storage import Location
 from course_exports.tabular import safe_csv
-from course_exports.workspace import WorkspaceFile, WorkspacePlan, safe_name
+from course_exports.workspace import MAX_NAME, WorkspaceFile, WorkspacePlan, safe_name
 from course_exports.zipstream import (
     DEFAULT_LEVEL,
     Source,
@@ -44,10 +44,10 @@ ROSTER_HEADER = ["User ID", "Username", "Email", "First Name", "Last Name", "Rol
 
 
 def top_folder(course: Course, created: datetime) -> str:
-    """``Intro to Python (1042) 2026-11-28 181700 UTC``: readable, sortable, safe."""
-    return safe_name(
-        f"{course.name} ({course.id}) {created:%Y-%m-%d %H%M%S} UTC", f"course {course.id}"
-    )
+    """``Intro to Python (1042) 2026-11-28 181700 UTC``: readable, sortable, safe. A long
+    course name is cut, never the id and time that make the name unique."""
+    tail = f" ({course.id}) {created:%Y-%m-%d %H%M%S} UTC"
+    return safe_name(course.name, "course", limit=MAX_NAME - len(tail)) + tail
 
 
 def roster_csv(roster: pl.DataFrame, users: pl.DataFrame) -> bytes:

@@ -21,29 +21,49 @@ from course_exports.errors import InputError, LakeDataError
 from course_exports.lake import Course, check_assignment_ids
 from course_exports.spill import Span, Spill
 from course_exports.storage import Location
+from course_exports.text import strip_bidi
 
-_FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
-_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{d}{i}" for d in ("COM", "LPT") for i in range(1, 10)}
+# Windows' forbidden characters, C0 and C1 controls, the Unicode line separators, and lone
+# surrogates (how Python spells the bytes of a local file name that is not UTF-8).
+_FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]')
+# Device names Windows reserves whatever the extension (superscript digits count too).
+_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {
+    f"{d}{i}" for d in ("COM", "LPT") for i in "123456789\u00b9\u00b2\u00b3"
+}
+_UNDECODABLE = re.compile(r"[\ud800-\udfff]")
 MAX_NAME = 120  # bytes per path component, well under every filesystem's 255
 
 
-def safe_name(name: str, fallback: str = "_") -> str:
-    """One path component that every common filesystem accepts, readable as the original."""
-    text = unicodedata.normalize("NFC", name)
-    text = _FORBIDDEN.sub("_", text).strip(" ")
-    text = text.rstrip(". ")  # Windows drops trailing dots and spaces
+def _fit(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes on a character boundary, NFC, and
+    without the trailing dots and spaces Windows drops."""
+    while True:
+        encoded = text.encode()
+        if len(encoded) > limit:
+            text = encoded[:limit].decode(errors="ignore")
+        text = unicodedata.normalize("NFC", text).rstrip(". ")
+        if len(text.encode()) <= limit:
+            return text
+
+
+def safe_name(name: str, fallback: str = "_", *, limit: int = MAX_NAME) -> str:
+    """One path component that every common filesystem accepts, readable as the original.
+
+    Bidirectional controls are dropped (``cod\u202egpj.exe`` would show as
+    ``codexe.jpg``), other controls and forbidden characters become ``_``.
+    """
+    text = _FORBIDDEN.sub("_", unicodedata.normalize("NFC", strip_bidi(name)))
+    text = _fit(text.strip(" "), limit)
     if text in ("", ".", ".."):
         text = fallback
     if text.split(".")[0].upper() in _RESERVED:
-        text = f"_{text}"
-    encoded = text.encode()
-    if len(encoded) > MAX_NAME:
-        text = encoded[:MAX_NAME].decode(errors="ignore").rstrip(". ") or fallback
+        text = _fit(f"_{text}", limit)
     return text
 
 
 class UniqueNames:
-    """Hands out names unique under case folding, suffixing `` (2)``, `` (3)``... on clashes."""
+    """Hands out names unique under case folding, suffixing `` (2)``, `` (3)``... on clashes,
+    cutting the name (never the suffix or extension) to stay within :data:`MAX_NAME`."""
 
     def __init__(self) -> None:
         self._taken: set[str] = set()
@@ -51,14 +71,19 @@ class UniqueNames:
     def claim(self, wanted: str, *, suffix: str | None = None) -> str:
         candidate = wanted
         if candidate.casefold() in self._taken and suffix is not None:
-            candidate = f"{wanted} ({suffix})"
+            candidate = _with_tail(wanted, f" ({suffix})")
         stem, ext = _split_ext(candidate)
         n = 2
         while candidate.casefold() in self._taken:
-            candidate = f"{stem} ({n}){ext}"
+            candidate = _with_tail(stem, f" ({n}){ext}")
             n += 1
         self._taken.add(candidate.casefold())
         return candidate
+
+
+def _with_tail(stem: str, tail: str) -> str:
+    room = MAX_NAME - len(tail.encode())
+    return _fit(stem, room) + tail if len(stem.encode()) > room else stem + tail
 
 
 def _split_ext(name: str) -> tuple[str, str]:
@@ -171,6 +196,9 @@ def list_workspace_files(
             raise LakeDataError(
                 lake.url_of(path), "workspace folders must be <assignment_id>/<user_id>"
             ) from None
+        if _UNDECODABLE.search(parts[2]):
+            # A local file whose name is not UTF-8: no zip name or manifest can hold it.
+            raise LakeDataError(lake.url_of(path), "a file name that is not valid UTF-8")
         yield assignment_id, user_id, parts[2], path, size
 
 

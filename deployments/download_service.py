@@ -42,7 +42,7 @@ from course_exports.errors import ExportError, LakeDataError, SettingsError
 from course_exports.registry import ExportRecord, ExportStatus
 from course_exports.settings import Settings, load_settings
 from course_exports.storage import Location
-from course_exports.text import one_line
+from course_exports.text import one_line, strip_bidi
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,10 @@ def _ascii_fallback(text: str) -> str:
 
 def content_disposition(file_name: str) -> str:
     """``attachment`` with an ASCII ``filename`` for old clients and an RFC 5987
-    ``filename*`` with the real (UTF-8) name, which RFC 6266 clients prefer."""
+    ``filename*`` with the real (UTF-8) name, which RFC 6266 clients prefer. Bidi
+    controls are dropped (an export named before they were stripped from names could
+    otherwise still spoof its extension in a save dialog)."""
+    file_name = strip_bidi(file_name)
     stem, ext = os.path.splitext(file_name)
     fallback = (_ascii_fallback(stem).strip(" .") or "download") + _ascii_fallback(ext)
     encoded = quote(file_name, safe=_ATTR_CHAR_EXTRA)

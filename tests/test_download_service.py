@@ -374,6 +374,15 @@ def test_content_disposition_fallbacks() -> None:
     assert content_disposition("数据.csv").startswith('attachment; filename="download.csv";')
 
 
+def test_content_disposition_drops_bidi_controls() -> None:
+    """``Intro\u202ecod.exe`` would show as ``Intro exe.doc`` in a save dialog."""
+    header = content_disposition("Intro\u202egpj.exe (1042).zip")
+    assert header == (
+        'attachment; filename="Introgpj.exe (1042).zip"; '
+        "filename*=UTF-8''Introgpj.exe%20%281042%29.zip"
+    )
+
+
 # -- S3 -----------------------------------------------------------------------------------
 
 

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import io
+import os
+import re
 import unicodedata
+import zipfile
+from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
-from course_exports.errors import InputError
+from course_exports.errors import InputError, LakeDataError
 from course_exports.lake import Assignment, Course, Unit
+from course_exports.storage import open_location
+from course_exports.text import BIDI_CONTROLS
 from course_exports.workspace import (
     MAX_NAME,
     UniqueNames,
     WorkspacePlan,
     check_selection,
+    list_workspace_files,
     plan_workspaces,
     safe_name,
 )
+from course_exports.zipstream import ZipStreamWriter
 
 WINDOWS_FORBIDDEN = set('<>:"/\\|?*') | {chr(c) for c in range(32)} | {"\x7f"}
 
@@ -194,3 +206,115 @@ def test_selection_is_checked_against_the_course() -> None:
         check_selection(COURSE, ROSTER, [501, 777], None)
     with pytest.raises(InputError, match="student_ids: 1, 10 not a Student of course 1042"):
         check_selection(COURSE, ROSTER, None, [1, 7, 10])
+
+
+# -- bidi controls and lengths (issue 8.10); properties of the naming ------------------------
+
+BIDI = sorted(BIDI_CONTROLS)
+
+
+def test_bidi_controls_are_stripped_from_names() -> None:
+    assert safe_name("report\u202egpj.exe") == "reportgpj.exe"
+    assert safe_name("\u2066\u2067\u2068\u2069a\u202a\u202b\u202c\u202d") == "a"
+    assert safe_name("\u202e") == "_"  # nothing left: the fallback
+    result = plan((501, 7, "cod\u202egpj.exe", 1), (501, 7, "\u2067dir/x.py", 1))
+    assert {f.arcname for f in result.files()} == {
+        "Homework/sam/codgpj.exe",
+        "Homework/sam/dir/x.py",
+    }
+
+
+def test_clash_suffixes_keep_names_within_the_limit() -> None:
+    names = UniqueNames()
+    long = "é" * (MAX_NAME // 2)  # exactly MAX_NAME bytes
+    first, second, third = (names.claim(long, suffix="123456") for _ in range(3))
+    assert first == long
+    assert second.endswith(" (123456)") and third.endswith(" (2)")
+    files = UniqueNames()
+    clashes = [files.claim("x" * 116 + ".txt") for _ in range(12)]
+    assert clashes[1].endswith(" (2).txt") and clashes[11].endswith(" (12).txt")
+    for name in [second, third, *clashes]:
+        assert_portable(name)
+    assert len({n.casefold() for n in [first, second, third]}) == 3
+    assert len({n.casefold() for n in clashes}) == 12
+
+
+#: Any text, heavy in what file systems and zip readers give a meaning to.
+name_text = st.text(
+    alphabet=st.one_of(
+        st.sampled_from(list('/\\.:*?"<>| \t\r\n\x00\x7f\x85\u2028') + BIDI),
+        st.sampled_from(list("aAbBßſKkÅåΣσς")),  # letters case folding merges
+        st.characters(),
+    ),
+    max_size=150,
+)
+
+
+def assert_clean(component: str) -> None:
+    assert_portable(component)
+    assert not set(component) & BIDI_CONTROLS, component
+    assert not any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in component)
+
+
+@given(name_text)
+def test_safe_name_of_anything_is_clean(name: str) -> None:
+    assert_clean(safe_name(name))
+
+
+@given(st.lists(name_text, max_size=30), st.integers(min_value=1, max_value=10**12))
+def test_claimed_names_are_clean_and_unique_under_case_folding(
+    names: list[str], suffix: int
+) -> None:
+    taken = UniqueNames()
+    claimed = [taken.claim(safe_name(n), suffix=str(suffix)) for n in names]
+    assert len({c.casefold() for c in claimed}) == len(claimed)
+    for name in claimed:
+        assert_clean(name)
+
+
+# What a listing can hold: UTF-8 (a local name that is not UTF-8 is refused, see below).
+listed_name = name_text.filter(lambda name: bool(name) and not _UNDECODABLE.search(name))
+source_paths = st.lists(
+    st.lists(listed_name, min_size=1, max_size=4).map("/".join),
+    min_size=1,
+    max_size=25,
+    unique=True,
+)
+
+
+@examples(deadline=None, max_examples=150)
+@given(source_paths)
+def test_file_names_round_trip_through_a_real_zip(sources: list[str]) -> None:
+    result = plan(*[(501, 7, source, 1) for source in sources])
+    files = list(result.files())
+    arcnames = [f.arcname for f in files]
+    assert sorted(f.source for f in files) == sorted(sources)  # every file, original kept
+    lowered = [a.casefold() for a in arcnames]
+    assert len(set(lowered)) == len(lowered)
+    folders = {a.rsplit("/", 1)[0].casefold() for a in arcnames}
+    assert not set(lowered) & folders  # no file where a folder of that name is
+    for arcname in arcnames:
+        for part in arcname.split("/"):
+            assert_clean(part)
+    out = io.BytesIO()
+    writer = ZipStreamWriter(out)
+    for arcname in arcnames:
+        writer.add_bytes(arcname, b"x")
+    writer.close()
+    with zipfile.ZipFile(io.BytesIO(out.getvalue())) as archive:
+        assert archive.namelist() == arcnames
+        assert archive.testzip() is None
+
+
+_UNDECODABLE = re.compile(r"[\ud800-\udfff]")
+
+
+def test_a_local_file_name_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "lake" / "workspaces" / "1042" / "501" / "7"
+    folder.mkdir(parents=True)
+    (folder / "ok.py").write_bytes(b"x")
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.py"), "wb") as fh:
+        fh.write(b"x")  # Latin-1, as an old tool may have written it
+    lake = open_location(str(tmp_path / "lake"))
+    with pytest.raises(LakeDataError, match="not valid UTF-8"):
+        list(list_workspace_files(lake, 1042))
