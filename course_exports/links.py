@@ -77,7 +77,8 @@ def verify(key: bytes, token: str, *, purpose: str, now: datetime | None = None)
         claims = TokenClaims(
             got_purpose, int(course), export_id, datetime.fromtimestamp(int(expiry), UTC)
         )
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, OverflowError, OSError):
+        # OverflowError/OSError: an expiry beyond what datetime or the platform holds.
         raise InvalidTokenError("malformed claims") from None
     if claims.purpose != purpose:
         raise InvalidTokenError(f"token is for {claims.purpose}, not {purpose}")

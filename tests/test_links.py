@@ -1,6 +1,9 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from course_exports import links
 
@@ -80,3 +83,54 @@ def test_urls() -> None:
     assert url.startswith("https://x.example/d/")
     listing = links.course_list_url("https://x.example", KEY, 1, NOW)
     assert listing.startswith("https://x.example/courses/1/exports?token=")
+
+
+# -- properties: any input is a refusal, never another exception ---------------------------
+
+ERRORS = (links.InvalidTokenError, links.ExpiredTokenError)
+token_text = st.text(
+    alphabet=st.one_of(st.sampled_from(list("AZaz09-_.=:+/ ")), st.characters()), max_size=200
+)
+
+
+@examples(max_examples=500)
+@given(token=token_text, purpose=st.sampled_from([links.DOWNLOAD, links.COURSE_LIST]))
+def test_any_string_is_refused_with_a_token_error(token: str, purpose: str) -> None:
+    with pytest.raises(ERRORS):
+        links.verify(KEY, token, purpose=purpose, now=NOW)
+
+
+def mac_b64(payload: bytes) -> str:
+    import base64
+    import hashlib
+    import hmac
+
+    mac = hmac.new(KEY, payload, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+@examples(max_examples=500)
+@given(
+    payload=st.one_of(
+        st.binary(max_size=120),
+        st.builds(
+            lambda p, c, e, x: f"{p}:{c}:{e}:{x}".encode(),
+            st.sampled_from([links.DOWNLOAD, links.COURSE_LIST, "", "x"]),
+            st.one_of(st.integers(), st.text(max_size=8)),
+            st.one_of(st.just(EXPORT), st.text(max_size=40)),
+            st.one_of(st.integers(), st.text(max_size=25)),
+        ),
+    ),
+    purpose=st.sampled_from([links.DOWNLOAD, links.COURSE_LIST]),
+)
+def test_any_signed_payload_is_claims_or_a_token_error(payload: bytes, purpose: str) -> None:
+    """Even a payload we signed (a signer bug, an old format) never raises anything else:
+    huge expiries, non-UTF-8, missing or extra fields."""
+    import base64
+
+    token = f"{base64.urlsafe_b64encode(payload).rstrip(b'=').decode()}.{mac_b64(payload)}"
+    try:
+        claims = links.verify(KEY, token, purpose=purpose, now=NOW)
+    except ERRORS:
+        return
+    assert claims.purpose == purpose and claims.expires_at > NOW
