@@ -7,6 +7,11 @@ log), and ``reason`` is the short text a failure mail may show to a teacher.
 
 from __future__ import annotations
 
+from course_exports.text import one_line
+
+#: Longest message kept (a pydantic report of a damaged manifest runs to a few KB).
+MAX_MESSAGE_CHARS = 4000
+
 
 class ExportError(Exception):
     """Base of every error this system reports on purpose."""
@@ -15,7 +20,9 @@ class ExportError(Exception):
     reason: str = "the export could not be produced"
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
-        super().__init__(message)
+        # Messages quote names and data from the lake; Prefect logs them when a run
+        # fails, so a CR/LF (or bidi control) in a name must not start a forged line.
+        super().__init__(one_line(message, limit=MAX_MESSAGE_CHARS))
         if reason is not None:
             self.reason = reason
 

@@ -22,6 +22,7 @@ from course_exports.retention import (
     PurgeStep,
 )
 from course_exports.settings import Settings
+from course_exports.text import markdown_text
 from tasks.retry import io_task
 
 # -- purge-expired-exports ---------------------------------------------------------------
@@ -55,7 +56,9 @@ def _id_lines(title: str, ids: list[str], total: int) -> Iterator[str]:
         return
     more = f" (first {len(ids)} of {total})" if total > len(ids) else ""
     yield ""
-    yield f"**{title}**{more}: " + ", ".join(f"`{i}`" for i in ids)
+    # Keys and paths hold names from the lake: escaped, not code spans (a backtick in a
+    # name would close one).
+    yield f"**{title}**{more}: " + ", ".join(markdown_text(i, limit=300) for i in ids)
 
 
 def export_purge_markdown(summary: ExportPurgeSummary) -> str:
@@ -81,7 +84,11 @@ def export_purge_markdown(summary: ExportPurgeSummary) -> str:
     lines += _id_lines("Projects", summary.project_ids, summary.projects_removed)
     lines += _id_lines("Uploads", summary.upload_keys, summary.uploads_aborted)
     if summary.damaged:
-        lines += ["", "**Unreadable, left alone:**", *(f"- {d}" for d in summary.damaged)]
+        lines += [
+            "",
+            "**Unreadable, left alone:**",
+            *(f"- {markdown_text(d, limit=500)}" for d in summary.damaged),
+        ]
     return "\n".join(lines) + "\n"
 
 

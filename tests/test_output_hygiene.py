@@ -1,0 +1,93 @@
+"""Names from the lake reach logs, prints, run names and markdown artifacts inert (issue 8.9).
+
+A course, assignment or user name (or a file name made from one) may hold CR/LF, which
+would forge a log line, and markdown, which would turn an artifact into a link to
+anywhere. Each builder and log line that interpolates one is fed such a name here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from course_exports import mail, registry
+from course_exports.errors import InputError, LakeDataError
+from course_exports.lake import Person
+from course_exports.retention import ExportPurgeSummary
+from course_exports.settings import Settings
+from course_exports.storage import open_location
+from tasks.retention import export_purge_markdown
+
+#: A name that tries both: a forged log line and a markdown heading, link and image.
+HOSTILE = "Intro\r\nINFO forged line\n# Heading [click](http://evil.example) ![x](http://evil.example/x.png) `code` | cell"
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def assert_inert_markdown(markdown: str) -> None:
+    """Nothing of HOSTILE is live markdown: no link, image, heading or code span of its own."""
+    assert "](http://evil.example" not in markdown.replace("\\]\\(", "")
+    assert not re.search(r"(?<!\\)\[click(?<!\\)\]\(", markdown)
+    assert "INFO forged line" not in [line.strip() for line in markdown.splitlines()]
+    for line in markdown.splitlines():
+        assert not line.startswith("# Heading"), line
+    assert "`code`" not in markdown
+
+
+def assert_one_line(records: list[logging.LogRecord]) -> None:
+    assert records
+    for record in records:
+        message = record.getMessage()
+        assert "\n" not in message and "\r" not in message, message
+
+
+def test_purge_summary_markdown_is_inert() -> None:
+    summary = ExportPurgeSummary(
+        now=NOW, dry_run=False, expired=1, bytes_freed=0, leftovers_removed=1,
+        tombstones_removed=0, projects_removed=0, uploads_aborted=1, in_progress=0,
+        damaged=[f"/exports/7/x/manifest.json: not a valid export manifest ({HOSTILE})"],
+        expired_ids=["a" * 32], leftover_ids=[HOSTILE], tombstone_ids=[], project_ids=[],
+        upload_keys=[f"exports/7/{HOSTILE}.zip"],
+    )  # fmt: skip
+    markdown = export_purge_markdown(summary)
+    assert_inert_markdown(markdown)
+    assert "a" * 32 in markdown and "Intro" in markdown
+
+
+def test_mail_log_lines_stay_one_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(outbox=str(tmp_path / "outbox"), mail_from="exports@school.example")
+    person = Person(7, "eve", "eve@school.example", HOSTILE, HOSTILE)
+    message = mail.failure_mail(
+        settings=settings, recipient=person, course_name=HOSTILE, kind="course", reason=HOSTILE
+    )
+    with caplog.at_level(logging.INFO, logger="course_exports.mail"):
+        assert mail.deliver(message, settings).delivered
+    assert_one_line(caplog.records)
+    assert "\u202e" not in mail.log_recipients(message)
+
+
+def test_skipped_manifest_log_line_stays_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    exports = open_location(str(tmp_path / "exports"))
+    folder = tmp_path / "exports" / "7" / ("b" * 32)
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(
+        '{"course_name": "' + HOSTILE.replace("\r\n", "\\r\\n").replace("\n", "\\n") + '"}'
+    )
+    with caplog.at_level(logging.WARNING, logger="course_exports.registry"):
+        assert registry.list_records(exports, 7) == []
+    assert_one_line(caplog.records)
+
+
+def test_error_messages_are_one_line() -> None:
+    """Prefect logs a failed run's exception: its message must not forge lines either."""
+    for error in (
+        InputError("assignment_ids", f"777 not in course 7 ({HOSTILE})"),
+        LakeDataError(f"/lake/courses/7/{HOSTILE}", "unreadable"),
+    ):
+        assert "\n" not in str(error) and "\r" not in str(error)
+        assert "INFO forged line" in str(error)  # still says what it is, escaped
