@@ -50,6 +50,7 @@ deploy: setup
 	$(BIN)/prefect work-pool inspect $(POOL) >/dev/null 2>&1 || \
 		$(BIN)/prefect work-pool create $(POOL) --type process
 	$(BIN)/prefect --no-prompt deploy --all
+	$(BIN)/python -m deployments.automations
 
 worker: setup
 	$(BIN)/prefect worker start --pool $(POOL)

@@ -20,6 +20,13 @@ passed to flows that take one, which is what makes a completed request return th
 export even from a new run. A request whose run failed, crashed or was cancelled gets a
 fresh run when triggered again (otherwise the LMS could never retry it).
 
+Crashes. A run whose process died (Crashed) is run again once, automatically, with the
+same parameters (tasks/recovery.py): that retry carries the tag ``crash-retry`` and the
+idempotency key ``<key>:after:<crashed run id>``. :meth:`LmsClient.wait` and
+:meth:`LmsClient.result` follow a crashed first attempt to its retry (creating it with
+that same key if the project's automation has not yet, so there is still one retry),
+and report the retry's outcome: the LMS sees how the request ended, not the crash.
+
 The result. The flows persist their result in the worker's result storage, which the API
 only points to; so they also publish it as a ``result`` artifact on the flow run
 (flows/hooks.py), and :meth:`LmsClient.result` reads that.
@@ -42,6 +49,8 @@ import httpx
 #: Published by the export flows' completion hook (flows/hooks.py).
 RESULT_ARTIFACT_TYPE = "result"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+#: Carried by the automatic retry of a crashed run (tasks/recovery.py has the same).
+CRASH_RETRY_TAG = "crash-retry"
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 _UNSUCCESSFUL = frozenset({"FAILED", "CRASHED", "CANCELLED"})
 _RETRY_STATUS = frozenset({502, 503, 504})
@@ -141,6 +150,17 @@ def idempotency_key(deployment: str, parameters: Mapping[str, Any], request_id: 
     """The request id and a hash of what was asked: never the same key for other parameters."""
     digest = hashlib.sha256(canonical_json({"d": deployment, "p": dict(parameters)}).encode())
     return f"lms:{request_id}:{digest.hexdigest()[:32]}"
+
+
+def retry_key(run: Mapping[str, Any]) -> str:
+    """The idempotency key of the next run of a request after ``run`` ended unsuccessfully
+    (tasks/recovery.py derives the same for the retry of a crash)."""
+    return f"{run.get('idempotency_key') or run['id']}:after:{run['id']}"
+
+
+def _crashed_first_attempt(run: Mapping[str, Any]) -> bool:
+    """A crash the project retries on its own: a run that is not itself that retry."""
+    return run.get("state_type") == "CRASHED" and CRASH_RETRY_TAG not in (run.get("tags") or [])
 
 
 def _split_deployment(deployment: str) -> tuple[str, str]:
@@ -317,22 +337,9 @@ class LmsClient:
                 )
             params["request_id"] = request_id
         key = idempotency_key(deployment, params, request_id)
+        tags: list[str] = []
         for _ in range(_MAX_RERUNS):
-            response = self._request(
-                "POST",
-                f"deployments/{found['id']}/create_flow_run",
-                {"parameters": params, "idempotency_key": key},
-            )
-            if response.status_code in (409, 422):
-                detail = response.json().get("detail", response.text)
-                raise ParametersRejected(
-                    f"{deployment} refused the parameters {canonical_json(params)}: {detail}",
-                    status_code=response.status_code,
-                    detail=detail,
-                )
-            self._check(response, f"start a run of {deployment!r}")
-            run = response.json()
-            created = response.status_code == 201
+            run, created = self._create_run(deployment, found["id"], params, key, tags)
             if created or not rerun_unsuccessful or run.get("state_type") not in _UNSUCCESSFUL:
                 return FlowRunRef(
                     id=str(run["id"]),
@@ -345,10 +352,48 @@ class LmsClient:
                 )
             # The request's last run did not succeed: chain a new key on it, so concurrent
             # retries of the same request still converge on one new run.
-            key = f"{key}:after:{run['id']}"
+            tags = [CRASH_RETRY_TAG] if _crashed_first_attempt(run) else []
+            key = retry_key(run)
         raise LmsClientError(
             f"request {request_id!r} of {deployment} failed {_MAX_RERUNS} times; not retrying"
         )
+
+    def _create_run(
+        self,
+        deployment: str,
+        deployment_id: str,
+        params: Mapping[str, Any],
+        key: str,
+        tags: list[str],
+    ) -> tuple[dict[str, Any], bool]:
+        """The run of ``deployment`` with this idempotency key: created, or the existing one."""
+        body: dict[str, Any] = {"parameters": dict(params), "idempotency_key": key}
+        if tags:
+            body["tags"] = tags
+        response = self._request("POST", f"deployments/{deployment_id}/create_flow_run", body)
+        if response.status_code in (409, 422):
+            detail = response.json().get("detail", response.text)
+            raise ParametersRejected(
+                f"{deployment} refused the parameters {canonical_json(params)}: {detail}",
+                status_code=response.status_code,
+                detail=detail,
+            )
+        self._check(response, f"start a run of {deployment!r}")
+        run: dict[str, Any] = response.json()
+        return run, response.status_code == 201
+
+    def _follow_crash(self, run: dict[str, Any]) -> dict[str, Any]:
+        """The run itself, or for a crashed first attempt its automatic retry (created with
+        the retry's key if the project's automation has not made it yet)."""
+        while _crashed_first_attempt(run) and run.get("deployment_id"):
+            run, _ = self._create_run(
+                str(run["deployment_id"]),
+                str(run["deployment_id"]),
+                run.get("parameters") or {},
+                retry_key(run),
+                [CRASH_RETRY_TAG],
+            )
+        return run
 
     def read_run(self, run_id: str) -> dict[str, Any]:
         run: dict[str, Any] = self._json("GET", f"flow_runs/{run_id}")
@@ -357,10 +402,12 @@ class LmsClient:
     def wait(self, run_id: str, *, timeout_s: float = 3600, poll_s: float = 2.0) -> FinalState:
         """Poll until the run is final. Completed: its FinalState; otherwise RunFailed,
         RunCrashed or RunCancelled with the state's message; WaitTimeout
-        when ``timeout_s`` passes first (the run goes on)."""
+        when ``timeout_s`` passes first (the run goes on). A crashed first attempt is
+        followed to its automatic retry: the FinalState's ``run_id`` is then the retry's."""
         deadline = time.monotonic() + timeout_s
         while True:
-            run = self.read_run(run_id)
+            run = self._follow_crash(self.read_run(run_id))
+            run_id = str(run["id"])
             state = run.get("state") or {}
             state_type = run.get("state_type") or state.get("type")
             if state_type in TERMINAL_STATES:
@@ -379,8 +426,10 @@ class LmsClient:
             self._sleep(min(poll_s, remaining))
 
     def result(self, run_id: str) -> dict[str, Any]:
-        """The export result (CONTRACT 3) of a completed run, from its ``result`` artifact."""
-        run = self.read_run(run_id)
+        """The export result (CONTRACT 3) of a completed run, from its ``result`` artifact
+        (of its automatic retry, when the run crashed)."""
+        run = self._follow_crash(self.read_run(run_id))
+        run_id = str(run["id"])
         state_type = run.get("state_type")
         if state_type != "COMPLETED":
             _raise_for_state(run_id, str(state_type), run.get("state") or {})
@@ -420,5 +469,5 @@ class LmsClient:
     ) -> dict[str, Any]:
         """Trigger, wait, and return the result: the one call most LMS code needs."""
         ref = self.trigger(deployment, parameters, request_id=request_id)
-        self.wait(ref.id, timeout_s=timeout_s, poll_s=poll_s)
-        return self.result(ref.id)
+        final = self.wait(ref.id, timeout_s=timeout_s, poll_s=poll_s)
+        return self.result(final.run_id)

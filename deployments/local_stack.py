@@ -17,10 +17,12 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 
+from deployments import automations
 from deployments.steps import default_checkout
 
 POOL = "course-exports"
@@ -76,11 +78,46 @@ def _stop(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
         process.wait(timeout=grace_s)
 
 
-@dataclass(frozen=True)
 class LocalServer:
-    api_url: str
-    home: Path
-    log: Path
+    """``prefect server start`` on 127.0.0.1:``port`` with its database under ``home``
+    (SQLite unless ``extra_env`` names another). :meth:`stop` and :meth:`start` take it
+    down and bring it back on the same port and database, as an operator's restart does."""
+
+    def __init__(
+        self, home: Path, port: int, extra_env: Mapping[str, str], timeout_s: float
+    ) -> None:
+        self.home = home
+        self.port = port
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        self.log = home / "server.log"
+        self.timeout_s = timeout_s
+        self.env = prefect_env(
+            home,
+            extra={
+                "PREFECT_UI_ENABLED": "false",
+                # A run refused a deployment slot retries after this long (default 30 s).
+                "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
+                **extra_env,
+            },
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=self.env,
+                cwd=self.home,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _wait_healthy(self.api_url, self.process, self.log, self.timeout_s)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+            self.process = None
 
 
 @contextmanager
@@ -93,32 +130,12 @@ def run_server(
 ) -> Iterator[LocalServer]:
     """``prefect server start`` on 127.0.0.1 with SQLite under ``home``; stopped on exit."""
     home.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    log = home / "server.log"
-    env = prefect_env(
-        home,
-        extra={
-            "PREFECT_UI_ENABLED": "false",
-            # A run refused a deployment slot retries after this long (default 30 s).
-            "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
-            **(extra_env or {}),
-        },
-    )
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=home,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = LocalServer(home, port or free_port(), extra_env or {}, timeout_s)
     try:
-        _wait_healthy(api_url, process, log, timeout_s)
-        yield LocalServer(api_url, home, log)
+        server.start()
+        yield server
     finally:
-        _stop(process)
+        server.stop()
 
 
 def _wait_healthy(
@@ -165,6 +182,40 @@ def create_pool(api_url: str, home: Path, pool: str = POOL) -> None:
 def deploy_all(api_url: str, home: Path, checkout: Path = REPO_ROOT) -> str:
     """``prefect deploy --all`` from the checkout: what an operator runs."""
     return run_cli(["--no-prompt", "deploy", "--all"], env=prefect_env(home, api_url), cwd=checkout)
+
+
+def install_automations(
+    api_url: str, home: Path, zombie_after: timedelta = automations.ZOMBIE_AFTER
+) -> str:
+    """``python -m deployments.automations``: what ``make deploy`` runs after deploying."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deployments.automations",
+            "--zombie-after",
+            str(zombie_after.total_seconds()),
+        ],
+        env=prefect_env(home, api_url),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise StackError(f"installing the automations failed ({done.returncode}):\n{output}")
+    return output
+
+
+def set_up(
+    api_url: str, home: Path, *, zombie_after: timedelta = automations.ZOMBIE_AFTER
+) -> None:
+    """What ``make deploy`` does: the pool, every deployment of prefect.yaml, the
+    automations."""
+    create_pool(api_url, home)
+    deploy_all(api_url, home)
+    install_automations(api_url, home, zombie_after)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,10 @@ concurrency limit, from this one process: no work pool, no worker. prefect.yaml 
 only list of deployments; this reads it rather than repeating it.
 
 It needs a Prefect server that outlives it (PREFECT_API_URL), or the LMS and the
-schedules have nothing to talk to. Served and `prefect deploy`ed deployments share names:
+schedules have nothing to talk to. Its flow runs send heartbeats every
+``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` seconds (default: the project's 30), and it installs
+the project's automations (deployments/automations.py: zombie runs, crash retry) once the
+deployments are registered. Served and `prefect deploy`ed deployments share names:
 run one mode against a server, not both.
 """
 
@@ -26,6 +29,7 @@ from prefect.schedules import Cron
 from prefect.settings import get_current_settings
 from pydantic import BaseModel, ConfigDict, Field
 
+from deployments import automations
 from deployments.steps import default_checkout
 
 PREFECT_YAML = default_checkout() / "prefect.yaml"
@@ -94,6 +98,22 @@ def build_deployments(
     return [to_runner_deployment(spec, root) for spec in read_specs(path)]
 
 
+def heartbeat_seconds() -> int:
+    """The heartbeat of served runs: Prefect's setting when given, else the project's."""
+    configured = get_current_settings().flows.heartbeat_frequency
+    if "PREFECT_FLOWS_HEARTBEAT_FREQUENCY" in os.environ and configured is not None:
+        return configured
+    return automations.HEARTBEAT_SECONDS
+
+
+def register(deployments: list[RunnerDeployment]) -> None:
+    """Register the deployments (serve registers them again, in place) so the automations,
+    which name the recovery deployment by id, can be installed before serving starts."""
+    for deployment in deployments:
+        deployment.apply()
+    automations.install()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m deployments.serve",
@@ -114,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     # Flow runs start in this directory: entrypoints and the .env file are relative to it.
     os.chdir(args.prefect_file.resolve().parent)
     deployments = build_deployments(args.prefect_file.resolve())
-    serve(*deployments, limit=args.limit)
+    register(deployments)
+    serve(*deployments, limit=args.limit, heartbeat_seconds=heartbeat_seconds())
     return 0
 
 

@@ -4,15 +4,20 @@ standing in for the LMS, and reads of the Prefect REST API the LMS would not nee
 from __future__ import annotations
 
 import base64
+import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import psutil
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -172,3 +177,52 @@ def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
         running += step
         peak = max(peak, running)
     return peak
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+def flow_run_process(parent_pid: int, flow_run_id: str) -> psutil.Process | None:
+    """The process running ``flow_run_id`` among the descendants of a worker or serve
+    process (Prefect hands every flow-run process its run id in PREFECT__FLOW_RUN_ID)."""
+    try:
+        children = psutil.Process(parent_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return None
+    for child in children:
+        try:
+            if child.environ().get("PREFECT__FLOW_RUN_ID") == flow_run_id:
+                return child
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return None
+
+
+def freeze(process: psutil.Process) -> None:
+    """SIGSTOP: the process stops where it is (mid-write), to be looked at, then killed."""
+    os.kill(process.pid, signal.SIGSTOP)
+
+
+def kill_hard(*pids: int) -> None:
+    """kill -9 each pid, as the out-of-memory killer or a vanished machine would."""
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def partial_files(site: Site, course_id: int) -> list[Path]:
+    """Files being written for the course: beside a manifest that still says pending."""
+    found = []
+    for manifest in site.manifests(course_id):
+        with suppress(OSError, ValueError):
+            if json.loads(manifest.read_text()).get("status") == "pending":
+                found += [p for p in manifest.parent.iterdir() if p.name != manifest.name]
+    return [p for p in found if p.is_file() and p.stat().st_size > 0]
+
+
+def export_folder_files(site: Site, course_id: int) -> dict[str, list[str]]:
+    """Every export folder of the course and the files in it."""
+    base = site.exports / str(course_id)
+    if not base.exists():
+        return {}
+    return {d.name: sorted(p.name for p in d.iterdir()) for d in base.iterdir() if d.is_dir()}

@@ -86,6 +86,8 @@ class FakeApi:
             self.runs[run_id] = {
                 "id": run_id,
                 "name": "brave-fox",
+                "deployment_id": deployment_id,
+                "tags": body.get("tags", []),
                 "parameters": body["parameters"],
                 "idempotency_key": body["idempotency_key"],
                 "state_type": "SCHEDULED",
@@ -200,6 +202,41 @@ def test_a_failed_request_gets_a_new_run_when_triggered_again(api: FakeApi) -> N
     assert (kept.id, kept.state_type) == (first.id, "CRASHED")  # the request's first run
 
 
+def test_a_crashed_first_attempt_is_followed_to_its_one_retry(api: FakeApi) -> None:
+    lms = client(api)
+    ref = lms.trigger(COURSE, {"course_id": 1}, request_id="r")
+    api.finish(ref.id, "CRASHED", "process killed")
+    api.polls_until_done = 2  # no retry yet: the client makes it, with the recovery's key
+    final = lms.wait(ref.id, timeout_s=5, poll_s=0)
+    retry = api.runs[final.run_id]
+    assert final.type == "COMPLETED" and final.run_id != ref.id
+    assert retry["idempotency_key"] == f"{ref.idempotency_key}:after:{ref.id}"
+    assert retry["tags"] == [lms_client.CRASH_RETRY_TAG]
+    assert retry["parameters"] == ref.parameters
+    api.artifacts[retry["id"]] = [{"type": "result", "data": {"export_id": "e"}}]
+    assert lms.result(ref.id) == {"export_id": "e"}  # the request's outcome, not the crash
+    assert len(api.runs) == 2  # waiting and reading again made no third run
+    again = lms.trigger(COURSE, {"course_id": 1}, request_id="r")
+    assert again.id == retry["id"] and not again.created  # the LMS asking again: same retry
+
+
+def test_a_crashed_retry_is_the_outcome(api: FakeApi) -> None:
+    lms = client(api)
+    ref = lms.trigger(COURSE, {"course_id": 1}, request_id="r")
+    api.finish(ref.id, "CRASHED", "process killed")
+    with pytest.raises(WaitTimeout):
+        lms.wait(ref.id, timeout_s=0)
+    [retry_id] = [run_id for run_id in api.runs if run_id != ref.id]
+    api.finish(retry_id, "CRASHED", "killed again")
+    with pytest.raises(RunCrashed, match=f"{retry_id} .*killed again"):
+        lms.wait(ref.id, timeout_s=5)
+    with pytest.raises(RunCrashed):
+        lms.result(ref.id)
+    assert len(api.runs) == 2  # one retry, never a second
+    fresh = lms.trigger(COURSE, {"course_id": 1}, request_id="r")  # the LMS asks again
+    assert fresh.created and api.runs[fresh.id]["tags"] == []
+
+
 def test_parameters_rejected_by_the_schema(api: FakeApi) -> None:
     api.reject_parameters = True
     with pytest.raises(ParametersRejected, match="required property"):
@@ -215,6 +252,7 @@ def test_wait_raises_with_the_state_message(
 ) -> None:
     lms = client(api)
     ref = lms.trigger(COURSE, {"course_id": 1}, request_id="r")
+    api.runs[ref.id]["tags"] = [lms_client.CRASH_RETRY_TAG]  # a crashed retry is final
     api.finish(ref.id, state, "ConflictError: request_id 'r' was already used")
     with pytest.raises(error, match=f"{ref.id} .*ConflictError: request_id 'r' was already"):
         lms.wait(ref.id, timeout_s=5)
@@ -258,3 +296,12 @@ def test_transient_api_errors_are_retried_then_reported(api: FakeApi) -> None:
 
 def test_the_flows_publish_what_the_client_reads() -> None:
     assert lms_client.RESULT_ARTIFACT_TYPE == RESULT_ARTIFACT_TYPE
+
+
+def test_the_client_and_the_recovery_name_a_crash_retry_alike() -> None:
+    from tasks import recovery
+
+    assert lms_client.CRASH_RETRY_TAG == recovery.CRASH_RETRY_TAG
+    for key in ("lms:r:abc", None):
+        run = {"id": "1f0c", "idempotency_key": key}
+        assert lms_client.retry_key(run) == recovery.retry_key("1f0c", key)
