@@ -237,14 +237,13 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def prefect_deployments(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The work pool and every deployment of prefect.yaml (``prefect deploy --all`` from the
-    repo root, as an operator runs it) on the session's server; returns its API URL.
-    Modules start their own workers (deployments.local_stack.run_worker)."""
-    from deployments.local_stack import create_pool, deploy_all
+    """The work pool, every deployment of prefect.yaml (``prefect deploy --all`` from the
+    repo root, as an operator runs it) and the automations, as ``make deploy`` sets them up,
+    on the session's server; returns its API URL. Modules start their own workers
+    (deployments.local_stack.run_worker)."""
+    from deployments.local_stack import set_up
 
-    home = tmp_path_factory.mktemp("prefect-cli")
-    create_pool(prefect_server, home)
-    deploy_all(prefect_server, home)
+    set_up(prefect_server, tmp_path_factory.mktemp("prefect-cli"))
     return prefect_server
 
 

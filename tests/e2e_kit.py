@@ -203,6 +203,10 @@ def freeze(process: psutil.Process) -> None:
     os.kill(process.pid, signal.SIGSTOP)
 
 
+def resume(process: psutil.Process) -> None:
+    os.kill(process.pid, signal.SIGCONT)
+
+
 def kill_hard(*pids: int) -> None:
     """kill -9 each pid, as the out-of-memory killer or a vanished machine would."""
     for pid in pids:

@@ -1,13 +1,15 @@
 """A fault-injecting HTTP proxy in front of the S3 server.
 
-The only "mock" in the S3 tests: requests travel for real to the S3 server (SeaweedFS), except the
-few a rule chooses, which get a 500 as a flaky S3 would send. That exercises every retry
+The only "mock" in the S3 tests: requests travel for real to the S3 server (SeaweedFS),
+except the few a rule chooses, which get a 500 (or a 503) as a flaky S3 would send; an
+outage fails every request for a while. That exercises every retry
 layer as it runs in production (botocore, s3fs, our own per-file retries).
 """
 
 from __future__ import annotations
 
 import http.client
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,10 +21,15 @@ from urllib.parse import urlsplit
 Matcher = Callable[[str, str], bool]  # (method, path with query) -> inject?
 
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection"}
-_ERROR = (
-    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
-    b"<Message>injected fault</Message></Error>"
-)
+#: S3's error code for each status the proxy injects.
+_CODES = {500: "InternalError", 503: "ServiceUnavailable"}
+
+
+def _error(status: int) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{_CODES[status]}</Code>'
+        "<Message>injected fault</Message></Error>"
+    ).encode()
 
 
 @dataclass
@@ -30,6 +37,7 @@ class Rule:
     matches: Matcher
     times: int  # how many matching requests fail
     hits: list[str] = field(default_factory=list)
+    status: int = 500
 
 
 @dataclass
@@ -38,10 +46,15 @@ class FaultyProxy:
     rules: list[Rule]
     seen: list[tuple[str, str]]  # every request that reached the proxy: (method, path)
 
-    def fail(self, matches: Matcher, times: int = 1) -> Rule:
-        rule = Rule(matches, times)
+    def fail(self, matches: Matcher, times: int = 1, status: int = 500) -> Rule:
+        rule = Rule(matches, times, status=status)
         self.rules.append(rule)
         return rule
+
+    def outage(self, seconds: float, status: int = 503) -> Rule:
+        """Every request fails with ``status`` for ``seconds`` from now: S3 down."""
+        until = time.monotonic() + seconds
+        return self.fail(lambda _m, _p: time.monotonic() < until, sys.maxsize, status)
 
 
 def _handler(
@@ -59,26 +72,29 @@ def _handler(
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-        def _inject(self) -> bool:
+        def _inject(self) -> int | None:
+            """The status to fail this request with, or None to pass it on."""
             with lock:
                 seen.append((self.command, self.path))
                 for rule in rules:
                     if len(rule.hits) < rule.times and rule.matches(self.command, self.path):
                         rule.hits.append(f"{self.command} {self.path}")
-                        return True
-            return False
+                        return rule.status
+            return None
 
         def _proxy(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             if latency_s:
                 time.sleep(latency_s)
-            if self._inject():
-                self.send_response(500)
+            status = self._inject()
+            if status is not None:
+                error = _error(status)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/xml")
-                self.send_header("Content-Length", str(len(_ERROR)))
+                self.send_header("Content-Length", str(len(error)))
                 self.end_headers()
-                self.wfile.write(_ERROR)
+                self.wfile.write(error)
                 return
             conn = http.client.HTTPConnection(target.netloc, timeout=60)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployments import steps
+from deployments import automations, steps
 from deployments.serve import PREFECT_YAML, build_deployments, read_specs
 
 #: CONTRACT section 3: entrypoint -> schedule (None: run on demand).
@@ -20,15 +20,19 @@ CONTRACT_FLOWS = {
     "flows/retention.py:purge_expired_exports": "hourly",
     "flows/retention.py:purge_access_logs": "daily",
 }
+#: Deployments the project adds to the contract's: entrypoint -> cron.
+ADDED_FLOWS = {"flows/recovery.py:recover_crashed_exports": "*/15 * * * *"}
 
 
 def test_every_contract_flow_is_a_deployment_on_the_pool() -> None:
     document = yaml.safe_load(PREFECT_YAML.read_text())
     entries = document["deployments"]
-    assert {e["entrypoint"] for e in entries} == set(CONTRACT_FLOWS)
+    assert {e["entrypoint"] for e in entries} == set(CONTRACT_FLOWS) | set(ADDED_FLOWS)
     assert len({e["name"] for e in entries}) == len(entries)
     for entry in entries:
         assert entry["work_pool"]["name"] == "course-exports", entry["name"]
+        env = entry["work_pool"]["job_variables"]["env"]  # every run sends heartbeats
+        assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(automations.HEARTBEAT_SECONDS)
         assert entry.get("description"), entry["name"]
         assert "course-exports" in entry["tags"], entry["name"]
         path = PREFECT_YAML.parent / entry["entrypoint"].split(":")[0]
@@ -48,6 +52,8 @@ def test_schedules_and_limits() -> None:
         assert rest == ["*", "*", "*"] and schedule.timezone == "UTC"
         assert minute.isdigit()
         assert (hour == "*") == (every == "hourly"), schedule.cron
+    for entrypoint, cron in ADDED_FLOWS.items():
+        assert [s.cron for s in specs[entrypoint].schedules] == [cron]
     course = specs["flows/export_course.py:export_course"].concurrency()
     assert course is not None and course.limit >= 1
 
