@@ -9,10 +9,12 @@ the developer's ~/.prefect) and analytics off (there may be no internet).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -208,9 +210,7 @@ def install_automations(
     return output
 
 
-def set_up(
-    api_url: str, home: Path, *, zombie_after: timedelta = automations.ZOMBIE_AFTER
-) -> None:
+def set_up(api_url: str, home: Path, *, zombie_after: timedelta = automations.ZOMBIE_AFTER) -> None:
     """What ``make deploy`` does: the pool, every deployment of prefect.yaml, the
     automations."""
     create_pool(api_url, home)
@@ -285,3 +285,77 @@ def _wait_registered(
             pass
         time.sleep(0.3)
     raise StackError(f"worker {name} did not register after {timeout_s:.0f} s:\n{_tail(log)}")
+
+
+# -- PostgreSQL --------------------------------------------------------------------------
+
+#: How to get PostgreSQL's server programs on Debian (initdb, pg_ctl).
+POSTGRES_HINT = "apt-get install postgresql (Debian's package; its programs live in /usr/lib/postgresql/<version>/bin)"
+
+
+def postgres_bin() -> Path:
+    """The newest PostgreSQL's bin folder (Debian keeps them out of PATH)."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).parent
+    raise StackError(f"PostgreSQL is not installed: {POSTGRES_HINT}")
+
+
+@dataclass(frozen=True)
+class LocalPostgres:
+    url: str  # postgresql+asyncpg://… for PREFECT_API_DATABASE_CONNECTION_URL
+    data: Path
+    pid: int  # the postmaster's
+
+
+@contextmanager
+def run_postgres(*, timeout_s: float = 120.0) -> Iterator[LocalPostgres]:
+    """A throwaway PostgreSQL cluster in a new temporary folder on 127.0.0.1 (initdb,
+    pg_ctl), with a ``prefect`` database; stopped and removed on exit. PostgreSQL refuses
+    to run as root, so as root it runs as the ``postgres`` user the Debian package creates
+    (the folder is made in the system's temporary directory, which that user can reach)."""
+    bin_dir = postgres_bin()
+    root = Path(tempfile.mkdtemp(prefix="course-exports-postgres-"))
+    data, log = root / "pgdata", root / "postgres.log"
+    port = free_port()
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+
+    def pg(*args: str) -> None:
+        done = subprocess.run(
+            [*as_user, *args], capture_output=True, text=True, timeout=timeout_s, cwd=root
+        )
+        if done.returncode != 0:
+            raise StackError(f"{' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+
+    pg(str(bin_dir / "initdb"), "-D", str(data), "-U", "prefect", "-A", "trust", "-E", "UTF8")
+    pg(
+        str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", str(int(timeout_s)),
+        "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c max_connections=200",
+        "start",
+    )  # fmt: skip
+    try:
+        pg(
+            str(bin_dir / "createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "prefect",
+            "prefect",
+        )
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        yield LocalPostgres(f"postgresql+asyncpg://prefect@127.0.0.1:{port}/prefect", data, pid)
+    finally:
+        with suppress(StackError, subprocess.TimeoutExpired):
+            pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
