@@ -103,9 +103,7 @@ def find_crashed_runs(crashed_run: str | None, since: timedelta) -> list[Crashed
         else:
             runs = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(
-                        type=FlowRunFilterStateType(any_=[StateType.CRASHED])
-                    ),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED])),
                     tags=FlowRunFilterTags(all_=[PROJECT_TAG]),
                     end_time=FlowRunFilterEndTime(after_=datetime.now(UTC) - since),
                 ),
