@@ -58,6 +58,7 @@ from course_exports.errors import LakeDataError
 from course_exports.project import PROJECT_JSON, PROJECTS
 from course_exports.registry import MANIFEST, ExportRecord, ExportStatus, read_record, write_record
 from course_exports.storage import Location
+from course_exports.text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -534,7 +535,9 @@ def apply_steps(exports: Location, steps: Iterable[PurgeStep], now: datetime) ->
         if _apply(exports, step, as_utc(now)):
             done.append(step)
         else:
-            log.info("left %s %s alone: it changed since the listing", step.kind, step.item)
+            log.info(
+                "left %s %s alone: it changed since the listing", step.kind, one_line(step.item)
+            )
     return done
 
 

@@ -24,6 +24,7 @@ from course_exports.errors import ExportError
 from course_exports.lake import read_roster
 from course_exports.registry import ExportResult
 from course_exports.settings import ENV_PREFIX, Settings, load_settings
+from course_exports.text import one_line
 from sample_lake import LakeSpec, generate_lake
 
 DEMO_SPEC = LakeSpec(seed=7, courses=4, students=40, assignments=6, events=200_000, days=240)
@@ -73,7 +74,7 @@ def main() -> int:
         course = export_course(course_id=course_id, requested_by=requested_by, notify=True)
         course_mail = newest_mail(settings)
     except ExportError as exc:
-        print(f"export failed: {exc}", file=sys.stderr)
+        print(f"export failed: {one_line(exc, limit=1000)}", file=sys.stderr)
         return 1
     print()
     report("access-data export", access, f"{access.counts['events']:,} events", access_mail)
@@ -83,8 +84,8 @@ def main() -> int:
 
 
 def report(title: str, result: ExportResult, holds: str, mail: str) -> None:
-    print(f"{title} of course {result.course_id} ({result.course_name}) is ready")
-    print(f"  file:  {result.file_url}")
+    print(f"{title} of course {result.course_id} ({one_line(result.course_name)}) is ready")
+    print(f"  file:  {one_line(result.file_url, limit=400)}")
     print(f"         {result.size_bytes:,} bytes, {holds}")
     print(f"  link:  {result.download_url}")
     print(f"         valid until {result.expires_at.isoformat()}")

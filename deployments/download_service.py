@@ -166,15 +166,19 @@ class _Service:
         root = os.path.realpath(self.exports.root)
         real = os.path.realpath(registry.file_path(self.exports, record))
         if os.path.commonpath([root, real]) != root:
-            log.warning("export %s: %s lies outside the exports root", record.export_id, real)
+            log.warning(
+                "export %s: %s lies outside the exports root", record.export_id, one_line(real)
+            )
             return None
         try:
             st = os.stat(real)
         except OSError:
-            log.warning("export %s is ready but its file %s is missing", record.export_id, real)
+            log.warning(
+                "export %s is ready but its file %s is missing", record.export_id, one_line(real)
+            )
             return None
         if not stat.S_ISREG(st.st_mode):
-            log.warning("export %s: %s is not a regular file", record.export_id, real)
+            log.warning("export %s: %s is not a regular file", record.export_id, one_line(real))
             return None
         return real, st
 
@@ -214,7 +218,9 @@ class _Service:
             # refresh: a listing cached by the course list may predate a purge.
             info = self.exports.fs.info(path, refresh=True)
         except FileNotFoundError:
-            log.warning("export %s is ready but its file %s is missing", record.export_id, path)
+            log.warning(
+                "export %s is ready but its file %s is missing", record.export_id, one_line(path)
+            )
             return None
         if int(info.get("size", -1)) != record.size_bytes:
             raise RuntimeError(

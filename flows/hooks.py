@@ -33,6 +33,7 @@ from course_exports import webhook
 from course_exports.errors import ExportError
 from course_exports.registry import ExportKind, ExportResult, new_export_id
 from course_exports.settings import load_settings
+from course_exports.text import one_line
 from tasks.export import TRANSIENT_REASON
 
 P = ParamSpec("P")
@@ -54,7 +55,7 @@ def _attempt(
     try:
         step()
     except Exception as exc:  # a hook step must never take the next one down with it
-        _logger(flow, flow_run).error("%s failed: %s: %s", what, type(exc).__name__, exc)
+        _logger(flow, flow_run).error("%s failed: %s: %s", what, type(exc).__name__, one_line(exc))
 
 
 def publish_result_artifact(flow_run: FlowRun, result: ExportResult) -> None:
@@ -127,7 +128,7 @@ def _post_webhook(flow: Flow[Any, Any], flow_run: FlowRun, payload: dict[str, An
             "webhook %s NOT delivered after %d attempts: %s",
             payload["event"],
             delivery.attempts,
-            delivery.error,
+            one_line(delivery.error or ""),
         )
 
 
@@ -136,7 +137,9 @@ def report_completed(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> N
     try:
         result = ExportResult.model_validate(state.result())
     except Exception as exc:
-        _logger(flow, flow_run).error("export result unreadable, nothing reported: %s", exc)
+        _logger(flow, flow_run).error(
+            "export result unreadable, nothing reported: %s", one_line(exc, limit=1000)
+        )
         return
     _attempt(flow, flow_run, "result artifact", lambda: publish_result_artifact(flow_run, result))
     _attempt(
@@ -147,7 +150,7 @@ def report_completed(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> N
             event=webhook.COMPLETED,
             resource={
                 "prefect.resource.id": f"course-export.{result.export_id}",
-                "prefect.resource.name": f"{result.kind} export of {result.course_name}",
+                "prefect.resource.name": f"{result.kind} export of {one_line(result.course_name)}",
             },
             related=[_course_resource(result.course_id), _flow_run_resource(flow_run)],
             payload=_event_payload(result),

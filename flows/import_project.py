@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow
+from prefect.runtime import flow_run
 
 from course_exports.project import ImportedProject
 from course_exports.settings import load_settings
@@ -11,9 +14,17 @@ from flows.parameters import PositiveId, param
 from tasks.project import check_reviewer, find_export, summarise_import, unpack_workspace
 
 
+def run_name() -> str:
+    """``import · export <id> · student <id>``. The export id is free text until the flow
+    checks it, and a run name is shown (and logged) as it is: one line, cut short."""
+    parameters: dict[str, Any] = flow_run.parameters
+    export_id = one_line(parameters.get("export_id", ""), limit=40)
+    return f"import · export {export_id} · student {parameters.get('student_id')}"
+
+
 @flow(
     name="import-project",
-    flow_run_name="import · export {export_id} · student {student_id}",
+    flow_run_name=run_name,
     description="Unpack one student's workspace from a course export, with the chosen stack.",
     persist_result=True,
     result_serializer="json",

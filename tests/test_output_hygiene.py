@@ -91,3 +91,38 @@ def test_error_messages_are_one_line() -> None:
     ):
         assert "\n" not in str(error) and "\r" not in str(error)
         assert "INFO forged line" in str(error)  # still says what it is, escaped
+
+
+def test_import_run_name_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.runtime import flow_run
+
+    from flows.import_project import run_name
+
+    monkeypatch.setattr(flow_run, "parameters", {"export_id": HOSTILE, "student_id": 7})
+    name = run_name()
+    assert "\n" not in name and "\r" not in name and name.endswith("· student 7")
+    monkeypatch.setattr(flow_run, "parameters", {"export_id": "a" * 32, "student_id": 7})
+    assert run_name() == f"import · export {'a' * 32} · student 7"
+
+
+def test_download_service_log_lines_stay_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from datetime import timedelta
+
+    from deployments.download_service import _Service
+
+    settings = Settings(
+        exports_url=str(tmp_path / "exports"), signing_key="hygiene-test-signing-key-0123456789"
+    )  # type: ignore[arg-type]
+    exports = settings.exports()
+    record = registry.begin_export(
+        exports, kind=registry.ExportKind.COURSE, course_id=7, course_name=HOSTILE,
+        requested_by=1, request_id=None, parameters={}, file_name="Intro\u202egpj.exe [click](x).zip",  # an old manifest: bidi in the name
+        ttl=timedelta(days=7),
+    )  # fmt: skip
+    service = _Service(settings, lambda: NOW)
+    with caplog.at_level(logging.WARNING, logger="deployments.download_service"):
+        assert service._local_file(record) is None  # its file was never written
+    assert_one_line(caplog.records)
+    assert "\u202e" not in caplog.records[0].getMessage()
