@@ -130,7 +130,7 @@ def _recipient(person: Person) -> str | None:
 
 def _new_message(settings: Settings, recipient: Person, subject: str) -> EmailMessage:
     msg = EmailMessage(policy=mail_headers.POLICY)
-    msg["From"] = settings.mail_from
+    mail_headers.set_from(msg, settings.mail_from)
     to = _recipient(recipient)
     if to is not None:
         mail_headers.set_to(msg, recipient.display_name, to)

@@ -1,4 +1,4 @@
-"""The To and Subject headers of our mails, rendered and folded here, not by ``email``.
+"""The From, To and Subject headers of our mails, rendered and folded here, not by ``email``.
 
 They carry names from the LMS directory, which may hold anything. Python's email
 package (3.11, 3.12) refolds a long To header by splitting the quoted display name and
@@ -44,13 +44,16 @@ _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 
 def plain_text(text: str, limit: int | None = None) -> str:
     """``text`` as one line of words for a person: no bidi controls, every other control
-    or run of white space one space, cut at ``limit`` characters with ``…``."""
+    or run of white space one space, cut at ``limit`` characters with ``…`` (``...`` when
+    the text is ASCII)."""
     cleaned = "".join(
         " " if (ch.isspace() or not ch.isprintable()) else ch for ch in strip_bidi(text)
     )
     line = _SPACE_RUN.sub(" ", cleaned).strip()
     if limit is not None and len(line) > limit:
-        line = line[: limit - 1].rstrip() + "…"
+        # "..." keeps an ASCII name ASCII (a quoted string in a header, not encoded words)
+        mark = "..." if line.isascii() else "…"
+        line = line[: limit - len(mark)].rstrip() + mark
     return line
 
 
@@ -102,14 +105,14 @@ def _quoted_tokens(name: str) -> list[str]:
     return words
 
 
-def address_value(display_name: str, addr_spec: str) -> str:
-    """The folded value of a To header naming one mailbox: ``"Name" <addr>``."""
+def address_value(display_name: str, addr_spec: str, header: str = "To") -> str:
+    """The folded value of an address header naming one mailbox: ``"Name" <addr>``."""
     name = plain_text(display_name, MAX_DISPLAY_NAME)
     mailbox = f"<{addr_spec}>"
     if not name:
         return addr_spec
     words = encoded_words(name) if _needs_encoding(name) else _quoted_tokens(name)
-    return fold("To", [*words, mailbox])
+    return fold(header, [*words, mailbox])
 
 
 def unstructured_value(name: str, text: str) -> str:
@@ -120,6 +123,13 @@ def unstructured_value(name: str, text: str) -> str:
 
 def set_to(message: EmailMessage, display_name: str, addr_spec: str) -> None:
     message.set_raw("To", address_value(display_name, addr_spec))
+
+
+def set_from(message: EmailMessage, mailbox: str) -> None:
+    """From, given as a setting (``Exports <exports@school.edu>``, checked to be one
+    mailbox): rendered like To, so a long display name cannot split into two either."""
+    [address] = email_policy.default.header_factory("From", mailbox).addresses
+    message.set_raw("From", address_value(address.display_name, address.addr_spec, "From"))
 
 
 def set_subject(message: EmailMessage, subject: str) -> None:

@@ -329,6 +329,21 @@ def test_any_directory_name_is_one_display_name(first: str, last: str, course: s
         assert parsed["Subject"] == mail_headers.plain_text(message["Subject"])
 
 
+def test_a_long_sender_name_stays_one_sender() -> None:
+    name = '"Course Exports, School of Computing <and> Data Science: Department" ' * 2
+    config = Settings(mail_from=f'"{name.replace(chr(34), "")}" <exports@school.example>')
+    parsed = reparse(
+        mail.failure_mail(settings=config, recipient=ZOE, course_name="c", kind="course",
+                          reason="r")
+    )  # fmt: skip
+    [sender] = parsed["From"].addresses
+    assert sender.addr_spec == "exports@school.example"
+    assert sender.display_name == mail_headers.plain_text(
+        name.replace('"', ""), mail_headers.MAX_DISPLAY_NAME
+    )
+    assert sender.display_name.endswith("...")
+
+
 @examples(max_examples=200, deadline=None)
 @given(address=st.emails().filter(lambda a: a.isascii()))
 def test_any_valid_address_is_the_one_recipient(address: str) -> None:
