@@ -13,10 +13,18 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 DOWNLOAD = "download"
 COURSE_LIST = "course-list"
+#: The LMS opens a course's Course Data page with a launch token for (course, teacher);
+#: the page exchanges it for a session (a token of purpose SESSION in an HttpOnly cookie).
+#: For both, the third claim is the user id instead of an export id.
+LAUNCH = "launch"
+SESSION = "session"
+#: The LMS mints a launch link when the teacher clicks, so it is opened within seconds;
+#: minutes of validity leave room for a slow network, not for a link passed around.
+LAUNCH_TTL = timedelta(minutes=5)
 _EXPORT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -36,7 +44,7 @@ class ExpiredTokenError(Exception):
 class TokenClaims:
     purpose: str
     course_id: int
-    export_id: str  # empty for a course listing
+    export_id: str  # empty for a course listing; the user id for LAUNCH and SESSION
     expires_at: datetime
 
 
@@ -99,3 +107,56 @@ def download_url(
 def course_list_url(public_url: str, key: bytes, course_id: int, expires_at: datetime) -> str:
     token = sign(key, TokenClaims(COURSE_LIST, course_id, "", expires_at))
     return f"{public_url.rstrip('/')}/courses/{course_id}/exports?token={token}"
+
+
+@dataclass(frozen=True)
+class UserClaims:
+    """A launch or session token's claims: who, for which course, until when."""
+
+    course_id: int
+    user_id: int
+    expires_at: datetime
+
+
+def sign_user(key: bytes, purpose: str, course_id: int, user_id: int, expires_at: datetime) -> str:
+    """A LAUNCH or SESSION token for one (course, user)."""
+    return sign(key, TokenClaims(purpose, course_id, str(user_id), expires_at))
+
+
+def verify_user(key: bytes, token: str, *, purpose: str, now: datetime | None = None) -> UserClaims:
+    """The (course, user) of a LAUNCH or SESSION token; InvalidTokenError or
+    ExpiredTokenError as :func:`verify` (an expired one still says whose it was)."""
+    try:
+        claims = verify(key, token, purpose=purpose, now=now)
+    except ExpiredTokenError as exc:
+        _user_id(exc.claims)  # a malformed subject is invalid, not merely expired
+        raise
+    return UserClaims(claims.course_id, _user_id(claims), claims.expires_at)
+
+
+def _user_id(claims: TokenClaims) -> int:
+    subject = claims.export_id
+    if not subject.isascii() or not subject.isdigit() or len(subject) > 18:
+        raise InvalidTokenError("malformed user id")
+    return int(subject)
+
+
+def launch_url(
+    public_url: str,
+    key: bytes,
+    course_id: int,
+    teacher_id: int,
+    *,
+    now: datetime | None = None,
+    ttl: timedelta = LAUNCH_TTL,
+) -> str:
+    """The link the LMS opens for a teacher: the course's Course Data page, via a launch
+    token that the page exchanges for a session cookie (so it leaves the address bar)."""
+    expires = (now or datetime.now(UTC)) + ttl
+    token = sign_user(key, LAUNCH, course_id, teacher_id, expires)
+    return f"{course_page_url(public_url, course_id)}/launch?token={token}"
+
+
+def course_page_url(public_url: str, course_id: int) -> str:
+    """The course's Course Data page: no secret in it, fine for mails and artifacts."""
+    return f"{public_url.rstrip('/')}/courses/{course_id}"

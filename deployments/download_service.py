@@ -2,8 +2,9 @@
 
 ``GET /d/{token}`` checks a signed link against the export's manifest, then streams the
 file (local storage) or redirects to a presigned URL that lives minutes (S3).
-``GET /courses/{course_id}/exports?token=…`` lists a course's live exports with fresh
-links. ``GET /healthz`` answers ``ok``.
+The Course Data pages (``/courses/{course_id}``, deployments/web/) show a course's
+exports to its teachers, and ``GET /courses/{course_id}/exports`` lists them as JSON for
+the LMS (described by ``GET /openapi.json``). ``GET /healthz`` answers ``ok``.
 
 A signed token only proves what the signer said when it signed; the manifest decides
 whether the export is still there, so a purged or expired export stops working
@@ -22,7 +23,8 @@ import sys
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Literal
 from urllib.parse import quote, urlsplit
 
 from starlette.applications import Starlette
@@ -30,7 +32,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
-    JSONResponse,
     PlainTextResponse,
     RedirectResponse,
     Response,
@@ -43,8 +44,14 @@ from course_exports.registry import ExportRecord, ExportStatus
 from course_exports.settings import Settings, load_settings
 from course_exports.storage import Location
 from course_exports.text import one_line, strip_bidi
+from deployments.lms_client import LmsClient
+from deployments.web.course_facts import CourseFacts
+from deployments.web.pages import CoursePages, Parts
+from deployments.web.runs import Runs
 
 log = logging.getLogger(__name__)
+#: The OpenAPI document of the LMS-facing routes.
+OPENAPI = Path(__file__).parent / "web" / "openapi.json"
 
 #: How long a presigned S3 URL works: long enough to start the download, short enough
 #: that a leaked redirect target is useless soon.
@@ -246,67 +253,43 @@ class _Service:
             return _not_found()
         return RedirectResponse(url, status_code=307, headers=_PRIVATE)
 
-    # -- GET /courses/{course_id}/exports ----------------------------------------------
-
-    async def course_exports(self, request: Request) -> Response:
-        course_id: int = request.path_params["course_id"]
-        now = self.clock()
-        token = request.query_params.get("token", "")
-        try:
-            claims = links.verify(self.key, token, purpose=links.COURSE_LIST, now=now)
-        except links.InvalidTokenError:
-            return _not_found()
-        except links.ExpiredTokenError as exc:
-            return _gone() if exc.claims.course_id == course_id else _not_found()
-        if claims.course_id != course_id:
-            return _not_found()
-        try:
-            records = await run_in_threadpool(registry.list_live, self.exports, course_id, now)
-        except ExportError as exc:
-            log.error("course %s: exports cannot be listed: %s", course_id, exc)
-            return _server_error()
-        return JSONResponse(
-            {"course_id": course_id, "exports": [self._describe(r) for r in records]},
-            headers=_PRIVATE,
-        )
-
-    def _describe(self, record: ExportRecord) -> dict[str, Any]:
-        fields = record.model_dump(
-            mode="json",
-            include={
-                "export_id",
-                "kind",
-                "course_name",
-                "created_at",
-                "expires_at",
-                "size_bytes",
-                "sha256",
-                "counts",
-                "file_name",
-            },
-        )
-        fields["download_url"] = links.download_url(
-            self.settings.public_url,
-            self.key,
-            record.course_id,
-            record.export_id,
-            record.expires_at,
-        )
-        return fields
-
 
 async def _healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Starlette:
-    """The download service. ``settings`` are read from the environment when None;
-    raises SettingsError (naming the variable) when they are invalid or lack the key."""
+async def _openapi(request: Request) -> Response:
+    return Response(OPENAPI.read_bytes(), media_type="application/json")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    prefect: LmsClient | Literal["env"] | None = "env",
+) -> Starlette:
+    """The download service and the Course Data pages. ``settings`` are read from the
+    environment when None; raises SettingsError (naming the variable) when they are
+    invalid or lack the key. ``prefect``: the client the pages start exports and read
+    runs with; by default one for PREFECT_API_URL when that is set; without one the
+    pages show exports but cannot start them."""
     service = _Service(settings if settings is not None else load_settings(), clock or _utcnow)
+    if prefect == "env":
+        prefect = LmsClient.from_env() if os.environ.get("PREFECT_API_URL") else None
+    pages = CoursePages(
+        Parts(
+            settings=service.settings,
+            key=service.key,
+            facts=CourseFacts(service.settings.lake()),
+            runs=Runs(prefect) if prefect is not None else None,
+            clock=service.clock,
+        )
+    )
     app = Starlette(
         routes=[
             Route("/d/{token}", service.download, methods=["GET", "HEAD"]),
-            Route("/courses/{course_id:int}/exports", service.course_exports, methods=["GET"]),
+            *pages.routes(),
+            Route("/openapi.json", _openapi, methods=["GET"]),
             Route("/healthz", _healthz, methods=["GET"]),
         ]
     )
@@ -318,7 +301,7 @@ class RedactTokens(logging.Filter):
     """Keep link secrets out of uvicorn's access log: whoever reads the log could
     otherwise download every export it mentions."""
 
-    _PATTERN = re.compile(r"(/d/|[?&]token=)[^/?&# ]+")
+    _PATTERN = re.compile(r"(/d/|[?&]token=)[^/?&# ]+")  # downloads and launch links
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):

@@ -39,7 +39,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -56,6 +56,22 @@ _UNSUCCESSFUL = frozenset({"FAILED", "CRASHED", "CANCELLED"})
 _RETRY_STATUS = frozenset({502, 503, 504})
 #: How many failed runs of one request a trigger walks past before it gives up.
 _MAX_RERUNS = 20
+#: Every run this client starts for a course carries this tag, so the Course Data page
+#: can show it as queued before its flow has claimed an export.
+COURSE_TAG = "course:{}"
+#: Flow-run state types of a run that has not ended.
+ACTIVE_STATES = ("SCHEDULED", "PENDING", "RUNNING", "PAUSED")
+
+
+def course_tag(course_id: int) -> str:
+    return COURSE_TAG.format(course_id)
+
+
+def course_tags(tags: Iterable[str]) -> list[str]:
+    """The course tags among a run's tags: a retry carries them on, so the Course Data
+    page shows the retry too."""
+    prefix = COURSE_TAG.format("")
+    return [tag for tag in tags if tag.startswith(prefix)]
 
 
 class LmsClientError(Exception):
@@ -323,8 +339,10 @@ class LmsClient:
         *,
         request_id: str,
         rerun_unsuccessful: bool = True,
+        tags: list[str] | None = None,
     ) -> FlowRunRef:
-        """Start (or find) the run of this LMS request; returns without waiting."""
+        """Start (or find) the run of this LMS request; returns without waiting. The run
+        is tagged with ``tags`` and, when the parameters name a course, its course tag."""
         if not request_id:
             raise ValueError("request_id is required: it makes a retried request safe")
         found = self.deployment(deployment)
@@ -337,9 +355,14 @@ class LmsClient:
                 )
             params["request_id"] = request_id
         key = idempotency_key(deployment, params, request_id)
-        tags: list[str] = []
+        run_tags = list(tags or [])
+        if isinstance(params.get("course_id"), int):
+            run_tags.append(course_tag(params["course_id"]))
+        retry_tags: list[str] = []
         for _ in range(_MAX_RERUNS):
-            run, created = self._create_run(deployment, found["id"], params, key, tags)
+            run, created = self._create_run(
+                deployment, found["id"], params, key, run_tags + retry_tags
+            )
             if created or not rerun_unsuccessful or run.get("state_type") not in _UNSUCCESSFUL:
                 return FlowRunRef(
                     id=str(run["id"]),
@@ -352,7 +375,7 @@ class LmsClient:
                 )
             # The request's last run did not succeed: chain a new key on it, so concurrent
             # retries of the same request still converge on one new run.
-            tags = [CRASH_RETRY_TAG] if _crashed_first_attempt(run) else []
+            retry_tags = [CRASH_RETRY_TAG] if _crashed_first_attempt(run) else []
             key = retry_key(run)
         raise LmsClientError(
             f"request {request_id!r} of {deployment} failed {_MAX_RERUNS} times; not retrying"
@@ -391,9 +414,44 @@ class LmsClient:
                 str(run["deployment_id"]),
                 run.get("parameters") or {},
                 retry_key(run),
-                [CRASH_RETRY_TAG],
+                [CRASH_RETRY_TAG, *course_tags(run.get("tags") or [])],
             )
         return run
+
+    def course_runs(
+        self, course_id: int, state_types: Iterable[str] = ACTIVE_STATES, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """The newest runs started for the course (by its tag) in those state types."""
+        body = {
+            "flow_runs": {
+                "tags": {"all_": [course_tag(course_id)]},
+                "state": {"type": {"any_": list(state_types)}},
+            },
+            "sort": "EXPECTED_START_TIME_DESC",
+            "limit": limit,
+        }
+        runs: list[dict[str, Any]] = self._json("POST", "flow_runs/filter", body)
+        return runs
+
+    @staticmethod
+    def launch_url(
+        public_url: str,
+        signing_key: str | bytes,
+        course_id: int,
+        teacher_id: int,
+        *,
+        ttl_s: float = 300,
+    ) -> str:
+        """The link that opens the course's Course Data page for one of its teachers,
+        signed with COURSE_EXPORT_SIGNING_KEY and valid ``ttl_s`` seconds: mint it when
+        the teacher clicks. The page exchanges it for a session cookie and checks the
+        roster. (The token format is course_exports/links.py, standard library only.)"""
+        from datetime import timedelta
+
+        from course_exports.links import launch_url
+
+        key = signing_key.encode() if isinstance(signing_key, str) else signing_key
+        return launch_url(public_url, key, course_id, teacher_id, ttl=timedelta(seconds=ttl_s))
 
     def read_run(self, run_id: str) -> dict[str, Any]:
         run: dict[str, Any] = self._json("GET", f"flow_runs/{run_id}")

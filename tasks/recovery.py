@@ -122,7 +122,9 @@ def start_retry(run: CrashedRun) -> UUID:
             run.deployment_id,
             parameters=run.parameters,
             idempotency_key=retry_key(run.id, run.idempotency_key),
-            tags=[CRASH_RETRY_TAG],
+            # The first attempt's tags (its course's: the Course Data page shows the
+            # retry as queued), less "handled", which is the crashed run's alone.
+            tags=sorted((run.tags - {HANDLED_TAG}) | {CRASH_RETRY_TAG}),
         )
     return retry.id
 

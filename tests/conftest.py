@@ -264,3 +264,29 @@ def site(pristine_lake: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> 
     from flowkit import make_site
 
     return make_site(pristine_lake, tmp_path, monkeypatch)
+
+
+# -- the Course Data page ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def page_site(
+    pristine_lake: Any,
+    serve_app: ServeApp,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Any]:
+    """The download service with its pages on uvicorn, over a copy of the tiny lake and
+    empty exports; no Prefect API (the pages show exports but cannot start them)."""
+    import shutil
+
+    from pagekit import PageSite, site_settings
+
+    from deployments.download_service import create_app
+    from deployments.local_stack import free_port
+
+    root = tmp_path_factory.mktemp("page-site")
+    shutil.copytree(pristine_lake[0], root / "lake")
+    port = free_port()
+    settings = site_settings(root, root / "lake", f"http://127.0.0.1:{port}")
+    with serve_app(create_app(settings, prefect=None), port=port) as base_url:
+        yield PageSite(base_url, settings, pristine_lake[1])
