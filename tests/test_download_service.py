@@ -191,14 +191,14 @@ def test_bad_tokens_get_404(local: Service) -> None:
     wrong_course = links.download_url(
         local.base_url, local.key, record.course_id + 1, record.export_id, record.expires_at
     )
-    course_list_token = links.course_list_url(
-        local.base_url, local.key, record.course_id, record.expires_at
+    launch_token = links.launch_url(
+        local.base_url, local.key, record.course_id, record.requested_by
     ).rsplit("token=", 1)[1]
     for url in (
         f"{local.base_url}/d/{tampered_mac}",
         f"{local.base_url}/d/{body[:-2]}{mac[:2]}.{mac}",
         f"{local.base_url}/d/not-a-token",
-        f"{local.base_url}/d/{course_list_token}",
+        f"{local.base_url}/d/{launch_token}",
         f"{local.base_url}/d/..%2F..%2Fetc%2Fpasswd",
         other_key,
         unknown,
@@ -288,72 +288,6 @@ def test_manifest_file_name_must_be_a_bare_name(local: Service, shape: str) -> N
     assert httpx.get(local.link(other)).content == data
 
 
-# -- course listing -----------------------------------------------------------------------
-
-
-def test_course_list_shows_live_ready_exports_with_working_links(local: Service) -> None:
-    course = 5001
-    live_csv = local.publish(payload(300), course_id=course)
-    live_zip = local.publish(
-        b"zip bytes", course_id=course, file_name="c.zip", kind=ExportKind.COURSE
-    )
-    local.publish(payload(10), course_id=course, ready=False)
-    local.publish(payload(10), course_id=course, now=datetime.now(UTC) - TTL - timedelta(hours=1))
-    local.publish(payload(10), course_id=course + 1)
-
-    url = links.course_list_url(local.base_url, local.key, course, datetime.now(UTC) + TTL)
-    response = httpx.get(url)
-    assert response.status_code == 200
-    assert "no-store" in response.headers["cache-control"]
-    body = response.json()
-    assert body["course_id"] == course
-    listed = {item["export_id"]: item for item in body["exports"]}
-    assert set(listed) == {live_csv.export_id, live_zip.export_id}
-
-    item = listed[live_zip.export_id]
-    assert item["kind"] == "course" and item["file_name"] == "c.zip"
-    assert item["course_name"] == "Intro to Python"
-    assert item["size_bytes"] == len(b"zip bytes")
-    assert item["sha256"] == hashlib.sha256(b"zip bytes").hexdigest()
-    assert datetime.fromisoformat(item["expires_at"]) == live_zip.expires_at
-    assert datetime.fromisoformat(item["created_at"]) == live_zip.created_at
-    assert item["counts"] == live_zip.counts
-    claims = links.verify(local.key, item["download_url"].rsplit("/", 1)[1], purpose=links.DOWNLOAD)
-    assert claims.expires_at == live_zip.expires_at
-    for export in (live_csv, live_zip):
-        download = httpx.get(listed[export.export_id]["download_url"])
-        assert download.status_code == 200
-        assert hashlib.sha256(download.content).hexdigest() == export.sha256
-
-
-def test_course_list_without_exports(local: Service) -> None:
-    url = links.course_list_url(local.base_url, local.key, 5999, datetime.now(UTC) + TTL)
-    assert httpx.get(url).json() == {"course_id": 5999, "exports": []}
-
-
-def test_course_list_bad_tokens(local: Service) -> None:
-    course = 5002
-    later = datetime.now(UTC) + TTL
-    good = links.course_list_url(local.base_url, local.key, course, later)
-    assert httpx.get(good).status_code == 200
-    for url in (
-        f"{local.base_url}/courses/{course}/exports",
-        f"{local.base_url}/courses/{course}/exports?token=nonsense",
-        good[:-3] + ("xyz" if not good.endswith("xyz") else "abc"),
-        links.course_list_url(local.base_url, OTHER_KEY, course, later),
-        links.course_list_url(local.base_url, local.key, course + 1, later).replace(
-            f"/courses/{course + 1}/", f"/courses/{course}/"
-        ),
-        links.download_url(local.base_url, local.key, course, uuid.uuid4().hex, later).replace(
-            "/d/", f"/courses/{course}/exports?token="
-        ),
-        f"{local.base_url}/courses/abc/exports?token=x",
-    ):
-        assert httpx.get(url).status_code == 404, url
-    expired = links.course_list_url(local.base_url, local.key, course, datetime.now(UTC))
-    assert httpx.get(expired).status_code == 410
-
-
 # -- settings -----------------------------------------------------------------------------
 
 
@@ -424,14 +358,3 @@ def test_s3_manifest_file_name_must_be_a_bare_name(s3: Service) -> None:
     point_manifest_at(s3.exports, record, f"../{other.export_id}/access.csv")
     response = httpx.get(s3.link(record), follow_redirects=False)
     assert response.status_code == 404
-
-
-def test_s3_course_list(s3: Service) -> None:
-    record = s3.publish(payload(500), course_id=77)
-    s3.publish(payload(10), course_id=77, ready=False)
-    url = links.course_list_url(s3.base_url, s3.key, 77, datetime.now(UTC) + TTL)
-    [item] = httpx.get(url).json()["exports"]
-    assert item["export_id"] == record.export_id
-    download = httpx.get(item["download_url"], follow_redirects=True)
-    assert download.status_code == 200
-    assert hashlib.sha256(download.content).hexdigest() == record.sha256
