@@ -15,8 +15,7 @@ from pathlib import Path
 
 # Prefect reads these when first imported: keep the demo's state under ./var.
 os.environ.setdefault("PREFECT_HOME", str(Path("var/prefect").resolve()))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# The rest of Prefect's settings (startup timeout, analytics) are in ./prefect.toml.
 
 import polars as pl
 
@@ -53,9 +52,9 @@ def newest_mail(settings: Settings) -> str:
     return str(mails[-1]) if mails else "none written"
 
 
-def main() -> int:
-    ensure_signing_key()
-    settings = load_settings()
+def ensure_sample_lake(settings: Settings) -> tuple[int, int]:
+    """The lake (a sample one is written on first use): its first course and that
+    course's first teacher."""
     lake = settings.lake()
     if not lake.exists("directory", "users.parquet"):
         print(f"writing a sample lake to {lake.url} ...")
@@ -63,7 +62,13 @@ def main() -> int:
         print(f"  {summary.events:,} access events, {len(summary.course_ids)} courses")
     course_id = min(int(p.rsplit("/", 1)[-1]) for p in lake.fs.ls(lake.path("courses")))
     teachers = read_roster(lake, course_id).filter(pl.col("role") == "Teacher")["user_id"]
-    requested_by = int(teachers.sort()[0])
+    return course_id, int(teachers.sort()[0])
+
+
+def main() -> int:
+    ensure_signing_key()
+    settings = load_settings()
+    course_id, requested_by = ensure_sample_lake(settings)
 
     from flows.export_access_data import export_access_data
     from flows.export_course import export_course
@@ -79,7 +84,8 @@ def main() -> int:
     print()
     report("access-data export", access, f"{access.counts['events']:,} events", access_mail)
     report("course export", course, f"{course.counts['files']:,} workspace files", course_mail)
-    print("serve the links with: make serve-downloads")
+    print("serve the links and the Course Data page with: make serve-downloads")
+    print("or start the whole stack (Prefect server, deployments, page): course-exports up")
     return 0
 
 

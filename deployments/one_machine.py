@@ -1,0 +1,162 @@
+"""``course-exports up``: the whole service on one machine, in one command.
+
+A Prefect server on SQLite (with its UI), every deployment of prefect.yaml served with its
+schedules from one process (deployments/serve.py), and the download service with the
+Course Data pages. It prints the URLs and a launch link for a teacher of the lake (a
+sample lake is written on first use, as ``make demo`` does). Ctrl-C (or SIGTERM) stops
+the web app, then the serve process and its flow runs, then the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from course_exports import links
+from course_exports.settings import load_settings
+from deployments.download_service import RedactTokens, create_app
+from deployments.lms_client import LmsClient
+from deployments.local_stack import REPO_ROOT, StackError, prefect_env, run_server
+from deployments.web.runs import DEPLOYMENTS
+
+#: The launch link printed at start-up is read by a person: give them time.
+PRINTED_LINK_TTL = timedelta(hours=1)
+
+
+def _stop(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+    """SIGTERM the process group, SIGKILL whatever is left after the grace period."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace_s)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=grace_s)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as COURSE_EXPORT_* variables for processes started elsewhere (the
+    flow runs start in the checkout, where another .env may be): local paths absolute."""
+    env = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        if name in ("lake_url", "exports_url", "outbox") and "://" not in text:
+            text = str(Path(text).resolve())
+        env[f"{ENV_PREFIX}{name.upper()}"] = text
+    return env
+
+
+@contextmanager
+def run_serve(
+    api_url: str, home: Path, settings: Settings, timeout_s: float = 240.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m deployments.serve`` against the server with these settings; yields once
+    the export deployments exist there, stops it (and its flow runs) on exit."""
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "serve.log"
+    # Look for new runs every 2 s (default 10 s): a teacher watches the page meanwhile.
+    env = prefect_env(
+        home, api_url, {"PREFECT_RUNNER_POLL_FREQUENCY": "2", **settings_env(settings)}
+    )
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "deployments.serve"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_deployments(api_url, process, log, timeout_s)
+        yield process
+    finally:
+        _stop(process)
+
+
+def _wait_deployments(
+    api_url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float
+) -> None:
+    wanted = {name.split("/")[1] for name in DEPLOYMENTS.values()}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-4000:]
+            raise StackError(f"deployments.serve exited with {process.returncode}:\n{tail}")
+        try:
+            found = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=5).json()
+            if wanted <= {d["name"] for d in found}:
+                return
+        except (httpx.HTTPError, ValueError, TypeError):
+            pass
+        time.sleep(0.5)
+    raise StackError(f"the deployments were not served after {timeout_s:.0f} s (see {log})")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: every part is stopped
+
+
+def up(home: Path, *, prefect_port: int, host: str | None, port: int | None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    # The demo's module points Prefect at ./var/prefect when imported: this stack's own.
+    os.environ.setdefault("PREFECT_HOME", str(home / "cli"))
+    from deployments import demo
+
+    demo.ensure_signing_key()
+    settings = load_settings()
+    key = settings.require_signing_key()
+    course_id, teacher_id = demo.ensure_sample_lake(settings)
+    public = urlsplit(settings.public_url)
+    web_host = host or public.hostname or "127.0.0.1"
+    web_port = port or public.port or 8765
+    print(f"starting a Prefect server (SQLite under {home / 'server'}) ...", flush=True)
+    with run_server(
+        home / "server", port=prefect_port, extra_env={"PREFECT_UI_ENABLED": "true"}
+    ) as server:
+        print("serving the deployments of prefect.yaml, with their schedules ...", flush=True)
+        with (
+            run_serve(server.api_url, home / "serve", settings),
+            LmsClient(server.api_url) as client,
+        ):
+            import uvicorn
+
+            app = create_app(settings, prefect=client)
+            config = uvicorn.Config(app, host=web_host, port=web_port, log_level="warning")
+            logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+            launch = links.launch_url(
+                settings.public_url, key, course_id, teacher_id, ttl=PRINTED_LINK_TTL
+            )
+            print(
+                "\nready:\n"
+                f"  Prefect UI and API   {server.api_url.removesuffix('/api')}\n"
+                f"  downloads and pages  http://{web_host}:{web_port} "
+                f"(links say {settings.public_url})\n"
+                f"  Course Data page of course {course_id} for teacher {teacher_id} "
+                f"(valid {PRINTED_LINK_TTL.seconds // 60} minutes):\n"
+                f"    {launch}\n"
+                f"  another: course-exports launch-link COURSE TEACHER\n"
+                "press Ctrl-C to stop everything\n",
+                flush=True,
+            )
+            # Returns on Ctrl-C or SIGTERM (and may re-raise it): the with blocks stop
+            # the serve process, then the server.
+            uvicorn.Server(config).run()
+    return 0
