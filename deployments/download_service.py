@@ -46,7 +46,7 @@ from course_exports.storage import Location
 from course_exports.text import one_line, strip_bidi
 from deployments.lms_client import LmsClient
 from deployments.web.course_facts import CourseFacts
-from deployments.web.pages import CoursePages, Parts
+from deployments.web.pages import REFRESH_SECONDS, CoursePages, Parts
 from deployments.web.runs import Runs
 
 log = logging.getLogger(__name__)
@@ -267,6 +267,7 @@ def create_app(
     *,
     clock: Clock | None = None,
     prefect: LmsClient | Literal["env"] | None = "env",
+    refresh_seconds: float = REFRESH_SECONDS,
 ) -> Starlette:
     """The download service and the Course Data pages. ``settings`` are read from the
     environment when None; raises SettingsError (naming the variable) when they are
@@ -283,6 +284,7 @@ def create_app(
             facts=CourseFacts(service.settings.lake()),
             runs=Runs(prefect) if prefect is not None else None,
             clock=service.clock,
+            refresh_seconds=refresh_seconds,
         )
     )
     app = Starlette(

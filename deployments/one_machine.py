@@ -22,9 +22,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import SecretStr
 
 from course_exports import links
-from course_exports.settings import load_settings
+from course_exports.settings import ENV_PREFIX, Settings, load_settings
 from deployments.download_service import RedactTokens, create_app
 from deployments.lms_client import LmsClient
 from deployments.local_stack import REPO_ROOT, StackError, prefect_env, run_server

@@ -102,6 +102,7 @@ class Parts:
     facts: CourseFacts
     runs: Runs | None
     clock: Callable[[], datetime]
+    refresh_seconds: float = REFRESH_SECONDS
 
 
 class CoursePages:
@@ -129,7 +130,7 @@ class CoursePages:
     # -- rendering ---------------------------------------------------------------------
 
     def render(self, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-        html = self.env.get_template(template).render(refresh_seconds=REFRESH_SECONDS, **context)
+        html = self.env.get_template(template).render(refresh_seconds=self.p.refresh_seconds, **context)
         return HTMLResponse(html, status_code=status_code, headers=HEADERS)
 
     def refuse(self, status_code: int, detail: str = "") -> HTMLResponse:
