@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED = false
 POOL = course-exports
 
 .PHONY: setup demo test lint unit e2e serve-downloads sample-lake bench-access bench-course bench-archive bench-scale clean \
-	server deploy worker serve
+	server deploy worker serve up
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -57,6 +57,10 @@ worker: setup
 
 serve: setup
 	$(BIN)/python -m deployments.serve
+
+# The whole stack on one machine: Prefect server, served deployments, web app (Ctrl-C stops it).
+up: setup
+	$(BIN)/course-exports up
 
 serve-downloads: setup
 	$(BIN)/python -m deployments.download_service

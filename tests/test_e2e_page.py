@@ -12,7 +12,10 @@ import csv
 import hashlib
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,6 +26,7 @@ import pytest
 from e2e_kit import Site, flow_runs, make_site, wait_for
 
 from course_exports import links
+from course_exports.access_log import CSV_HEADER
 from course_exports.sample_lake import LakeSpec
 from deployments.download_service import create_app
 from deployments.lms_client import LmsClient, course_tag
@@ -157,16 +161,16 @@ def test_teacher_exports_course_data_and_downloads_it(
     assert page.get_by_text("No exports yet").is_visible()
     page.screenshot(path=str(shots / "course-1-empty.png"), full_page=True)
 
-    page.get_by_role("button", name="Export course data").click()
-    page.wait_for_url(f"{base_url}/courses/{course}?*")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Export course data").click()
     assert page.get_by_role("status").inner_text().startswith("Export started")
     row = "#exports li[data-kind=course]"
     assert page.locator(row).first.get_attribute("data-state") == "queued"
     page.screenshot(path=str(shots / "course-2-queued.png"), full_page=True)
 
     # Pressing Export again while it is queued shows that one instead of starting another.
-    page.get_by_role("button", name="Export course data").click()
-    page.wait_for_url(f"{base_url}/courses/{course}?*")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Export course data").click()
     assert "already queued or running" in page.get_by_role("status").inner_text()
     assert page.locator(row).count() == 1
 
@@ -270,3 +274,37 @@ def test_a_double_click_makes_one_run(
     assert seen[-1] == "ready", seen
     assert page.locator(row).count() == 1
     assert len(course_runs(prefect_deployments, course, "export-lti-settings")) == 1
+
+
+def test_cli_export_watch_prints_the_link(site: tuple[Site, str], prefect_deployments: str) -> None:
+    """``course-exports export … --watch`` triggers as the LMS does and waits for the link."""
+    import httpx
+
+    lake_site, _ = site
+    course = lake_site.summary.course_ids[1]
+    teacher = lake_site.summary.teachers[course][0]
+    env = {k: v for k, v in lake_site.env().items() if "WEBHOOK" not in k}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deployments.cli",
+            "export",
+            "access",
+            str(course),
+            "--requested-by",
+            str(teacher),
+            "--watch",
+        ],
+        env={**os.environ, **env, "PREFECT_API_URL": prefect_deployments},
+        cwd=lake_site.root,
+        capture_output=True,
+        text=True,
+        timeout=STATES_TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "access export of course" in done.stdout and "ready:" in done.stderr
+    link = done.stdout.strip().splitlines()[-1]
+    response = httpx.get(link, timeout=30)
+    assert response.status_code == 200
+    assert response.text.splitlines()[0] == CSV_HEADER

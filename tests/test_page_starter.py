@@ -102,7 +102,9 @@ def test_an_identical_running_export_is_found_whoever_asked() -> None:
     def run(state: str, **params: object) -> RunInfo:
         return RunInfo("r", ExportKind.COURSE, state, state, params, None, datetime.now(UTC))
 
-    same = run("RUNNING", requested_by=8, request_id="lms-1", notify=True, assignment_ids=[1])
+    same = run(
+        "RUNNING", course_id=1, requested_by=8, request_id="lms-1", notify=True, assignment_ids=[1]
+    )
     assert starter.identical(wanted, [same]) is same
     assert starter.identical(wanted, [run("COMPLETED", assignment_ids=[1])]) is None
     assert starter.identical(wanted, [run("RUNNING", assignment_ids=[2])]) is None

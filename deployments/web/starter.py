@@ -24,7 +24,7 @@ from deployments.web.runs import RunInfo
 
 _NONCE = re.compile(r"^[0-9a-f]{32}$")
 #: Parameters that do not change what an export holds.
-_NOT_SELECTION = frozenset({"request_id", "requested_by", "notify"})
+_NOT_SELECTION = frozenset({"course_id", "request_id", "requested_by", "notify"})
 
 
 class FormError(ValueError):
