@@ -182,3 +182,24 @@ def test_the_page_is_accessible_and_escapes_names(page_site: PageSite) -> None:
 @pytest.mark.parametrize("path", ["/static/page.css", "/static/page.js", "/openapi.json"])
 def test_static_parts_are_served(page_site: PageSite, path: str) -> None:
     assert httpx.get(page_site.base_url + path).status_code == 200
+
+
+def test_what_an_access_export_holds_reads_as_a_window() -> None:
+    access = record("ready").model_copy(
+        update={
+            "kind": ExportKind.ACCESS_DATA,
+            "counts": {"events": 588, "days": 11, "files_read": 11},
+            "details": {
+                "window_start": "2026-11-10T00:00:00+00:00",
+                "window_end": "2026-11-21T00:00:00+00:00",
+                "timezone": "UTC",
+            },
+        }
+    )
+    assert course_view.holds(access, ExportKind.ACCESS_DATA) == (
+        "588 events · 2026-11-10 00:00 to 2026-11-21 00:00 (UTC)"
+    )
+    zipped = record("ready").model_copy(
+        update={"counts": {"files": 3, "bytes_uncompressed": 2_000}}
+    )
+    assert course_view.holds(zipped, ExportKind.COURSE) == "3 files · 2.0 kB before compression"

@@ -106,16 +106,24 @@ def time_until(moment: datetime, now: datetime) -> str:
     return "in less than a minute"
 
 
+#: Counts that say how the export was made rather than what it holds.
+_INTERNAL_COUNTS = frozenset({"files_read", "days"})
+_BYTES_LABELS = {"bytes": "", "bytes_uncompressed": " before compression"}
+
+
 def holds(record_or_params: ExportRecord | Mapping[str, Any], kind: ExportKind) -> str:
     """What the export holds (a record) or will hold (a run's parameters), in words."""
     if isinstance(record_or_params, ExportRecord) and record_or_params.counts:
         parts = [
-            human_size(value) if name == "bytes" else f"{value:,} {name.replace('_', ' ')}"
+            human_size(value) + _BYTES_LABELS[name]
+            if name in _BYTES_LABELS
+            else f"{value:,} {name.replace('_', ' ')}"
             for name, value in record_or_params.counts.items()
+            if name not in _INTERNAL_COUNTS
         ]
-        window = record_or_params.details
-        if window.get("since") or window.get("until"):
-            parts.append(_window(window))
+        details = record_or_params.details
+        if details.get("window_start") or details.get("window_end"):
+            parts.append(_window(details.get("window_start"), details.get("window_end"), details))
         return " · ".join(parts)
     params = (
         record_or_params.parameters
@@ -125,11 +133,12 @@ def holds(record_or_params: ExportRecord | Mapping[str, Any], kind: ExportKind) 
     return selection(params, kind)
 
 
-def _window(details: Mapping[str, Any]) -> str:
-    since = str(details.get("since") or "the start of the log")[:16].replace("T", " ")
-    until = str(details.get("until") or "now")[:16].replace("T", " ")
+def _window(start: Any, end: Any, details: Mapping[str, Any]) -> str:
+    def moment(value: Any, default: str) -> str:
+        return str(value)[:16].replace("T", " ") if value else default
+
     tz = details.get("timezone") or "UTC"
-    return f"{since} to {until} ({tz})"
+    return f"{moment(start, 'the oldest kept')} to {moment(end, 'now')} ({tz})"
 
 
 def selection(params: Mapping[str, Any], kind: ExportKind) -> str:
@@ -141,7 +150,7 @@ def selection(params: Mapping[str, Any], kind: ExportKind) -> str:
     if params.get("user_ids"):
         parts.append(f"{len(params['user_ids'])} users")
     if kind is ExportKind.ACCESS_DATA and (params.get("since") or params.get("until")):
-        parts.append(_window(params))
+        parts.append(_window(params.get("since"), params.get("until"), params))
     if params.get("excel"):
         parts.append("for Excel")
     return " · ".join(parts) or ("everything" if kind is ExportKind.COURSE else "all")

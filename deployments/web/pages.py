@@ -130,7 +130,9 @@ class CoursePages:
     # -- rendering ---------------------------------------------------------------------
 
     def render(self, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-        html = self.env.get_template(template).render(refresh_seconds=self.p.refresh_seconds, **context)
+        html = self.env.get_template(template).render(
+            refresh_seconds=self.p.refresh_seconds, **context
+        )
         return HTMLResponse(html, status_code=status_code, headers=HEADERS)
 
     def refuse(self, status_code: int, detail: str = "") -> HTMLResponse:
