@@ -15,9 +15,9 @@ import httpx
 
 from course_exports import links, registry
 from course_exports.registry import ExportKind, ExportRecord, ExportStatus
-from course_exports.sample_lake import LakeSummary
 from course_exports.settings import Settings
 from course_exports.storage import Location
+from sample_lake import LakeSummary
 
 KEY = "page-signing-key-" + "p" * 32
 TTL = timedelta(days=7)

@@ -27,10 +27,10 @@ from e2e_kit import Site, flow_runs, make_site, wait_for
 
 from course_exports import links
 from course_exports.access_log import CSV_HEADER
-from course_exports.sample_lake import LakeSpec
 from deployments.download_service import create_app
 from deployments.lms_client import LmsClient, course_tag
 from deployments.local_stack import free_port, run_worker
+from sample_lake import LakeSpec
 
 pytestmark = [pytest.mark.e2e]
 

@@ -17,6 +17,11 @@ from deployments.web.course_view import RowState
 from deployments.web.runs import RunInfo
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+# Until the lifecycle work (issue 11) lands on main, records have no progress or failure
+# fields; these tests run as soon as they do. (Remove this marker then.)
+needs_lifecycle = pytest.mark.skipif(
+    "progress" not in ExportRecord.model_fields, reason="ExportRecord lacks progress/failed"
+)
 BERLIN = course_view.zone("Europe/Berlin")
 
 
@@ -69,6 +74,7 @@ def test_a_run_without_a_record_is_queued_then_starting() -> None:
     assert (starting.state, starting.status_text) == (RowState.RUNNING, "Starting")
 
 
+@needs_lifecycle
 def test_a_claimed_run_shows_its_record_with_progress() -> None:
     progress = {
         "files_done": 30,
@@ -93,6 +99,7 @@ def test_ready_expires_in_days_on_the_course_clock() -> None:
     assert row.size == "2.5 MB" and row.holds == "120 files · 9.0 MB"
 
 
+@needs_lifecycle
 def test_failed_and_expired() -> None:
     failed = record(
         "failed", "r2", failure_reason="Assignment 9 is not in this course.", failed_at=T0
@@ -120,6 +127,7 @@ def _rows(html: str) -> dict[str, str]:
     return {export_id: state for state, export_id in found}
 
 
+@needs_lifecycle
 def test_the_page_shows_each_state(page_site: PageSite) -> None:
     course = page_site.other_course
     teacher = page_site.teacher(course)
