@@ -133,11 +133,15 @@ def _watch(
         reason = getattr(record, "failure_reason", None) or exc.state_message or exc.state_name
         print(f"export failed: {reason}", file=out)
         return 1
+    expires_at = datetime.fromisoformat(str(result["expires_at"]).replace("Z", "+00:00"))
+    print(f"{_bar(100, 0)} ready: {result['size_bytes']:,} bytes, expires {expires_at}", file=out)
+    # Signed here with the service's key: the Prefect API does not carry bearer links.
+    key = settings.require_signing_key()
     print(
-        f"{_bar(100, 0)} ready: {result['size_bytes']:,} bytes, expires {result['expires_at']}",
-        file=out,
+        links.download_url(
+            settings.public_url, key, course_id, str(result["export_id"]), expires_at
+        )
     )
-    print(result["download_url"])
     return 0
 
 
