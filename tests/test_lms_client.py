@@ -211,7 +211,7 @@ def test_a_crashed_first_attempt_is_followed_to_its_one_retry(api: FakeApi) -> N
     retry = api.runs[final.run_id]
     assert final.type == "COMPLETED" and final.run_id != ref.id
     assert retry["idempotency_key"] == f"{ref.idempotency_key}:after:{ref.id}"
-    assert retry["tags"] == [lms_client.CRASH_RETRY_TAG]
+    assert retry["tags"] == [lms_client.CRASH_RETRY_TAG, "course:1"]  # the page shows it
     assert retry["parameters"] == ref.parameters
     api.artifacts[retry["id"]] = [{"type": "result", "data": {"export_id": "e"}}]
     assert lms.result(ref.id) == {"export_id": "e"}  # the request's outcome, not the crash
@@ -234,7 +234,7 @@ def test_a_crashed_retry_is_the_outcome(api: FakeApi) -> None:
         lms.result(ref.id)
     assert len(api.runs) == 2  # one retry, never a second
     fresh = lms.trigger(COURSE, {"course_id": 1}, request_id="r")  # the LMS asks again
-    assert fresh.created and api.runs[fresh.id]["tags"] == []
+    assert fresh.created and api.runs[fresh.id]["tags"] == ["course:1"]
 
 
 def test_parameters_rejected_by_the_schema(api: FakeApi) -> None:
@@ -305,3 +305,21 @@ def test_the_client_and_the_recovery_name_a_crash_retry_alike() -> None:
     for key in ("lms:r:abc", None):
         run = {"id": "1f0c", "idempotency_key": key}
         assert lms_client.retry_key(run) == recovery.retry_key("1f0c", key)
+
+
+def test_runs_carry_their_course_tag_and_can_be_listed_by_it(api: FakeApi) -> None:
+    lms = client(api)
+    ref = lms.trigger(COURSE, {"course_id": 1042}, request_id="r", tags=["page"])
+    assert api.runs[ref.id]["tags"] == ["page", "course:1042"]
+    assert lms_client.course_tags(["course-exports", "course:1042", "crash-retry"]) == [
+        "course:1042"
+    ]
+
+
+def test_launch_url_opens_the_course_page_for_a_teacher() -> None:
+    from course_exports import links
+
+    url = LmsClient.launch_url("https://exports.example", "k" * 32, 1042, 7, ttl_s=60)
+    assert url.startswith("https://exports.example/courses/1042/launch?token=")
+    claims = links.verify_user(b"k" * 32, url.split("token=")[1], purpose=links.LAUNCH)
+    assert (claims.course_id, claims.user_id) == (1042, 7)
