@@ -107,9 +107,10 @@ class Location:
         return stream
 
     def list_names(self, *parts: str | int) -> list[str]:
-        """Names of the files and folders directly in a folder; none if it does not exist."""
+        """Names of the files and folders directly in a folder (listed afresh, not from a
+        cache); none if it does not exist."""
         try:
-            found = self.fs.ls(self.path(*parts), detail=False)
+            found = self.fs.ls(self.path(*parts), detail=False, refresh=True)
         except FileNotFoundError:
             return []
         return sorted(posixpath.basename(str(p).rstrip("/")) for p in found)

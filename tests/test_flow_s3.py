@@ -234,7 +234,7 @@ def test_course_zip_on_s3_survives_faults_and_imports(
             )
             assert imported.project_url.startswith(site.exports_url + "/projects/")
             exports = open_location(site.exports_url, s3_endpoint_url=s3_server.endpoint_url)
-            workspace = f"{imported.project_url.removeprefix('s3://')}/workspace"
+            workspace = imported.workspace_url.removeprefix("s3://")
             exports.refresh()
             got = {
                 p.removeprefix(workspace + "/"): exports.fs.cat_file(p)
@@ -247,3 +247,19 @@ def test_course_zip_on_s3_survives_faults_and_imports(
                 if k.startswith(prefix)
             }
             assert got == want
+            # A re-import replaces the copy: project.json is the commit point, no rename.
+            again = import_project(
+                export_id=result.export_id,
+                assignment_id=src["assignment_id"],
+                student_id=src["user_id"],
+                stack="java-21",
+                requested_by=site.teacher,
+            )
+            exports.refresh()
+            # Objects, not the listing: SeaweedFS (unlike S3) goes on listing a folder
+            # whose objects are all deleted, as an empty common prefix.
+            root = again.project_url.removeprefix("s3://")
+            kept = {p.removeprefix(root + "/").split("/")[0] for p in exports.fs.find(root)}
+            assert (
+                kept == {"project.json", again.workspace} and again.workspace != imported.workspace
+            )
