@@ -6,13 +6,16 @@ everything else joins relative paths onto it, so the same code runs on both.
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import io
 import os
 import posixpath
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, BinaryIO
+from datetime import UTC, datetime
+from typing import IO, Any, BinaryIO, NamedTuple
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -51,6 +54,35 @@ class TooLargeError(ValueError):
         super().__init__(f"{path} is larger than {limit:,} bytes")
         self.path = path
         self.limit = limit
+
+
+class Entry(NamedTuple):
+    """One object of a listing: its path relative to the location's root, its size, its
+    modification time, and a tag that changes when its content does (the ETag on S3;
+    a stamp of mtime, size and inode on a local disk)."""
+
+    path: str
+    size: int
+    mtime: datetime
+    etag: str | None
+
+
+def content_tag(info: dict[str, Any]) -> str | None:
+    """:attr:`Entry.etag` from an fsspec listing entry (``find(detail=True)``)."""
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return str(etag).strip('"')
+    mtime, ino = info.get("mtime"), info.get("ino")
+    if mtime is None:
+        return None
+    return f"{int(float(mtime) * 1e9):x}-{int(info.get('size') or 0):x}-{int(ino or 0):x}"
+
+
+def _mtime(info: dict[str, Any]) -> datetime:
+    value = info.get("LastModified", info.get("mtime"))
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return datetime.fromtimestamp(float(value or 0), UTC)
 
 
 @dataclass(frozen=True)
@@ -180,6 +212,45 @@ class Location:
         for path, info in found.items():
             if info.get("type") == "file":
                 yield path, int(info.get("size") or 0)
+
+    def url_for(self, *parts: str | int) -> str:
+        """The URL of ``parts`` under the root, for messages (``s3://…`` or a local path)."""
+        return self.url_of(self.path(*parts))
+
+    def list(self, *parts: str | int) -> Iterator[Entry]:
+        """Every object under the folder ``parts`` (recursively), paths relative to the
+        root, in key order. Empty if the folder is absent."""
+        try:
+            found: dict[str, dict[str, Any]] = self.fs.find(self.path(*parts), detail=True)
+        except FileNotFoundError:
+            return
+        for path in sorted(found):
+            info = found[path]
+            if info.get("type") == "directory":
+                continue
+            yield Entry(
+                self.relative(path), int(info.get("size") or 0), _mtime(info), content_tag(info)
+            )
+
+    def read_many(self, paths: Iterable[str]) -> builtins.list[bytes]:
+        """The objects at ``paths`` (relative), in that order (fetched concurrently on S3)."""
+        full = [self.path(p) for p in paths]
+        if not full:
+            return []
+        if self.is_local:
+            return [self.fs.cat_file(p) for p in full]
+        blobs: dict[str, bytes] = self.fs.cat(full, on_error="raise")
+        return [blobs[p] for p in full]
+
+    def open_seekable(self, *parts: str | int) -> BinaryIO:
+        """A seekable file of the object (ranged reads on S3), e.g. for a parquet footer."""
+        handle: BinaryIO = self.fs.open(self.path(*parts), "rb")
+        return handle
+
+    def delete(self, *parts: str | int) -> None:
+        """Remove one object; nothing happens if it is absent."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.path(*parts))
 
     def refresh(self) -> None:
         """Forget cached listings (s3fs caches them; another client may have written)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from course_exports.access_log.window import AccessWindow
 from course_exports.errors import LakeDataError
-from course_exports.storage import Location
+from course_exports.storage import Location, content_tag
 
 ACCESS_LOG_DIR = "access_log"
 
@@ -28,6 +28,9 @@ class DayPartition:
     files: tuple[str, ...]
     #: Total size of ``files`` in bytes when the listing knew it (used to size batches).
     size_bytes: int = 0
+    #: ``(file name, size, content tag)`` of each file, from the listing: it changes when
+    #: the LMS adds, removes or rewrites a file of the day (see ``clustered``).
+    stamps: tuple[tuple[str, int, str | None], ...] = ()
 
     @property
     def start(self) -> datetime:
@@ -75,7 +78,7 @@ def list_day_partitions(lake: Location, window: AccessWindow) -> list[DayPartiti
     outside one) raises LakeDataError naming it. No ``access_log/`` means no events.
     """
     base = lake.path(ACCESS_LOG_DIR)
-    days: dict[date, list[tuple[str, int]]] = {}
+    days: dict[date, list[tuple[str, int, str | None]]] = {}
     for path, info in _list_access_log(lake).items():
         path = path.rstrip("/")
         rel = posixpath.relpath(path, base)
@@ -94,14 +97,15 @@ def list_day_partitions(lake: Location, window: AccessWindow) -> list[DayPartiti
             raise LakeDataError(lake.url_of(path), "unexpected folder inside a day partition")
         entries = days.setdefault(day, [])
         if len(parts) == 2 and parts[1].endswith(".parquet"):
-            entries.append((path, int(info.get("size") or 0)))
+            entries.append((path, int(info.get("size") or 0), content_tag(info)))
     partitions = []
     for day in sorted(days):
         files = sorted(days[day])
         partition = DayPartition(
             day=day,
-            files=tuple(p for p, _ in files),
-            size_bytes=sum(s for _, s in files),
+            files=tuple(p for p, _, _ in files),
+            size_bytes=sum(s for _, s, _ in files),
+            stamps=tuple((posixpath.basename(p), s, tag) for p, s, tag in files),
         )
         if files and partition.start < window.end and partition.end > window.start:
             partitions.append(partition)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import polars as pl
 
+from course_exports.access_log.clustered import CopiedDay, CourseCopy
 from course_exports.access_log.partitions import ACCESS_LOG_DIR, DayPartition
 from course_exports.access_log.schema import (
     ACCESS_TYPE_LABELS,
@@ -24,7 +26,8 @@ from course_exports.access_log.window import AccessWindow
 from course_exports.errors import LakeDataError
 from course_exports.storage import Location
 
-_FOOTER_THREADS = 16
+log = logging.getLogger(__name__)
+
 # Batches read ahead of the one being rendered; each holds one batch of course rows
 # (and, on remote storage, the raw bytes of its files), so this bounds memory.
 _PREFETCH_BATCHES = 2
@@ -65,20 +68,34 @@ class Query:
         return selected | (~known & inside) | time.is_null()
 
 
+_COLUMNS = ("event_time", "user_id", "assignment_id", "access_type", "project_path", "ip")
+
+
 @dataclass
 class Batch:
     """Consecutive days (or a time slice of one day) read, sorted and written together."""
 
-    partitions: list[DayPartition]
+    partitions: list[DayPartition]  # every day of the batch, oldest first
     start: datetime  # rows read: start <= event_time < end (already within the window)
     end: datetime
-    planned_bytes: int  # the share of the files' bytes this batch stands for
+    planned_bytes: int  # the share of the source files' bytes this batch stands for
+    #: Days of ``partitions`` read from the course-clustered copy; the rest (and any
+    #: copied day found damaged) are read from the source files.
+    copied: dict[date, CopiedDay] = field(default_factory=dict)
     events: pl.DataFrame | None = None
+    #: Rows that came from the source files (what the planner learns densities from).
+    source_rows: int = 0
     error: Exception | None = None
 
     @property
     def files(self) -> list[str]:
-        return [path for partition in self.partitions for path in partition.files]
+        """The source files this batch reads."""
+        return [
+            path
+            for partition in self.partitions
+            if partition.day not in self.copied
+            for path in partition.files
+        ]
 
 
 def _scan(sources: list[str] | list[bytes], query: Query, batch: Batch) -> pl.LazyFrame:
@@ -93,9 +110,14 @@ def _scan(sources: list[str] | list[bytes], query: Query, batch: Batch) -> pl.La
             hive_partitioning=False,
         )
         .filter(pl.col("course_id") == query.course_id)
-        .select("event_time", "user_id", "assignment_id", "access_type", "project_path", "ip")
+        .select(_COLUMNS)
         .filter(query.keep(batch.start, batch.end))
     )
+
+
+def scan_sources(lake: Location, files: list[str]) -> list[str] | list[bytes]:
+    """What a Polars scan of ``files`` reads: local paths, or remote objects' bytes."""
+    return _Sources(lake).get(files)
 
 
 class _Sources:
@@ -121,28 +143,45 @@ class _Sources:
         return self._last[1]
 
 
-def _read_batch(sources: _Sources, batch: Batch, query: Query) -> Batch:
+def _read_batch(sources: _Sources, batch: Batch, query: Query, copy: CourseCopy | None) -> Batch:
     try:
-        batch.events = _scan(sources.get(batch.files), query, batch).collect()
+        frames = [_read_copied(copy, batch, query)] if copy is not None and batch.copied else []
+        if batch.files:
+            source = _scan(sources.get(batch.files), query, batch).collect()
+            batch.source_rows = source.height
+            frames.append(source)
+        batch.events = pl.concat(frames) if frames else SCAN_SCHEMA.to_frame().select(_COLUMNS)
     except Exception as exc:  # reported with the file's name by explain_failure
         batch.error = exc
     return batch
 
 
+def _read_copied(copy: CourseCopy, batch: Batch, query: Query) -> pl.DataFrame:
+    """The batch's rows from its copied days; a damaged day moves to the source files."""
+    rows, damaged = copy.read(list(batch.copied.values()), query.course_id)
+    for day, problem in damaged:
+        log.warning("not using the copy of %s: %s", day.partition.day, problem)
+        copy.discard(day)
+        del batch.copied[day.partition.day]
+    return rows.select(_COLUMNS).filter(query.keep(batch.start, batch.end))
+
+
 class Planner:
     """Cuts the days into batches of about :data:`_BATCH_ROWS` rows of the course.
 
-    How many of the course's rows a byte of log holds is known only after reading some.
-    Until then the guess is that every row is the course's (:data:`_ROWS_PER_BYTE_GUESS`),
-    afterwards the larger of the overall and the latest ratio, so a course that gets
-    busier is caught at the next batch. Quiet days are grouped (up to
-    :data:`_BATCH_MAX_BYTES` of files, which remote reads hold in memory); a day expected
-    to hold more than two batches is read in time slices, re-reading its files, so that
-    memory stays bounded by the batch size however dense the log gets.
+    A day read from the copy says how many rows its course's row groups hold (an upper
+    bound). For the source, how many of the course's rows a byte of log holds is known
+    only after reading some: until then the guess is that every row is the course's
+    (:data:`_ROWS_PER_BYTE_GUESS`), afterwards the larger of the overall and the latest
+    ratio, so a course that gets busier is caught at the next batch. Quiet days are
+    grouped (up to :data:`_BATCH_MAX_BYTES` of source files, which remote reads hold in
+    memory); a day expected to hold more than two batches is read in time slices, so
+    that memory stays bounded by the batch size however dense the log gets.
     """
 
-    def __init__(self, window: AccessWindow) -> None:
+    def __init__(self, window: AccessWindow, copied: dict[date, CopiedDay] | None = None) -> None:
         self._window = window
+        self._copied = copied or {}
         self._rows = 0
         self._bytes = 0
         self._latest: float | None = None
@@ -150,34 +189,51 @@ class Planner:
     def observe(self, batch: Batch) -> None:
         if batch.events is None or not batch.planned_bytes:
             return
-        self._rows += batch.events.height
+        self._rows += batch.source_rows
         self._bytes += batch.planned_bytes
-        self._latest = batch.events.height / batch.planned_bytes
+        self._latest = batch.source_rows / batch.planned_bytes
 
     def _rows_per_byte(self) -> float:
         if self._latest is None:
             return _ROWS_PER_BYTE_GUESS
         return max(self._latest, self._rows / self._bytes)
 
+    def _source_bytes(self, day: DayPartition) -> int:
+        return 0 if day.day in self._copied else day.size_bytes
+
+    def _expected_rows(self, day: DayPartition, ratio: float) -> float | None:
+        """The course's expected rows on ``day``; None when nothing tells."""
+        if day.day in self._copied:
+            return self._copied[day.day].rows
+        return day.size_bytes * ratio if day.size_bytes else None
+
     def batches(self, days: list[DayPartition]) -> Iterator[Batch]:
-        start, end = self._window.start, self._window.end
         index = 0
         while index < len(days):
             ratio = self._rows_per_byte()
-            group, size = [days[index]], days[index].size_bytes
+            day = days[index]
             index += 1
-            if size * ratio > 2 * _BATCH_ROWS:
-                yield from self._slices(group[0], math.ceil(size * ratio / _BATCH_ROWS))
+            rows = self._expected_rows(day, ratio)
+            if rows is not None and rows > 2 * _BATCH_ROWS:
+                yield from self._slices(day, math.ceil(rows / _BATCH_ROWS))
                 continue
+            group, size = [day], self._source_bytes(day)
             # A day of unknown size (a hand-made partition list) stays a batch of its own.
-            while size and index < len(days) and days[index].size_bytes:
-                grown = size + days[index].size_bytes
-                if grown > _BATCH_MAX_BYTES or grown * ratio > _BATCH_ROWS:
+            while rows is not None and index < len(days):
+                more = self._expected_rows(days[index], ratio)
+                if more is None:
+                    break
+                grown = size + self._source_bytes(days[index])
+                if grown > _BATCH_MAX_BYTES or rows + more > _BATCH_ROWS:
                     break
                 group.append(days[index])
-                size = grown
+                rows, size = rows + more, grown
                 index += 1
-            yield Batch(group, start, end, size)
+            yield self._batch(group, self._window.start, self._window.end, size)
+
+    def _batch(self, days: list[DayPartition], start: datetime, end: datetime, size: int) -> Batch:
+        copied = {d.day: self._copied[d.day] for d in days if d.day in self._copied}
+        return Batch(days, start, end, size, copied)
 
     def _slices(self, day: DayPartition, count: int) -> Iterator[Batch]:
         lo, hi = max(day.start, self._window.start), min(day.end, self._window.end)
@@ -186,9 +242,9 @@ class Planner:
         # The outer slices reach to the window's ends, so a row filed under the wrong day
         # is still read, and reported by check_rows, as it is when the day is not sliced.
         bounds[0], bounds[-1] = self._window.start, self._window.end
-        share = day.size_bytes // count
+        share = self._source_bytes(day) // count
         for k in range(count):
-            yield Batch([day], bounds[k], bounds[k + 1], share)
+            yield self._batch([day], bounds[k], bounds[k + 1], share)
 
 
 class Prefetcher:
@@ -198,10 +254,17 @@ class Prefetcher:
     decoding overlap the rendering of the current one.
     """
 
-    def __init__(self, lake: Location, days: list[DayPartition], query: Query) -> None:
+    def __init__(
+        self,
+        lake: Location,
+        days: list[DayPartition],
+        query: Query,
+        copy: CourseCopy | None = None,
+    ) -> None:
         self._query = query
+        self._copy = copy
         self._sources = _Sources(lake)
-        self._planner = Planner(query.window)
+        self._planner = Planner(query.window, copy.days if copy is not None else None)
         self._plan = self._planner.batches(days)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="access-log-read")
         self._pending: deque[Future[Batch]] = deque()
@@ -211,7 +274,9 @@ class Prefetcher:
             batch = next(self._plan, None)
             if batch is None:
                 return
-            self._pending.append(self._pool.submit(_read_batch, self._sources, batch, self._query))
+            self._pending.append(
+                self._pool.submit(_read_batch, self._sources, batch, self._query, self._copy)
+            )
 
     def __iter__(self) -> Iterator[Batch]:
         self._submit()
@@ -278,6 +343,8 @@ def check_rows(lake: Location, batch: Batch, query: Query, events: pl.DataFrame)
     if earliest >= first and latest < last:
         return
     for partition in batch.partitions:
+        if partition.day in batch.copied:
+            continue  # checked when read (clustered.read_copied_rows)
         outside = (pl.col("event_time") < partition.start) | (pl.col("event_time") >= partition.end)
         for path in partition.files:
             rows = _read_file(lake, path, query, batch).filter(outside).head(1).collect()

@@ -10,6 +10,7 @@ from typing import BinaryIO
 
 import polars as pl
 
+from course_exports.access_log.clustered import CourseCopy
 from course_exports.access_log.partitions import DayPartition
 from course_exports.access_log.reader import Prefetcher, Query, check_rows, explain_failure
 from course_exports.access_log.render import (
@@ -96,6 +97,7 @@ def write_access_csv(
     user_ids: Sequence[int] | None = None,
     timezone: str = "UTC",
     excel: bool = False,
+    copy: CourseCopy | None = None,
 ) -> AccessCsvStats:
     """Write the access CSV of one course (CONTRACT 4.2) to ``out``, oldest row first.
 
@@ -121,7 +123,7 @@ def write_access_csv(
     labels = assignment_cells(assignments)
 
     rows = 0
-    with _Writer(out) as writer, Prefetcher(lake, days, query) as prefetcher:
+    with _Writer(out) as writer, Prefetcher(lake, days, query, copy) as prefetcher:
         writer.write((UTF8_BOM if excel else b"") + CSV_HEADER.encode() + b"\r\n")
         for batch in prefetcher:
             if batch.error is not None:

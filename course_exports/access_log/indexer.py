@@ -1,0 +1,289 @@
+"""Keeping the course-clustered copy current: which days to (re)build, and building one.
+
+Survey -> decide -> apply, as the purges: one listing of the log and of the copy, a plan
+a person can read, then one day at a time. A day is (re)built when it is closed (its
+UTC day is over), inside the retention, and its copy is missing, stale (the LMS added,
+removed or rewrote a file of the day: names, sizes and content tags differ), of an
+older format, or damaged (unreadable index, file missing or of another size, footer not
+matching the index). Copies of days the log no longer has are removed.
+
+A day with a broken row (unknown access type, no time, a time outside its day) is not
+copied: exports keep reading it from the source, whose error names the file.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+
+import polars as pl
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from course_exports.access_log.clustered import (
+    COPY_DIR,
+    FORMAT,
+    INDEX,
+    ROW_GROUP_ROWS,
+    DamagedCopyError,
+    DayIndex,
+    day_folder,
+    index_bytes,
+    parse_index,
+)
+from course_exports.access_log.partitions import DayPartition, list_day_partitions
+from course_exports.access_log.reader import scan_sources
+from course_exports.access_log.schema import (
+    ACCESS_LOG_SCHEMA,
+    ACCESS_TYPE_LABELS,
+    SCAN_CASTS,
+    SCAN_SCHEMA,
+    SORT_KEYS,
+    check_log_files,
+)
+from course_exports.access_log.window import AccessWindow, as_utc, retention_cutoff
+from course_exports.storage import Location
+
+#: The copy's sort order: a course's rows together, each course's in export order.
+COPY_ORDER: tuple[str, ...] = ("course_id", *SORT_KEYS)
+
+
+class CopyDay(BaseModel):
+    """A day to (re)build, and why."""
+
+    day: date
+    reason: str
+    files: list[str]
+    bytes: int
+
+
+class CopyPlan(BaseModel):
+    now: datetime
+    #: Oldest first, at most ``max_days``.
+    build: list[CopyDay]
+    #: Days past ``max_days`` left for the next runs.
+    remaining: int
+    #: Copied days the log no longer has (purged, or before the retention).
+    remove: list[date]
+    #: Days already current.
+    current: int
+
+
+class CopyResult(BaseModel):
+    """What building one day did."""
+
+    day: date
+    #: False when the day has a broken row: it stays on the source.
+    copied: bool
+    rows: int = 0
+    source_bytes: int = 0
+    copy_bytes: int = 0
+    seconds: float = 0.0
+    problem: str | None = None
+
+
+def plan_copy(
+    lake: Location,
+    store: Location,
+    now: datetime,
+    retention_months: int,
+    *,
+    max_days: int,
+    verify: bool = False,
+) -> CopyPlan:
+    """Which closed days inside the retention need a (new) copy, and which copies go.
+
+    ``verify`` also reads every current copy in full, checking each page's CRC (the
+    cheap checks read only footers).
+    """
+    if max_days < 1:
+        raise ValueError(f"max_days must be at least 1, got {max_days}")
+    now = as_utc(now)
+    window = AccessWindow(retention_cutoff(now, retention_months), now)
+    in_log = list_day_partitions(lake, window)
+    # A storage that gives no content tag cannot tell a rewritten day: never copied.
+    closed = [p for p in in_log if p.end <= now and all(tag for _, _, tag in p.stamps)]
+    copies = _survey(store)
+    build: list[CopyDay] = []
+    current = 0
+    for partition in closed:
+        reason = _why_rebuild(store, partition, copies.get(partition.day), verify)
+        if reason is None:
+            current += 1
+            continue
+        build.append(
+            CopyDay(
+                day=partition.day,
+                reason=reason,
+                files=list(partition.files),
+                bytes=partition.size_bytes,
+            )
+        )
+    kept = {p.day for p in in_log}
+    remove = sorted(d for d in copies if d not in kept)
+    return CopyPlan(
+        now=now,
+        build=build[:max_days],
+        remaining=max(0, len(build) - max_days),
+        remove=remove,
+        current=current,
+    )
+
+
+def _survey(store: Location) -> dict[date, dict[str, int]]:
+    """Every copied day's files and sizes, from one listing."""
+    store.refresh()
+    days: dict[date, dict[str, int]] = {}
+    for entry in store.list(COPY_DIR):
+        folder, _, name = entry.path.removeprefix(f"{COPY_DIR}/").partition("/")
+        if not folder.startswith("event_date=") or "/" in name:
+            continue
+        try:
+            day = date.fromisoformat(folder.removeprefix("event_date="))
+        except ValueError:
+            continue
+        days.setdefault(day, {})[name] = entry.size
+    return days
+
+
+def _why_rebuild(
+    store: Location, partition: DayPartition, files: dict[str, int] | None, verify: bool
+) -> str | None:
+    if not files or INDEX not in files:
+        return "not copied yet"
+    try:
+        index = parse_index(store.read_bytes(COPY_DIR, day_folder(partition.day), INDEX))
+    except FileNotFoundError:
+        return "not copied yet"
+    if index is None:
+        return "damaged: unreadable index"
+    if index.format != FORMAT:
+        return f"copied in format {index.format}, now {FORMAT}"
+    if not index.is_current(partition):
+        return "the LMS changed the day's files"
+    if files.get(index.file) != index.size:
+        return "damaged: the copy's file is missing or of another size"
+    try:
+        check_copy(store, index, full=verify)
+    except DamagedCopyError as exc:
+        return f"damaged: {exc}"
+    return None
+
+
+def check_copy(store: Location, index: DayIndex, *, full: bool) -> None:
+    """The copy's footer matches its index; ``full`` also reads every page (CRC checked)."""
+    path = (COPY_DIR, day_folder(index.day), index.file)
+    try:
+        with store.open_seekable(*path) as handle:
+            parquet = pq.ParquetFile(handle, page_checksum_verification=True)
+            counts = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+            if full:
+                rows = parquet.read(use_threads=False).num_rows
+                if rows != index.rows:
+                    raise DamagedCopyError(f"{rows} rows, the index says {index.rows}")
+    except DamagedCopyError:
+        raise
+    except Exception as exc:
+        raise DamagedCopyError(f"{type(exc).__name__}: {exc}") from exc
+    if counts != [rows for _, _, rows in index.row_groups]:
+        raise DamagedCopyError("its row groups do not match the index")
+
+
+def build_day(lake: Location, store: Location, partition: DayPartition) -> CopyResult:
+    """Copy one day: read every file, sort by course and time, write, then the index.
+
+    The new file gets a new name and the index is written after it, so a reader sees the
+    old pair or the new one; old files of the day are removed last (an export still
+    reading one then falls back to the source for that day).
+    """
+    started = time.perf_counter()
+    check_log_files(lake, [partition])
+    frame = pl.scan_parquet(
+        scan_sources(lake, list(partition.files)),
+        schema=SCAN_SCHEMA,
+        cast_options=SCAN_CASTS,
+        extra_columns="ignore",
+        hive_partitioning=False,
+    ).collect()
+    problem = _broken_rows(frame, partition)
+    if problem is not None:
+        return CopyResult(day=partition.day, copied=False, problem=problem)
+    frame = frame.sort(list(COPY_ORDER), nulls_last=False)
+    data = _parquet_bytes(frame)
+    name = f"{uuid.uuid4().hex}.parquet"
+    folder = day_folder(partition.day)
+    store.write_bytes_atomic(data, COPY_DIR, folder, name)
+    index = DayIndex(
+        format=FORMAT,
+        day=partition.day,
+        source=[(n, s, tag or "") for n, s, tag in partition.stamps],
+        file=name,
+        size=len(data),
+        rows=frame.height,
+        row_groups=_row_groups(frame["course_id"]),
+        built_at=datetime.now(UTC),
+        build_seconds=time.perf_counter() - started,
+    )
+    store.write_bytes_atomic(index_bytes(index), COPY_DIR, folder, INDEX)
+    for entry in list(store.list(COPY_DIR, folder)):
+        if entry.path.rsplit("/", 1)[-1] not in (name, INDEX):
+            store.delete(entry.path)
+    return CopyResult(
+        day=partition.day,
+        copied=True,
+        rows=frame.height,
+        source_bytes=partition.size_bytes,
+        copy_bytes=len(data),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _broken_rows(frame: pl.DataFrame, partition: DayPartition) -> str | None:
+    unknown = ~pl.col("access_type").is_in(list(ACCESS_TYPE_LABELS)).fill_null(False)
+    time_ = pl.col("event_time")
+    outside = (time_ < partition.start) | (time_ >= partition.end)
+    counts = frame.select(
+        unknown.sum().alias("unknown access type"),
+        time_.is_null().sum().alias("no event_time"),
+        outside.sum().alias("event_time outside the day"),
+        pl.col("course_id").is_null().sum().alias("no course_id"),
+    ).row(0, named=True)
+    found = [f"{n} rows with {what}" for what, n in counts.items() if n]
+    return "; ".join(found) or None
+
+
+def _parquet_bytes(frame: pl.DataFrame) -> bytes:
+    """The sorted day as parquet: small row groups with statistics, a CRC on every page."""
+    table = frame.to_arrow().cast(ACCESS_LOG_SCHEMA)
+    buffer = io.BytesIO()
+    pq.write_table(
+        table,
+        buffer,
+        row_group_size=ROW_GROUP_ROWS,
+        compression="zstd",
+        write_page_checksum=True,
+        write_statistics=True,
+    )
+    return buffer.getvalue()
+
+
+def _row_groups(courses: pl.Series) -> list[tuple[int, int, int]]:
+    groups = []
+    for offset in range(0, courses.len(), ROW_GROUP_ROWS):
+        chunk = courses.slice(offset, ROW_GROUP_ROWS)
+        groups.append((int(chunk[0]), int(chunk[-1]), chunk.len()))
+    return groups
+
+
+def remove_day(store: Location, day: date) -> None:
+    """Delete one day of the copy (the purge drops it with the source's day)."""
+    store.remove_tree(COPY_DIR, day_folder(day))
+
+
+def copy_sizes(store: Location, days: Sequence[date]) -> dict[date, int]:
+    """Bytes of the copy's files per day (for summaries)."""
+    wanted = set(days)
+    return {d: sum(f.values()) for d, f in _survey(store).items() if d in wanted}
