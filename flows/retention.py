@@ -45,7 +45,7 @@ def resolve_now(now: datetime | None) -> datetime:
     return as_utc(now) if now is not None else datetime.now(UTC)
 
 
-def _run_name(what: str) -> Callable[[], str]:
+def run_name(what: str) -> Callable[[], str]:
     """``purge expired exports · 2026-11-28T18:00Z``, ``(dry run)`` when it is one."""
 
     def name() -> str:
@@ -86,7 +86,7 @@ DRY_RUN = param("Dry run", "Only report what would be deleted; delete nothing", 
 
 @flow(
     name="purge-expired-exports",
-    flow_run_name=_run_name("purge expired exports"),
+    flow_run_name=run_name("purge expired exports"),
     description=(
         "Deletes the files of exports past their expiry (keeping the manifest as an "
         "'expired' tombstone), leftovers of runs that never finished, and imported "
@@ -116,7 +116,7 @@ def purge_expired_exports(
 
 @flow(
     name="purge-access-logs",
-    flow_run_name=_run_name("purge access logs"),
+    flow_run_name=run_name("purge access logs"),
     description=(
         "Deletes access events older than the retention by dropping whole day "
         "partitions of access_log/, oldest first, a bounded number per run."

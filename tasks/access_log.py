@@ -9,6 +9,7 @@ from typing import BinaryIO, cast
 
 from course_exports import access_log, registry
 from course_exports.access_log import AccessWindow, DayPartition
+from course_exports.access_log.clustered import CourseCopy, find_current_days
 from course_exports.lake import Course, check_assignment_ids, read_roster, read_users
 from course_exports.registry import ExportRecord
 from course_exports.settings import Settings
@@ -21,7 +22,10 @@ class AccessPlan:
     window: AccessWindow
     timezone: str
     partitions: list[DayPartition]
+    #: Source files checked (the days not read from the course-clustered copy).
     files: int
+    #: The days read from our course-clustered copy instead of the source.
+    copy: CourseCopy | None = None
 
 
 def plan_access_export(
@@ -36,8 +40,10 @@ def plan_access_export(
 ) -> AccessPlan:
     """Check the parameters, then find the day partitions inside the window and check them.
 
-    The window is the retention cut-off intersected with since/until; files are checked
-    from their footers here, so damaged data stops the run before a byte is written.
+    The window is the retention cut-off intersected with since/until. Days whose copy
+    in our course-clustered copy is current are read from it; the other days' source
+    files are checked from their footers here, so damaged data stops the run before a
+    byte is written.
     """
     tz = access_log.parse_timezone(timezone)
     check_assignment_ids(course, assignment_ids)
@@ -46,8 +52,9 @@ def plan_access_export(
     )
     lake = settings.lake()
     partitions = access_log.list_day_partitions(lake, window)
-    files = access_log.check_log_files(lake, partitions)
-    return AccessPlan(window, tz, partitions, files)
+    copy = find_current_days(settings.exports(), partitions, course.id)
+    files = access_log.check_log_files(lake, [p for p in partitions if p.day not in copy.days])
+    return AccessPlan(window, tz, partitions, files, copy)
 
 
 def write_access_file(
@@ -75,8 +82,14 @@ def write_access_file(
             user_ids=user_ids,
             timezone=plan.timezone,
             excel=excel,
+            copy=plan.copy,
         )
-    counts = {"events": stats.rows, "days": stats.days, "files_read": stats.files}
+    counts = {
+        "events": stats.rows,
+        "days": stats.days,
+        "files_read": stats.files,
+        "days_from_copy": stats.days_from_copy,
+    }
     details = {
         "window_start": plan.window.start.isoformat(),
         "window_end": plan.window.end.isoformat(),

@@ -21,7 +21,10 @@ CONTRACT_FLOWS = {
     "flows/retention.py:purge_access_logs": "daily",
 }
 #: Deployments the project adds to the contract's: entrypoint -> cron.
-ADDED_FLOWS = {"flows/recovery.py:recover_crashed_exports": "*/15 * * * *"}
+ADDED_FLOWS = {
+    "flows/recovery.py:recover_crashed_exports": "*/15 * * * *",
+    "flows/access_copy.py:refresh_access_log_copy": "15 * * * *",
+}
 
 
 def test_every_contract_flow_is_a_deployment_on_the_pool() -> None:
@@ -56,6 +59,8 @@ def test_schedules_and_limits() -> None:
         assert [s.cron for s in specs[entrypoint].schedules] == [cron]
     course = specs["flows/export_course.py:export_course"].concurrency()
     assert course is not None and course.limit >= 1
+    copy = specs["flows/access_copy.py:refresh_access_log_copy"].concurrency()
+    assert copy is not None and copy.limit == 1
 
 
 def test_serve_builds_the_same_deployments() -> None:

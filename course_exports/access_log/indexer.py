@@ -52,12 +52,15 @@ COPY_ORDER: tuple[str, ...] = ("course_id", *SORT_KEYS)
 
 
 class CopyDay(BaseModel):
-    """A day to (re)build, and why."""
+    """A day to (re)build, why, and the source files as the plan's listing saw them.
+
+    The index records those stamps: if the LMS rewrites the day while it is being
+    copied, the copy says it was built from the older files and is never used.
+    """
 
     day: date
     reason: str
-    files: list[str]
-    bytes: int
+    partition: DayPartition
 
 
 class CopyPlan(BaseModel):
@@ -114,14 +117,7 @@ def plan_copy(
         if reason is None:
             current += 1
             continue
-        build.append(
-            CopyDay(
-                day=partition.day,
-                reason=reason,
-                files=list(partition.files),
-                bytes=partition.size_bytes,
-            )
-        )
+        build.append(CopyDay(day=partition.day, reason=reason, partition=partition))
     kept = {p.day for p in in_log}
     remove = sorted(d for d in copies if d not in kept)
     return CopyPlan(

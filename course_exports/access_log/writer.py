@@ -6,6 +6,7 @@ import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import BinaryIO
 
 import polars as pl
@@ -76,11 +77,13 @@ class _Writer:
 
 @dataclass(frozen=True)
 class AccessCsvStats:
-    """What was written: data rows (header excluded), day partitions and files read."""
+    """What was written: data rows (header excluded), day partitions, source files read
+    and days read from the course-clustered copy instead."""
 
     rows: int
     days: int
     files: int
+    days_from_copy: int = 0
 
 
 def write_access_csv(
@@ -123,6 +126,8 @@ def write_access_csv(
     labels = assignment_cells(assignments)
 
     rows = 0
+    files: set[str] = set()
+    copied: set[date] = set()
     with _Writer(out) as writer, Prefetcher(lake, days, query, copy) as prefetcher:
         writer.write((UTF8_BOM if excel else b"") + CSV_HEADER.encode() + b"\r\n")
         for batch in prefetcher:
@@ -131,7 +136,9 @@ def write_access_csv(
             assert batch.events is not None
             check_rows(lake, batch, query, batch.events)
             rows += _write_batch(writer, batch.events, people, labels, timezone)
-    return AccessCsvStats(rows=rows, days=len(days), files=sum(len(d.files) for d in days))
+            files.update(batch.files)
+            copied.update(batch.copied)
+    return AccessCsvStats(rows=rows, days=len(days), files=len(files), days_from_copy=len(copied))
 
 
 def _write_batch(

@@ -1,0 +1,296 @@
+"""The course-clustered copy: the CSV is byte-identical on every lake layout, with and
+without the copy, and a stale, damaged or broken day is read from the source instead."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import shutil
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from reference import lake_reference_csv
+
+from course_exports import access_log
+from course_exports.access_log import clustered, indexer
+from course_exports.access_log.clustered import COPY_DIR, CourseCopy, DayIndex
+from course_exports.errors import LakeDataError
+from course_exports.lake import read_course, read_roster, read_users
+from course_exports.storage import Location, open_location
+from sample_lake import LakeSummary, LogLayout, generate_lake, tiny_lake_spec
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+WINDOW = access_log.access_window(NOW, 6, None, None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Lake:
+    root: Path
+    summary: LakeSummary
+
+    @property
+    def lake(self) -> Location:
+        return open_location(str(self.root))
+
+    @property
+    def course(self) -> int:
+        return self.summary.course_ids[0]
+
+
+@pytest.fixture(scope="module")
+def lakes(tmp_path_factory: pytest.TempPathFactory) -> dict[LogLayout, Lake]:
+    """The tiny lake in every layout: the same events, laid out differently."""
+    made = {}
+    for layout in LogLayout:
+        root = tmp_path_factory.mktemp(f"lake-{layout}")
+        spec = dataclasses.replace(tiny_lake_spec(), layout=layout, workspaces=False)
+        made[layout] = Lake(root, generate_lake(open_location(str(root)), spec, now=NOW))
+    return made
+
+
+@pytest.fixture(scope="module")
+def copies(
+    lakes: dict[LogLayout, Lake], tmp_path_factory: pytest.TempPathFactory
+) -> dict[LogLayout, Path]:
+    """The copy of each layout's log, built once (tests that damage one use their own)."""
+    built = {}
+    for layout, site in lakes.items():
+        root = tmp_path_factory.mktemp(f"copy-{layout}")
+        plan = build_copy(site.lake, open_location(str(root)))
+        assert plan.build and not plan.remove
+        built[layout] = root
+    return built
+
+
+def build_copy(lake: Location, store: Location) -> indexer.CopyPlan:
+    plan = indexer.plan_copy(lake, store, NOW, 6, max_days=1000)
+    for day in plan.build:
+        assert indexer.build_day(lake, store, day.partition).copied
+    return plan
+
+
+def export(site: Lake, store: Location | None, **options: Any) -> tuple[bytes, Any]:
+    lake = site.lake
+    course = read_course(lake, site.course)
+    partitions = access_log.list_day_partitions(lake, WINDOW)
+    copy = clustered.find_current_days(store, partitions, site.course) if store else None
+    access_log.check_log_files(lake, [p for p in partitions if not copy or p.day not in copy.days])
+    out = io.BytesIO()
+    stats = access_log.write_access_csv(
+        lake,
+        partitions,
+        out,
+        course_id=site.course,
+        window=WINDOW,
+        assignments=course.assignment_labels(),
+        roster=read_roster(lake, site.course),
+        users=read_users(lake),
+        copy=copy,
+        **options,
+    )
+    return out.getvalue(), stats
+
+
+def reference(site: Lake, **options: Any) -> bytes:
+    return lake_reference_csv(site.root, site.course, WINDOW, **options)
+
+
+def test_the_layouts_hold_the_same_events(lakes: dict[LogLayout, Lake]) -> None:
+    counts = {layout: site.summary.events_per_course for layout, site in lakes.items()}
+    assert len({tuple(c.items()) for c in counts.values()}) == 1
+    files = {
+        layout: sorted(p.name for p in (site.root / "access_log").rglob("*.parquet"))
+        for layout, site in lakes.items()
+    }
+    assert any(name.startswith("hour-") for name in files[LogLayout.HOURLY])
+    sorted_lake = lakes[LogLayout.COURSE_SORTED].root
+    sample = next(iter(sorted_lake.glob("access_log/*/part-0.parquet")))
+    courses = pq.read_table(sample)["course_id"].to_pylist()
+    assert courses == sorted(courses)
+
+
+OPTIONS: dict[str, dict[str, Any]] = {
+    "everything": {},
+    "filters": {"timezone": "America/New_York", "excel": True, "assignment_ids": [5001, 5002]},
+}
+
+
+@pytest.mark.parametrize("options", list(OPTIONS))
+@pytest.mark.parametrize("with_copy", [False, True], ids=["source", "copy"])
+@pytest.mark.parametrize("layout", list(LogLayout))
+def test_same_csv_on_every_layout_with_and_without_the_copy(
+    lakes: dict[LogLayout, Lake],
+    copies: dict[LogLayout, Path],
+    layout: LogLayout,
+    with_copy: bool,
+    options: str,
+) -> None:
+    site = lakes[layout]
+    store = open_location(str(copies[layout])) if with_copy else None
+    data, stats = export(site, store, **OPTIONS[options])
+    assert data == reference(site, **OPTIONS[options])
+    assert stats.rows > 20
+    if store is not None:
+        # Every day inside the window but today (not closed) came from the copy.
+        assert stats.days_from_copy == stats.days - 1
+        assert stats.files == len(access_log.list_day_partitions(site.lake, WINDOW)[-1].files)
+    else:
+        assert stats.days_from_copy == 0
+
+
+@pytest.fixture
+def copied(lakes: dict[LogLayout, Lake], tmp_path: Path) -> tuple[Lake, Location]:
+    """A private copy of the parts lake, and its course-clustered copy (built anew: the
+    copied files are other files, with other content tags)."""
+    source = lakes[LogLayout.PARTS]
+    shutil.copytree(source.root, tmp_path / "lake")
+    site = Lake(tmp_path / "lake", source.summary)
+    store = open_location(str(tmp_path / "exports"))
+    build_copy(site.lake, store)
+    return site, store
+
+
+def busy_day(site: Lake) -> date:
+    """A closed day inside the window on which the course has events."""
+    for partition in reversed(access_log.list_day_partitions(site.lake, WINDOW)[:-1]):
+        table = pq.read_table(partition.files[0])
+        if site.course in table["course_id"].to_pylist():
+            return partition.day
+    raise AssertionError("no busy day")
+
+
+def copy_file(store: Location, day: date) -> Path:
+    index = read_index(store, day)
+    return Path(store.path(COPY_DIR, clustered.day_folder(day), index.file))
+
+
+def read_index(store: Location, day: date) -> DayIndex:
+    index = clustered.parse_index(
+        store.read_bytes(COPY_DIR, clustered.day_folder(day), "index.json")
+    )
+    assert index is not None
+    return index
+
+
+def test_a_day_the_lms_rewrote_is_read_from_the_source(copied: tuple[Lake, Location]) -> None:
+    site, store = copied
+    day = busy_day(site)
+    path = site.root / "access_log" / f"event_date={day}" / "part-0.parquet"
+    table = pq.read_table(path)
+    extra = table.slice(0, 1).set_column(2, "course_id", pa.array([site.course], pa.int64()))
+    pq.write_table(pa.concat_tables([table, extra]), path)
+    partitions = access_log.list_day_partitions(site.lake, WINDOW)
+    copy = clustered.find_current_days(store, partitions, site.course)
+    assert day not in copy.days and len(copy.days) > 100
+    data, _ = export(site, store)
+    assert data == reference(site)
+    plan = indexer.plan_copy(site.lake, store, NOW, 6, max_days=10)
+    assert [(d.day, d.reason) for d in plan.build] == [(day, "the LMS changed the day's files")]
+    indexer.build_day(site.lake, store, plan.build[0].partition)
+    assert indexer.plan_copy(site.lake, store, NOW, 6, max_days=10).build == []
+    assert export(site, store)[0] == data
+
+
+def corrupt_middle(path: Path) -> None:
+    """Flip bytes inside the data pages, leaving the footer (and the size) intact."""
+    data = bytearray(path.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    for offset in range(200, len(data) - footer - 200, 997):
+        data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["pages", "truncated", "index", "other file"])
+def test_a_damaged_copy_is_never_trusted_and_is_rebuilt(
+    copied: tuple[Lake, Location], damage: str
+) -> None:
+    site, store = copied
+    day = busy_day(site)
+    target = copy_file(store, day)
+    if damage == "pages":
+        corrupt_middle(target)
+    elif damage == "truncated":
+        target.write_bytes(target.read_bytes()[:-100])
+    elif damage == "index":
+        (target.parent / "index.json").write_bytes(b'{"format": 1, "day": "garbage')
+    else:  # a valid parquet file, but not the one the index describes
+        other = copy_file(store, day - timedelta(days=1))
+        data = other.read_bytes()
+        target.write_bytes(data + b"\0" * (target.stat().st_size - len(data)))
+    data, stats = export(site, store)
+    assert data == reference(site)
+    assert stats.days_from_copy < stats.days - 1  # that day came from the source
+    # The export dropped a damaged index it had trusted, or never trusted it.
+    plan = indexer.plan_copy(site.lake, store, NOW, 6, max_days=10)
+    assert [d.day for d in plan.build] == [day]
+    assert indexer.build_day(site.lake, store, plan.build[0].partition).copied
+    assert export(site, store)[0] == data
+    assert indexer.plan_copy(site.lake, store, NOW, 6, max_days=10, verify=True).build == []
+
+
+def test_verify_reads_every_page(copied: tuple[Lake, Location]) -> None:
+    site, store = copied
+    day = busy_day(site) - timedelta(days=3)
+    corrupt_middle(copy_file(store, day))
+    assert indexer.plan_copy(site.lake, store, NOW, 6, max_days=10).build == []  # footer fine
+    [found] = indexer.plan_copy(site.lake, store, NOW, 6, max_days=10, verify=True).build
+    assert found.day == day and found.reason.startswith("damaged")
+
+
+def test_a_day_with_a_broken_row_stays_on_the_source(copied: tuple[Lake, Location]) -> None:
+    site, store = copied
+    day = busy_day(site)
+    path = site.root / "access_log" / f"event_date={day}" / "part-1.parquet"
+    table = pq.read_table(path)
+    types = table["access_type"].to_pylist()
+    row = table["course_id"].to_pylist().index(site.course)
+    types[row] = "teleport"
+    pq.write_table(table.set_column(4, "access_type", pa.array(types, pa.string())), path)
+    [stale] = indexer.plan_copy(site.lake, store, NOW, 6, max_days=10).build
+    result = indexer.build_day(site.lake, store, stale.partition)
+    assert not result.copied and result.problem == "1 rows with unknown access type"
+    with pytest.raises(LakeDataError, match="teleport") as raised:
+        export(site, store)
+    assert raised.value.path == str(path)
+
+
+def test_days_the_log_no_longer_has_are_removed(copied: tuple[Lake, Location]) -> None:
+    site, store = copied
+    oldest = access_log.list_day_partitions(site.lake, WINDOW)[0].day
+    shutil.rmtree(site.root / "access_log" / f"event_date={oldest}")
+    plan = indexer.plan_copy(site.lake, store, NOW, 6, max_days=10)
+    assert plan.remove == [oldest] and plan.build == []
+    indexer.remove_day(store, oldest)
+    assert not os.path.exists(store.path(COPY_DIR, clustered.day_folder(oldest)))
+
+
+def test_row_groups_of_a_course() -> None:
+    index = DayIndex(
+        format=clustered.FORMAT,
+        day=date(2026, 1, 1),
+        source=[],
+        file="x.parquet",
+        size=1,
+        rows=9,
+        row_groups=[(1, 3, 3), (3, 3, 3), (3, 7, 3), (9, 9, 3)],
+        built_at=NOW,
+    )
+    assert index.row_groups_of(3) == (0, 1, 2)
+    assert index.row_groups_of(1) == (0,)
+    assert index.row_groups_of(5) == (2,)
+    assert index.row_groups_of(8) == ()
+    assert index.row_groups_of(9) == (3,)
+    assert index.row_groups_of(10) == ()
+
+
+def test_an_empty_copy_changes_nothing(lakes: dict[LogLayout, Lake], tmp_path: Path) -> None:
+    site = lakes[LogLayout.DAILY_UNSORTED]
+    store = open_location(str(tmp_path / "nothing"))
+    copy = clustered.find_current_days(store, access_log.list_day_partitions(site.lake, WINDOW), 1)
+    assert copy == CourseCopy(store, {})
+    assert export(site, store)[0] == reference(site)
