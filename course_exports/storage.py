@@ -242,6 +242,13 @@ class Location:
         blobs: dict[str, bytes] = self.fs.cat(full, on_error="raise")
         return [blobs[p] for p in full]
 
+    def scan_sources(self, paths: builtins.list[str]) -> builtins.list[str] | builtins.list[bytes]:
+        """What a Polars or Arrow scan of ``paths`` (relative) reads: the local files'
+        paths, or the remote objects' bytes (fetched concurrently)."""
+        if self.is_local:
+            return [self.path(p) for p in paths]
+        return self.read_many(paths)
+
     def open_seekable(self, *parts: str | int) -> BinaryIO:
         """A seekable file of the object (ranged reads on S3), e.g. for a parquet footer."""
         handle: BinaryIO = self.fs.open(self.path(*parts), "rb")

@@ -277,7 +277,13 @@ def test_row_groups_of_a_course() -> None:
         file="x.parquet",
         size=1,
         rows=9,
-        row_groups=[(1, 3, 3), (3, 3, 3), (3, 7, 3), (9, 9, 3)],
+        row_groups=[
+            (1, 3, 3, 4, 9, 0),
+            (3, 3, 3, 13, 9, 0),
+            (3, 7, 3, 22, 9, 0),
+            (9, 9, 3, 31, 9, 0),
+        ],
+        footer=(40, 0),
         built_at=NOW,
     )
     assert index.row_groups_of(3) == (0, 1, 2)

@@ -30,19 +30,17 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
 
 from course_exports.access_log.partitions import DayPartition
-from course_exports.access_log.schema import ACCESS_LOG_SCHEMA, ACCESS_TYPE_LABELS, SCAN_SCHEMA
+from course_exports.access_log.schema import ACCESS_TYPE_LABELS, SCAN_SCHEMA
 from course_exports.storage import Location
 
 log = logging.getLogger(__name__)
@@ -57,9 +55,8 @@ FORMAT = 1
 #: enough that a small course reads a few KB a day, large enough that footers stay small
 #: (``make bench-access`` measured 2,048-16,384; see the README).
 ROW_GROUP_ROWS = 4_096
-# Days read at once: pyarrow reads, decompresses and checks CRCs without the GIL, and on
-# S3 each day is a few ranged GETs.
-_READ_THREADS = 4
+# Days checked at once: on S3 each is two ranged GETs, waiting on the network.
+_READ_THREADS = 8
 
 
 class DamagedCopyError(Exception):
@@ -77,8 +74,11 @@ class DayIndex(BaseModel):
     file: str
     size: int
     rows: int
-    #: ``(first course_id, last course_id, rows)`` of each row group, in file order.
-    row_groups: list[tuple[int, int, int]]
+    #: ``(first course_id, last course_id, rows, offset, length, crc32)`` of each row
+    #: group, in file order: where its bytes are, and their checksum.
+    row_groups: list[tuple[int, int, int, int, int, int]]
+    #: Offset and crc32 of the footer (it runs to the end of the file).
+    footer: tuple[int, int]
     built_at: datetime
     #: Seconds the build took (reported by the indexer and the benchmark).
     build_seconds: float = 0.0
@@ -96,11 +96,11 @@ class DayIndex(BaseModel):
 
     def row_groups_of(self, course_id: int) -> tuple[int, ...]:
         """The row groups that can hold the course's rows (consecutive, maybe none)."""
-        lasts = [last for _, last, _ in self.row_groups]
+        lasts = [group[1] for group in self.row_groups]
         first = bisect.bisect_left(lasts, course_id)
         found = []
         for index in range(first, len(self.row_groups)):
-            low, high, _ = self.row_groups[index]
+            low, high = self.row_groups[index][:2]
             if low > course_id:
                 break
             if high >= course_id:
@@ -136,6 +136,11 @@ class CopiedDay:
     def rows(self) -> int:
         """Rows in the course's row groups: an upper bound of the course's rows."""
         return sum(self.index.row_groups[i][2] for i in self.row_groups)
+
+    @property
+    def path(self) -> str:
+        """The copy's file, relative to the exports root."""
+        return f"{COPY_DIR}/{day_folder(self.index.day)}/{self.index.file}"
 
 
 @dataclass(frozen=True)
@@ -202,74 +207,79 @@ def read_copied_rows(
 ) -> tuple[pl.DataFrame, list[tuple[CopiedDay, DamagedCopyError]]]:
     """The course's rows of ``days`` (all columns), and the days found damaged.
 
-    Days are read concurrently (pyarrow decodes and checks CRCs without the GIL) and
-    turned into one frame. A damaged day contributes no rows: the caller reads it from
-    the source instead.
+    First every byte the read will use is checked against the index: the footer and
+    the course's row groups (one ranged read each, concurrently). Then one Polars scan
+    reads the verified files; the course predicate prunes row groups by the (verified)
+    footer statistics, so it decodes exactly the checked row groups. A damaged day
+    contributes no rows: the caller reads it from the source instead.
     """
     wanted = [day for day in days if day.row_groups]
-    tables: list[pa.Table] = []
     damaged: list[tuple[CopiedDay, DamagedCopyError]] = []
     if wanted:
         with ThreadPoolExecutor(min(_READ_THREADS, len(wanted))) as pool:
-            results = list(pool.map(lambda day: _read_day(store, day), wanted))
-        for day, result in zip(wanted, results, strict=True):
-            if isinstance(result, DamagedCopyError):
-                damaged.append((day, result))
-            else:
-                tables.append(result)
-    if not tables:
+            problems = list(pool.map(lambda day: _verify(store, day), wanted))
+        damaged = [(d, p) for d, p in zip(wanted, problems, strict=True) if p is not None]
+        wanted = [d for d, p in zip(wanted, problems, strict=True) if p is None]
+    if not wanted:
         return SCAN_SCHEMA.to_frame(), damaged
-    frame = pl.from_arrow(pa.concat_tables(tables))
-    assert isinstance(frame, pl.DataFrame)
-    return frame.filter(pl.col("course_id") == course_id), damaged
-
-
-def _read_day(store: Location, day: CopiedDay) -> pa.Table | DamagedCopyError:
-    """The day's row groups of the course, checked against the index and their CRCs."""
-    index = day.index
-    path = (COPY_DIR, day_folder(index.day), index.file)
-    where = store.url_for(*path)
     try:
-        with store.open_seekable(*path) as handle:
-            parquet = pq.ParquetFile(handle, page_checksum_verification=True)
-            _check_footer(parquet.metadata, index)
-            table = parquet.read_row_groups(list(day.row_groups), use_threads=False)
-        _check_rows(table, day)
-    except DamagedCopyError as exc:
-        return DamagedCopyError(f"{where}: {exc}")
-    except Exception as exc:  # unreadable, truncated, a page failing its CRC, gone
-        return DamagedCopyError(f"{where}: {type(exc).__name__}: {exc}")
-    return table
+        frame = (
+            pl.scan_parquet(
+                store.scan_sources([day.path for day in wanted]),
+                schema=SCAN_SCHEMA,
+                hive_partitioning=False,
+            )
+            .filter(pl.col("course_id") == course_id)
+            .collect()
+        )
+        _check_rows(frame, wanted)
+    except Exception as exc:  # verified bytes that still do not read: trust none of them
+        problem = DamagedCopyError(f"{type(exc).__name__}: {exc}")
+        return SCAN_SCHEMA.to_frame(), damaged + [(day, problem) for day in wanted]
+    return frame, damaged
 
 
-def _check_footer(metadata: pq.FileMetaData, index: DayIndex) -> None:
-    counts = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
-    if counts != [rows for _, _, rows in index.row_groups]:
-        raise DamagedCopyError("its row groups do not match the index")
+def _verify(store: Location, day: CopiedDay) -> DamagedCopyError | None:
+    """Check the footer's and the course's row groups' bytes against their crc32."""
+    index = day.index
+    groups = [index.row_groups[i] for i in day.row_groups]
+    start = groups[0][3]
+    end = groups[-1][3] + groups[-1][4]
+    footer_offset, footer_crc = index.footer
+    try:
+        with store.open_seekable(day.path) as handle:
+            handle.seek(start)
+            span = handle.read(end - start)
+            handle.seek(footer_offset)
+            footer = handle.read(index.size - footer_offset + 1)
+    except Exception as exc:  # gone (rebuilt meanwhile), unreadable
+        return DamagedCopyError(f"{store.url_for(day.path)}: {type(exc).__name__}: {exc}")
+    if len(footer) != index.size - footer_offset or zlib.crc32(footer) != footer_crc:
+        return DamagedCopyError(f"{store.url_for(day.path)}: the footer fails its checksum")
+    for number, group in zip(day.row_groups, groups, strict=True):
+        offset, length, crc = group[3:]
+        chunk = span[offset - start : offset - start + length]
+        if len(chunk) != length or zlib.crc32(chunk) != crc:
+            return DamagedCopyError(
+                f"{store.url_for(day.path)}: row group {number} fails its checksum"
+            )
+    return None
 
 
-def _check_rows(table: pa.Table, day: CopiedDay) -> None:
-    """The rows are what the index promised: its columns, courses, day and kinds.
-
-    Every page passed its CRC already; this catches a file that is intact but is not
-    what the index describes.
-    """
-    if table.schema != ACCESS_LOG_SCHEMA:
-        raise DamagedCopyError(f"columns {table.schema.names} are not the log's")
-    groups = [day.index.row_groups[i] for i in day.row_groups]
-    if table.num_rows != sum(rows for _, _, rows in groups):
-        raise DamagedCopyError(f"{table.num_rows} rows, the index says otherwise")
-    courses = pc.min_max(table["course_id"]).as_py()
-    times = pc.min_max(table["event_time"]).as_py()
-    kinds = set(pc.unique(table["access_type"]).to_pylist())
-    if courses["min"] != groups[0][0] or courses["max"] != groups[-1][1]:
-        raise DamagedCopyError(f"courses {courses} are not the index's")
-    if table["course_id"].null_count or table["event_time"].null_count:
-        raise DamagedCopyError("a row has no course or no time")
-    if times["min"] < day.partition.start or times["max"] >= day.partition.end:
-        raise DamagedCopyError(f"times {times} are not on {day.index.day}")
-    if not kinds <= set(ACCESS_TYPE_LABELS):
-        raise DamagedCopyError(f"unknown access types {sorted(map(str, kinds))}")
+def _check_rows(frame: pl.DataFrame, days: Sequence[CopiedDay]) -> None:
+    """Belt and braces after the checksums: the rows are of these days, of known kinds."""
+    time = pl.col("event_time")
+    first, last = days[0].partition.start, days[-1].partition.end
+    problems = frame.select(
+        (~pl.col("access_type").is_in(list(ACCESS_TYPE_LABELS)).fill_null(False))
+        .any()
+        .alias("unknown access type"),
+        time.is_null().any().alias("no time"),
+        ((time < first) | (time >= last)).any().alias("another day"),
+    ).row(0, named=True)
+    found = [name for name, bad in problems.items() if bad]
+    if found:
+        raise DamagedCopyError(f"rows disagree with the index ({', '.join(found)})")
 
 
 def discard_index(store: Location, index: DayIndex) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import time
 import uuid
+import zlib
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
@@ -170,22 +171,23 @@ def _why_rebuild(
 
 
 def check_copy(store: Location, index: DayIndex, *, full: bool) -> None:
-    """The copy's footer matches its index; ``full`` also reads every page (CRC checked)."""
-    path = (COPY_DIR, day_folder(index.day), index.file)
+    """The copy's footer matches its checksum; ``full`` checks every row group too."""
+    path = f"{COPY_DIR}/{day_folder(index.day)}/{index.file}"
+    offset, crc = index.footer
     try:
-        with store.open_seekable(*path) as handle:
-            parquet = pq.ParquetFile(handle, page_checksum_verification=True)
-            counts = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
-            if full:
-                rows = parquet.read(use_threads=False).num_rows
-                if rows != index.rows:
-                    raise DamagedCopyError(f"{rows} rows, the index says {index.rows}")
-    except DamagedCopyError:
-        raise
+        with store.open_seekable(path) as handle:
+            handle.seek(0 if full else offset)
+            data = handle.read()
     except Exception as exc:
         raise DamagedCopyError(f"{type(exc).__name__}: {exc}") from exc
-    if counts != [rows for _, _, rows in index.row_groups]:
-        raise DamagedCopyError("its row groups do not match the index")
+    footer = data[offset:] if full else data
+    if len(footer) != index.size - offset or zlib.crc32(footer) != crc:
+        raise DamagedCopyError("its footer fails its checksum")
+    if full:
+        for number, group in enumerate(index.row_groups):
+            start, length, expected = group[3:]
+            if zlib.crc32(data[start : start + length]) != expected:
+                raise DamagedCopyError(f"row group {number} fails its checksum")
 
 
 def build_day(lake: Location, store: Location, partition: DayPartition) -> CopyResult:
@@ -219,7 +221,8 @@ def build_day(lake: Location, store: Location, partition: DayPartition) -> CopyR
         file=name,
         size=len(data),
         rows=frame.height,
-        row_groups=_row_groups(frame["course_id"]),
+        row_groups=_row_groups(data, frame["course_id"]),
+        footer=_footer(data),
         built_at=datetime.now(UTC),
         build_seconds=time.perf_counter() - started,
     )
@@ -266,12 +269,39 @@ def _parquet_bytes(frame: pl.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def _row_groups(courses: pl.Series) -> list[tuple[int, int, int]]:
+def _row_groups(data: bytes, courses: pl.Series) -> list[tuple[int, int, int, int, int, int]]:
+    """Each row group's courses, rows, byte span and crc32 (what exports check)."""
+    metadata = pq.read_metadata(io.BytesIO(data))
     groups = []
-    for offset in range(0, courses.len(), ROW_GROUP_ROWS):
-        chunk = courses.slice(offset, ROW_GROUP_ROWS)
-        groups.append((int(chunk[0]), int(chunk[-1]), chunk.len()))
+    for number in range(metadata.num_row_groups):
+        group = metadata.row_group(number)
+        spans = []
+        for column in range(group.num_columns):
+            chunk = group.column(column)
+            start = chunk.data_page_offset
+            if chunk.has_dictionary_page and chunk.dictionary_page_offset:
+                start = min(start, chunk.dictionary_page_offset)
+            spans.append((start, start + chunk.total_compressed_size))
+        offset, end = min(a for a, _ in spans), max(b for _, b in spans)
+        rows = courses.slice(number * ROW_GROUP_ROWS, group.num_rows)
+        groups.append(
+            (
+                int(rows[0]),
+                int(rows[-1]),
+                group.num_rows,
+                offset,
+                end - offset,
+                zlib.crc32(data[offset:end]),
+            )
+        )
     return groups
+
+
+def _footer(data: bytes) -> tuple[int, int]:
+    """Offset and crc32 of the footer: its thrift metadata, length and magic."""
+    length = int.from_bytes(data[-8:-4], "little")
+    offset = len(data) - length - 8
+    return offset, zlib.crc32(data[offset:])
 
 
 def remove_day(store: Location, day: date) -> None:
