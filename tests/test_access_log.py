@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import glob
 import io
-import itertools
 import os
 import random
 from collections.abc import Callable
@@ -314,8 +313,8 @@ BATCHING: dict[str, dict[str, Any]] = {
         "_WRITE_QUEUE": 1,
         "_PREFETCH_BATCHES": 0,
     },
-    # Every day read in several time slices.
-    "sliced days": {"_BATCH_ROWS": 8, "_ROWS_PER_BYTE_GUESS": 0.01},
+    # Every day busier than a batch: each its own batch.
+    "busy days": {"_BATCH_ROWS": 8, "_ROWS_PER_BYTE_GUESS": 0.01},
 }
 
 
@@ -890,26 +889,64 @@ def test_planner_groups_quiet_days(monkeypatch: pytest.MonkeyPatch) -> None:
     assert all((b.start, b.end) == (window.start, window.end) for b in batches)
 
 
-def test_planner_slices_dense_days_and_learns(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_planner_reads_a_busy_day_once_and_learns(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reader, "_BATCH_ROWS", 100)
     monkeypatch.setattr(reader, "_ROWS_PER_BYTE_GUESS", 0.5)  # 500 rows a day
-    days = _days(3, 1000)
+    days = _days(4, 1000)
     window = AccessWindow(days[0].start + timedelta(hours=6), days[-1].end - timedelta(hours=1))
     planner = reader.Planner(window)
     plan = planner.batches(days)
-    first_day = [next(plan) for _ in range(5)]
-    assert all(b.partitions == [days[0]] for b in first_day)
-    assert first_day[0].start == window.start  # not the day's start
-    for a, b in itertools.pairwise(first_day):
-        assert a.end == b.start  # contiguous, no gaps
-    assert first_day[-1].end == window.end  # the outer slices reach the window's ends
-    assert first_day[1].start == days[0].start + timedelta(hours=6 + 18 / 5)
+    # A day busier than a batch is one batch, read once (never in time slices: a slice
+    # of a one-row-group file decodes the whole file again).
+    first = next(plan)
+    assert first.partitions == [days[0]]
+    assert (first.start, first.end, first.planned_bytes) == (window.start, window.end, 1000)
     # The course turns out to be quiet: the remaining days go in one batch.
-    for batch in first_day:
-        batch.events = pl.DataFrame({"n": range(2)})
-        planner.observe(batch)
+    first.events = pl.DataFrame({"n": range(2)})
+    first.source_rows = 2
+    planner.observe(first)
     rest = list(plan)
     assert [b.partitions for b in rest] == [days[1:]]
+
+
+def test_planner_sizes_copied_days_by_their_row_groups(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from course_exports.access_log.clustered import CopiedDay, DayIndex
+
+    monkeypatch.setattr(reader, "_BATCH_ROWS", 100)
+    monkeypatch.setattr(reader, "_ROWS_PER_BYTE_GUESS", 0.001)  # 1 row a source day
+    days = _days(6, 1000)
+    groups = [(7, 7, 40, 4, 10, 0), (7, 9, 40, 14, 10, 0), (9, 9, 40, 24, 10, 0)]
+    copied = {
+        d.day: CopiedDay(
+            d,
+            DayIndex(
+                format=1,
+                day=d.day,
+                source=[],
+                file="x.parquet",
+                size=99,
+                rows=120,
+                row_groups=groups,
+                footer=(34, 0),
+                built_at=datetime(2026, 1, 1, tzinfo=UTC),
+            ),
+            (0, 1),  # 80 rows a day for the course
+        )
+        for d in days[1:4]
+    }
+    window = AccessWindow(days[0].start, days[-1].end)
+    batches = list(reader.Planner(window, copied).batches(days))
+    # source day + copied day (81 rows), copied, copied + source + source.
+    assert [[p.day for p in b.partitions] for b in batches] == [
+        [days[0].day, days[1].day],
+        [days[2].day],
+        [days[3].day, days[4].day, days[5].day],
+    ]
+    assert [sorted(b.copied) for b in batches] == [[days[1].day], [days[2].day], [days[3].day]]
+    assert [b.planned_bytes for b in batches] == [1000, 0, 2000]
+    assert batches[0].files == ["f"]
 
 
 def test_only_write_is_called_with_bytes(fixture: Fixture) -> None:

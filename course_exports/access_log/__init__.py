@@ -10,9 +10,11 @@ How it stays fast and small:
 * Only the day partitions that intersect the window are read, from one listing.
 * Day partitions do not overlap in time, so the CSV is produced a batch at a time,
   oldest first: each batch is sorted on its own and the concatenation is ordered. No
-  global sort, and memory is bounded by the batch size (about :data:`_BATCH_ROWS` rows
-  of the course), not by the log, the course or the density of a day: quiet days are
-  grouped into one batch, a very busy day is read in time slices.
+  global sort, and memory is bounded by the batch size (about 200,000 rows of the
+  course, or one day of them when a day holds more), not by the log or the course:
+  quiet days are grouped into one batch, a busy day is a batch of its own (read once).
+* Days our course-clustered copy holds (``clustered``) are read from it: only the
+  course's row groups, checked against their checksums.
 * Each batch is one Polars scan with the course predicate pushed into the Parquet
   reader, which decodes the other columns only for the matching rows: for a course that
   is a sliver of the log, most bytes are never turned into values.

@@ -1,14 +1,13 @@
-"""Reading a course's events from the log, a batch of days (or a slice of a day) at a time."""
+"""Reading a course's events from the log, a batch of days at a time."""
 
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 import polars as pl
@@ -73,7 +72,7 @@ _COLUMNS = ("event_time", "user_id", "assignment_id", "access_type", "project_pa
 
 @dataclass
 class Batch:
-    """Consecutive days (or a time slice of one day) read, sorted and written together."""
+    """Consecutive days read, sorted and written together."""
 
     partitions: list[DayPartition]  # every day of the batch, oldest first
     start: datetime  # rows read: start <= event_time < end (already within the window)
@@ -125,7 +124,7 @@ class _Sources:
 
     Remote objects are fetched whole with one call (s3fs fetches them concurrently):
     every file holds all courses and the course's rows can be in any row group. The
-    last fetch is kept, because the slices of a dense day read the same files again.
+    last fetch is kept (an error report reads the batch's files again).
     """
 
     def __init__(self, lake: Location) -> None:
@@ -175,8 +174,10 @@ class Planner:
     (:data:`_ROWS_PER_BYTE_GUESS`), afterwards the larger of the overall and the latest
     ratio, so a course that gets busier is caught at the next batch. Quiet days are
     grouped (up to :data:`_BATCH_MAX_BYTES` of source files, which remote reads hold in
-    memory); a day expected to hold more than two batches is read in time slices, so
-    that memory stays bounded by the batch size however dense the log gets.
+    memory). A busy day is a batch of its own and is read once: it used to be read in
+    time slices, but a time slice cannot skip any of a file that is one unsorted row
+    group (the usual LMS layout), so every slice decoded the whole day again. Memory is
+    bounded by one day of the course's rows.
     """
 
     def __init__(self, window: AccessWindow, copied: dict[date, CopiedDay] | None = None) -> None:
@@ -214,9 +215,6 @@ class Planner:
             day = days[index]
             index += 1
             rows = self._expected_rows(day, ratio)
-            if rows is not None and rows > 2 * _BATCH_ROWS:
-                yield from self._slices(day, math.ceil(rows / _BATCH_ROWS))
-                continue
             group, size = [day], self._source_bytes(day)
             # A day of unknown size (a hand-made partition list) stays a batch of its own.
             while rows is not None and index < len(days):
@@ -234,17 +232,6 @@ class Planner:
     def _batch(self, days: list[DayPartition], start: datetime, end: datetime, size: int) -> Batch:
         copied = {d.day: self._copied[d.day] for d in days if d.day in self._copied}
         return Batch(days, start, end, size, copied)
-
-    def _slices(self, day: DayPartition, count: int) -> Iterator[Batch]:
-        lo, hi = max(day.start, self._window.start), min(day.end, self._window.end)
-        span_us = (hi - lo) // timedelta(microseconds=1)
-        bounds = [lo + timedelta(microseconds=span_us * k // count) for k in range(count + 1)]
-        # The outer slices reach to the window's ends, so a row filed under the wrong day
-        # is still read, and reported by check_rows, as it is when the day is not sliced.
-        bounds[0], bounds[-1] = self._window.start, self._window.end
-        share = self._source_bytes(day) // count
-        for k in range(count):
-            yield self._batch([day], bounds[k], bounds[k + 1], share)
 
 
 class Prefetcher:
