@@ -24,6 +24,7 @@ from course_exports import links, registry
 from course_exports.errors import ExportError, SettingsError
 from course_exports.registry import ExportKind
 from course_exports.settings import Settings, load_settings
+from course_exports.text import one_line
 from deployments.lms_client import TERMINAL_STATES, LmsClient, LmsClientError, RunEnded
 from deployments.web import course_view
 from deployments.web.course_facts import CourseFacts
@@ -131,7 +132,7 @@ def _watch(
     except RunEnded as exc:
         record = registry.read_record(exports, course_id, export_id)
         reason = getattr(record, "failure_reason", None) or exc.state_message or exc.state_name
-        print(f"export failed: {reason}", file=out)
+        print(f"export failed: {one_line(reason, limit=500)}", file=out)
         return 1
     expires_at = datetime.fromisoformat(str(result["expires_at"]).replace("Z", "+00:00"))
     print(f"{_bar(100, 0)} ready: {result['size_bytes']:,} bytes, expires {expires_at}", file=out)
@@ -163,7 +164,8 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
         name_of=facts.name,
         failed_for=timedelta(days=settings.export_ttl_days),
     )
-    print(f"course {course.id}: {course.name}")
+    # Names from the lake reach a terminal: one line, controls (ESC too) escaped.
+    print(f"course {course.id}: {one_line(course.name)}")
     if view.empty:
         print("  no exports")
     for title, rows in (
@@ -176,7 +178,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{title}:")
         for row in rows:
             print(
-                f"  {row.export_id or row.run_id}  {row.kind_label:<17} {row.status_text:<8} {row.created}  by {row.requester}"
+                f"  {row.export_id or row.run_id}  {row.kind_label:<17} {row.status_text:<8} {row.created}  by {one_line(row.requester)}"
             )
             details = [
                 row.holds,
@@ -185,7 +187,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
                 row.expires_in and f"{row.expires_in} ({row.expires_at})",
                 row.failure_reason,
             ]
-            print("      " + " · ".join(d for d in details if d))
+            print("      " + one_line(" · ".join(d for d in details if d), limit=1000))
     return 0
 
 
@@ -260,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         handler = {"launch-link": _launch_link, "export": _export, "list": _list}[args.command]
         return handler(args, settings)
     except (SettingsError, ExportError, LmsClientError, ValueError) as exc:
-        print(f"course-exports {args.command}: {exc}", file=sys.stderr)
+        print(f"course-exports {args.command}: {one_line(exc, limit=1000)}", file=sys.stderr)
         return 2
 
 

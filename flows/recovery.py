@@ -15,6 +15,7 @@ from prefect import flow
 from course_exports.errors import ExportError
 from course_exports.registry import ExportKind, new_export_id, read_record
 from course_exports.settings import Settings, load_settings
+from course_exports.text import one_line
 from flows.hooks import CRASH_REASON
 from flows.parameters import param
 from tasks.export import fail_export
@@ -75,13 +76,13 @@ def recover_crashed_exports(
     for run in find_crashed_runs_task(crashed_run, timedelta(hours=since_hours)):
         kind = run.kind
         if kind is None:
-            print(f"flow run {run.id} ({run.name}) is not an export: nothing to recover")
+            print(f"flow run {run.id} ({one_line(run.name)}) is not an export: nothing to recover")
         elif not run.is_retry:
             retry = start_retry_task(run)
-            print(f"export run {run.id} ({run.name}) crashed: retry {retry}")
+            print(f"export run {run.id} ({one_line(run.name)}) crashed: retry {retry}")
         else:
             fail_crashed_export(settings, run, kind)
-            print(f"export run {run.id} ({run.name}) crashed again: failed, teacher told")
+            print(f"export run {run.id} ({one_line(run.name)}) crashed again: failed, teacher told")
         mark_handled_task(run)
         done.append(str(run.id))
     return done
