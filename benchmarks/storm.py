@@ -13,7 +13,8 @@ and then by two process workers (each capped at ``--per-worker`` runs).
 
 Printed per case: exports per minute, request->ready p50/p95/max, orchestration overhead
 per export (the run's time in Running minus the time of its own work step) p50/p95, peak
-RSS of the server, the database and each worker (with its flow runs), and the ledger:
+memory of the server, the database and each worker (with its flow runs; PSS, so shared
+pages count once), and the ledger:
 every request has exactly one outcome, duplicates share one export, no orphan file or
 manifest, no lease or Prefect concurrency slot left behind.
 """
@@ -83,7 +84,9 @@ class Submitted:
 
 @dataclass
 class Peaks:
-    """Peak resident memory of process trees, sampled every half second."""
+    """Peak memory of process trees, sampled every half second: the sum of each process's
+    proportional set size (PSS), so memory the processes share (PostgreSQL's shared
+    buffers, a worker's forked flow runs) is counted once, not once per process."""
 
     roots: dict[str, int]  # label -> pid (the tree under it is summed)
     peak_mb: dict[str, float] = field(default_factory=dict)
@@ -95,7 +98,7 @@ class Peaks:
                 try:
                     root = psutil.Process(pid)
                     tree = [root, *root.children(recursive=True)]
-                    rss = sum(p.memory_info().rss for p in tree if p.is_running())
+                    rss = sum(p.memory_full_info().pss for p in tree if p.is_running())
                 except psutil.Error:
                     continue
                 self.peak_mb[label] = max(self.peak_mb.get(label, 0.0), rss / 1e6)
@@ -364,7 +367,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{row['overhead p95']:.2f} |"
         )
     print()
-    print("| case | peak RSS MB (process and its children) |")
+    print("| case | peak memory MB (PSS of the process and its children) |")
     print("|---|---|")
     for row in rows:
         peaks = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(row["peaks"].items()))
