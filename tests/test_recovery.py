@@ -8,6 +8,8 @@ from datetime import timedelta
 
 import pytest
 from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState, RunDeployment
+from prefect.events.schemas.automations import EventTrigger
 
 from course_exports.registry import ExportKind
 from deployments import automations, serve
@@ -68,23 +70,25 @@ def test_mail_follows_the_request_or_the_flow_default() -> None:
 def test_zombie_automation_waits_for_heartbeats_of_our_runs_only() -> None:
     zombie = automations.zombie_automation(timedelta(seconds=90))
     trigger = zombie.trigger
+    assert isinstance(trigger, EventTrigger)
     assert trigger.posture == "Proactive" and trigger.within == timedelta(seconds=90)
     assert trigger.after == {"prefect.flow-run.heartbeat"}
     assert {"prefect.flow-run.Completed", "prefect.flow-run.Crashed"} <= trigger.expect
     assert trigger.for_each == {"prefect.resource.id"}
     assert trigger.match_related == automations._OUR_TAG  # a shared server's other runs
     [action] = zombie.actions
-    assert action.type == "change-flow-run-state" and action.state is StateType.CRASHED
+    assert isinstance(action, ChangeFlowRunState) and action.state is StateType.CRASHED
     assert automations.ZOMBIE_AFTER.total_seconds() >= 3 * automations.HEARTBEAT_SECONDS
 
 
 def test_retry_automation_starts_the_recovery_for_the_crashed_run() -> None:
     deployment_id = uuid.uuid4()
     retry = automations.retry_automation(deployment_id)
+    assert isinstance(retry.trigger, EventTrigger)
     assert retry.trigger.expect == {"prefect.flow-run.Crashed"}
     assert retry.trigger.posture == "Reactive"
     [action] = retry.actions
-    assert action.type == "run-deployment" and action.deployment_id == deployment_id
+    assert isinstance(action, RunDeployment) and action.deployment_id == deployment_id
     assert action.parameters == {"crashed_run": "{{ event.resource.id }}"}
 
 
