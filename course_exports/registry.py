@@ -9,7 +9,6 @@ finds its earlier export instead of making a second one.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -17,6 +16,7 @@ import posixpath
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import IO, Any
@@ -46,6 +46,8 @@ class ExportStatus(StrEnum):
     PENDING = "pending"
     READY = "ready"
     EXPIRED = "expired"
+    #: The run gave up: a tombstone (manifest only, its file removed) that says why.
+    FAILED = "failed"
 
 
 class ExportRecord(BaseModel):
@@ -72,6 +74,16 @@ class ExportRecord(BaseModel):
     #: When the purge deleted the file (``status`` is then ``expired``; the manifest
     #: stays a while as a tombstone so links answer 410 and the LMS sees what happened).
     purged_at: datetime | None = None
+    #: While ``pending``: how far the write is (course zip: files_done, files_total,
+    #: bytes_done, bytes_total; CSV: rows, bytes_done), rewritten every few seconds.
+    progress: dict[str, int] = Field(default_factory=dict)
+    #: Last time the run that owns a ``pending`` export wrote here (a sign of life).
+    updated_at: datetime | None = None
+    #: Why a ``failed`` export failed, in words a teacher can act on (never a trace).
+    failure_reason: str | None = None
+    failed_at: datetime | None = None
+    #: The Prefect flow run that made (or is making) this export.
+    flow_run_id: str | None = None
 
     @field_validator("file_name")
     @classmethod
@@ -124,6 +136,59 @@ def write_record(exports: Location, record: ExportRecord) -> None:
     exports.write_bytes_atomic(record.model_dump_json(indent=2).encode(), exports.relative(path))
 
 
+@dataclass(frozen=True)
+class ExportRequest:
+    """One request for an export: what claim, write, publish, fail and mail all take.
+
+    ``selection`` is what the export holds (assignments, students, window, time zone...)
+    as canonical JSON values; who asked and the request id are not part of it, so two
+    teachers asking for the same thing make the same :attr:`job_key` and share one export.
+    """
+
+    kind: ExportKind
+    course_id: int
+    requested_by: int
+    request_id: str | None = None
+    selection: dict[str, Any] = field(default_factory=dict)
+    notify: bool = False
+    #: The Prefect flow run serving the request (None outside Prefect).
+    flow_run_id: str | None = None
+    #: Names a request that has neither a request id nor a flow run.
+    nonce: str = field(default_factory=lambda: uuid.uuid4().hex, repr=False)
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """What the manifest records as the request's parameters (who asked included)."""
+        return canonical_parameters({"requested_by": self.requested_by, **self.selection})
+
+    @property
+    def run_key(self) -> str:
+        """Who serves the request: the flow run, or this object outside Prefect."""
+        return self.flow_run_id or f"call-{self.nonce}"
+
+    @property
+    def export_id(self) -> str:
+        """The request id's export; without one, the flow run's: stable across the run's
+        retries and reschedules, so a run that comes back finds what it claimed."""
+        if self.request_id is not None:
+            return new_export_id(self.kind, self.course_id, self.request_id)
+        return uuid.uuid5(
+            _REQUEST_NAMESPACE, f"{self.kind}\x00{self.course_id}\x01{self.run_key}"
+        ).hex
+
+    @property
+    def job_key(self) -> str:
+        """Equal for requests that would make the same file (whoever asked)."""
+        body = json.dumps(
+            [str(self.kind), self.course_id, canonical_parameters(self.selection)], sort_keys=True
+        )
+        return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+
+def _manifest_parts(course_id: int, export_id: str) -> tuple[str | int, ...]:
+    return (course_id, export_id, MANIFEST)
+
+
 def find_completed(
     exports: Location,
     kind: ExportKind,
@@ -131,7 +196,7 @@ def find_completed(
     request_id: str | None,
     parameters: Mapping[str, Any],
 ) -> ExportRecord | None:
-    """The export an earlier run of the same request completed, if any.
+    """The export an earlier run of the same request completed (ready or expired), if any.
 
     The same ``request_id`` with other parameters is refused: silently returning the
     first export would hand the LMS a file it did not ask for.
@@ -139,14 +204,142 @@ def find_completed(
     if request_id is None:
         return None
     record = read_record(exports, course_id, new_export_id(kind, course_id, request_id))
-    if record is None or record.status is ExportStatus.PENDING:
+    if record is None:
         return None
+    check_same_request(record, request_id, parameters)
+    return record if record.status in (ExportStatus.READY, ExportStatus.EXPIRED) else None
+
+
+def check_same_request(
+    record: ExportRecord, request_id: str | None, parameters: Mapping[str, Any]
+) -> None:
     if record.parameters != canonical_parameters(parameters):
         raise ConflictError(
             f"request_id {request_id!r} was already used for export {record.export_id} "
             f"with other parameters ({record.parameters}); use a new request_id"
         )
+
+
+def _pending_record(
+    exports: Location,
+    request: ExportRequest,
+    course_name: str,
+    ttl: timedelta,
+    now: datetime | None,
+) -> ExportRecord:
+    created = (now or datetime.now(UTC)).replace(microsecond=0)
+    return ExportRecord(
+        export_id=request.export_id,
+        course_id=request.course_id,
+        course_name=course_name,
+        kind=request.kind,
+        status=ExportStatus.PENDING,
+        request_id=request.request_id,
+        parameters=request.parameters,
+        requested_by=request.requested_by,
+        file_name="",
+        file_url="",
+        created_at=created,
+        expires_at=created + ttl,
+        updated_at=created,
+        flow_run_id=request.flow_run_id,
+    )
+
+
+def claim(
+    exports: Location,
+    request: ExportRequest,
+    *,
+    course_name: str,
+    ttl: timedelta,
+    now: datetime | None = None,
+) -> ExportRecord | None:
+    """Create the request's ``pending`` manifest if none is there (atomic: exactly one of
+    two racing runs gets it); None if one was there already (read it to see whose)."""
+    record = _pending_record(exports, request, course_name, ttl, now)
+    data = record.model_dump_json(indent=2).encode()
+    if exports.create_exclusive(data, *_manifest_parts(record.course_id, record.export_id)):
+        return record
+    return None
+
+
+def take_over(
+    exports: Location,
+    previous: ExportRecord,
+    request: ExportRequest,
+    *,
+    ttl: timedelta,
+    now: datetime | None = None,
+) -> ExportRecord:
+    """Make a ``pending`` or ``failed`` export of the same request this run's again.
+
+    Only for a run that holds the request's job lease: the run that wrote ``previous``
+    is gone (its lease expired) or failed, so its partial file is removed here.
+    """
+    if previous.file_name:
+        exports.remove(previous.course_id, previous.export_id, previous.file_name)
+    record = _pending_record(exports, request, previous.course_name, ttl, now)
+    write_record(exports, record)
     return record
+
+
+def name_file(exports: Location, record: ExportRecord, file_name: str) -> ExportRecord:
+    """Record the file's name before its first byte, so a cleanup knows what to remove."""
+    path = posixpath.join(export_dir(exports, record.course_id, record.export_id), file_name)
+    named = record.model_copy(update={"file_name": file_name, "file_url": exports.url_of(path)})
+    write_record(exports, named)
+    return named
+
+
+def write_progress(
+    exports: Location, record: ExportRecord, progress: Mapping[str, int], now: datetime
+) -> ExportRecord:
+    """Rewrite a ``pending`` manifest with how far the write is (one small PUT)."""
+    updated = record.model_copy(
+        update={"progress": dict(progress), "updated_at": now.replace(microsecond=0)}
+    )
+    write_record(exports, updated)
+    return updated
+
+
+def is_ours(current: ExportRecord | None, record: ExportRecord) -> bool:
+    """Whether the manifest still belongs to the run that holds ``record``."""
+    return (
+        current is not None
+        and current.status is ExportStatus.PENDING
+        and current.flow_run_id == record.flow_run_id
+        and current.created_at == record.created_at
+    )
+
+
+def fail(
+    exports: Location,
+    record: ExportRecord,
+    reason: str,
+    now: datetime | None = None,
+) -> ExportRecord | None:
+    """Turn this run's ``pending`` export into a ``failed`` tombstone, its file removed.
+
+    Touches nothing unless the manifest is still this run's: a run that lost its claim
+    (another took the request over) must never delete the other's file.
+    """
+    current = read_record(exports, record.course_id, record.export_id)
+    if not is_ours(current, record):
+        return None
+    assert current is not None  # is_ours
+    if current.file_name:
+        exports.remove(current.course_id, current.export_id, current.file_name)
+    failed = current.model_copy(
+        update={
+            "status": ExportStatus.FAILED,
+            "failure_reason": reason,
+            "failed_at": (now or datetime.now(UTC)).replace(microsecond=0),
+            "size_bytes": 0,
+            "sha256": "",
+        }
+    )
+    write_record(exports, failed)
+    return failed
 
 
 def begin_export(
@@ -162,26 +355,14 @@ def begin_export(
     ttl: timedelta,
     now: datetime | None = None,
 ) -> ExportRecord:
-    """Claim an export id and mark it ``pending`` before any byte of the file is written."""
-    created = (now or datetime.now(UTC)).replace(microsecond=0)
-    export_id = new_export_id(kind, course_id, request_id)
-    path = posixpath.join(export_dir(exports, course_id, export_id), file_name)
-    record = ExportRecord(
-        export_id=export_id,
-        course_id=course_id,
-        course_name=course_name,
-        kind=kind,
-        status=ExportStatus.PENDING,
-        request_id=request_id,
-        parameters=canonical_parameters(parameters),
-        requested_by=requested_by,
-        file_name=file_name,
-        file_url=exports.url_of(path),
-        created_at=created,
-        expires_at=created + ttl,
-    )
-    write_record(exports, record)
-    return record
+    """Claim an export id and name its file in one go (tests and benchmarks): ConflictError
+    if the id is taken."""
+    selection = {k: v for k, v in parameters.items() if k != "requested_by"}
+    request = ExportRequest(kind, course_id, requested_by, request_id, dict(selection))
+    record = claim(exports, request, course_name=course_name, ttl=ttl, now=now)
+    if record is None:
+        raise ConflictError(f"export {request.export_id} of course {course_id} is already claimed")
+    return name_file(exports, record, file_name)
 
 
 def file_path(exports: Location, record: ExportRecord) -> str:
@@ -248,7 +429,22 @@ def publish(
     details: Mapping[str, Any] | None = None,
     now: datetime | None = None,
 ) -> ExportRecord:
-    """Mark the export ``ready``: from here on it is listed, linked and mailed."""
+    """Mark the export ``ready``: from here on it is listed, linked and mailed.
+
+    ConflictError if the manifest is no longer this run's (another run took it over).
+    """
+    current = read_record(exports, record.course_id, record.export_id)
+    if (
+        current is not None
+        and current.status is ExportStatus.READY
+        and (current.flow_run_id, current.created_at) == (record.flow_run_id, record.created_at)
+    ):
+        return current  # a retry of this very step
+    if not is_ours(current, record):
+        raise ConflictError(
+            f"export {record.export_id} of course {record.course_id} was taken over by "
+            "another run while this one wrote it; this run's file is not published"
+        )
     ready = record.model_copy(
         update={
             "status": ExportStatus.READY,
@@ -257,21 +453,11 @@ def publish(
             "counts": dict(counts),
             "details": canonical_parameters(details or {}),
             "completed_at": (now or datetime.now(UTC)).replace(microsecond=0),
+            "progress": {},
         }
     )
     write_record(exports, ready)
     return ready
-
-
-def discard(exports: Location, course_id: int, export_id: str) -> None:
-    """Remove every trace of an export that did not complete."""
-    path = export_dir(exports, course_id, export_id)
-    if exports.fs.exists(path):
-        exports.fs.rm(path, recursive=True)
-    course_dir = exports.path(course_id)
-    if exports.is_local:
-        with contextlib.suppress(OSError):  # only succeeds when no other export is there
-            exports.fs.rmdir(course_dir)
 
 
 def list_records(exports: Location, course_id: int) -> list[ExportRecord]:

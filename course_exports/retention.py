@@ -11,6 +11,8 @@ Exports root (CONTRACT 4), what :func:`decide_export_purge` does with each thing
   LMS sees what happened). Before ``expires_at`` nothing of it is ever deleted.
 * an ``expired`` tombstone :data:`TOMBSTONE_DAYS` after it was purged: removed. Links
   still answer 410 after that, because every token carries its own expiry.
+* a ``failed`` tombstone (a run that gave up: its manifest says why) once its
+  ``expires_at`` has passed: removed.
 * a ``pending`` manifest, or files without a manifest, with no sign of life for
   :data:`STALE_AFTER` (created_at, file times, S3 uploads): a run that died; removed.
   A day is well over the longest an export can write (6 h pack task, retried twice).
@@ -440,8 +442,19 @@ def _decide_export(
             reason=f"pending since {record.created_at.isoformat()}: the run never published",
             record=record,
         )
+    # A failed export's tombstone tells the Course Data page why, for as long as the
+    # export would have lived.
+    if record.status is ExportStatus.FAILED and record.expires_at <= now:
+        return PurgeStep(
+            kind=StepKind.REMOVE_TOMBSTONE,
+            item=folder.export_id,
+            folder=folder.path,
+            bytes=_sum(folder.files),
+            reason=f"failed export, past {record.expires_at.isoformat()}",
+            record=record,
+        )
     purged = record.purged_at or record.expires_at
-    if purged + timedelta(days=TOMBSTONE_DAYS) <= now:
+    if record.status is ExportStatus.EXPIRED and purged + timedelta(days=TOMBSTONE_DAYS) <= now:
         return PurgeStep(
             kind=StepKind.REMOVE_TOMBSTONE,
             item=folder.export_id,
@@ -578,8 +591,8 @@ def _expire(exports: Location, step: PurgeStep, now: datetime) -> bool:
 
 def _remove_tombstone(exports: Location, step: PurgeStep) -> bool:
     current = _current(exports, step)
-    if current is not None and current.status is not ExportStatus.EXPIRED:
-        return False
+    if current is not None and current.status not in (ExportStatus.EXPIRED, ExportStatus.FAILED):
+        return False  # taken over by a rerun of the request since the listing
     _remove_folder(exports, step.folder)
     return True
 

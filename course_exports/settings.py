@@ -152,6 +152,13 @@ class Settings(BaseSettings):
         7, ge=1, le=3650, description="how long an export and its link live"
     )
     access_retention_months: int = Field(6, ge=1, le=120, description="access events kept")
+    busy_retry_seconds: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="how long an export waiting for a busy course or a shared export gives "
+        "back its worker before it looks again",
+    )
     webhook_url: str | None = Field(None, description="LMS endpoint told when an export ends")
     # validate_default: an unset secret must still be checked against a set URL.
     webhook_secret: SecretStr | None = Field(

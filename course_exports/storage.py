@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import io
+import contextlib
 import os
 import posixpath
 import uuid
@@ -163,15 +164,8 @@ class Location:
         S3 PUTs are atomic already; a local file is written beside and renamed over.
         """
         target = self.path(*parts)
-        parent = posixpath.dirname(target)
         if self.is_local:
-            self.fs.makedirs(parent, exist_ok=True)
-            tmp = posixpath.join(parent, f".{posixpath.basename(target)}.{uuid.uuid4().hex}.tmp")
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
+            os.replace(self._write_temp(data, target), target)
         else:
             self.fs.pipe_file(target, data)
 
@@ -212,6 +206,48 @@ class Location:
         for path, info in found.items():
             if info.get("type") == "file":
                 yield path, int(info.get("size") or 0)
+    def create_exclusive(self, data: bytes, *parts: str | int) -> bool:
+        """Create a small object only if nothing is there yet; False if something was.
+
+        The one atomic claim both storages offer: locally a fsynced file hard-linked into
+        place (``link`` refuses an existing name, as ``O_EXCL`` does, and no reader sees
+        half of it), on S3 a conditional PUT (``If-None-Match: *``). Of two writers
+        racing for one name, exactly one gets True.
+        """
+        target = self.path(*parts)
+        if self.is_local:
+            # Written whole beside, then hard-linked into place: link() fails if the name
+            # exists (the O_EXCL of a rename), and no reader ever sees half a claim.
+            tmp = self._write_temp(data, target)
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                return False
+            finally:
+                os.remove(tmp)
+            return True
+        try:
+            self.fs.pipe_file(target, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+
+    def remove(self, *parts: str | int) -> None:
+        """Delete one object; nothing there is not an error."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.path(*parts))
+
+    def _write_temp(self, data: bytes, target: str) -> str:
+        """A fsynced temporary file beside ``target`` (local only), named so the purge
+        recognises a leftover."""
+        parent = posixpath.dirname(target)
+        self.fs.makedirs(parent, exist_ok=True)
+        tmp = posixpath.join(parent, f".{posixpath.basename(target)}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return tmp
 
     def url_for(self, *parts: str | int) -> str:
         """The URL of ``parts`` under the root, for messages (``s3://…`` or a local path)."""

@@ -29,7 +29,13 @@ and report the retry's outcome: the LMS sees how the request ended, not the cras
 
 The result. The flows persist their result in the worker's result storage, which the API
 only points to; so they also publish it as a ``result`` artifact on the flow run
-(flows/hooks.py), and :meth:`LmsClient.result` reads that.
+(flows/hooks.py), and :meth:`LmsClient.result` reads that. The artifact holds no download
+link (every reader of the Prefect API could use one): given the signing key the LMS
+already holds (``COURSE_EXPORT_SIGNING_KEY``, which also mints its Course Data page launch
+tokens) and the download service's public URL, the client signs the link itself from the
+artifact's ``course_id``, ``export_id`` and ``expires_at`` — the same link the flow
+returns and mails. Signing needs ``course_exports/links.py`` (standard library only):
+install this package, or copy that file beside this one.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -217,6 +224,8 @@ class LmsClient:
         result_grace_s: float = 15.0,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        signing_key: str | bytes | None = None,
+        public_url: str | None = None,
     ) -> None:
         if api_key and basic_auth:
             raise ValueError(
@@ -239,14 +248,21 @@ class LmsClient:
         self._result_grace_s = result_grace_s
         self._sleep = sleep
         self._deployments: dict[str, dict[str, Any]] = {}
+        if (signing_key is None) != (public_url is None):
+            raise ValueError("give signing_key and public_url together (to sign download links)")
+        self._signing_key = signing_key.encode() if isinstance(signing_key, str) else signing_key
+        self._public_url = public_url
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> LmsClient:
         """From Prefect's own variables: PREFECT_API_URL, and PREFECT_API_KEY (Cloud) or
-        PREFECT_API_AUTH_STRING (server with basic auth)."""
+        PREFECT_API_AUTH_STRING (server with basic auth); COURSE_EXPORT_SIGNING_KEY and
+        COURSE_EXPORT_PUBLIC_URL, when set, to sign download links."""
         api_url = os.environ.get("PREFECT_API_URL")
         if not api_url:
             raise LmsClientError("PREFECT_API_URL is not set")
+        kwargs.setdefault("signing_key", os.environ.get("COURSE_EXPORT_SIGNING_KEY") or None)
+        kwargs.setdefault("public_url", os.environ.get("COURSE_EXPORT_PUBLIC_URL") or None)
         return cls(
             api_url,
             api_key=os.environ.get("PREFECT_API_KEY") or None,
@@ -483,9 +499,30 @@ class LmsClient:
                 raise WaitTimeout(run_id, run.get("state_name"), timeout_s)
             self._sleep(min(poll_s, remaining))
 
+    def download_url(self, result: Mapping[str, Any]) -> str:
+        """The download link of an export result (CONTRACT 5), signed here with the key
+        the download service checks: the same link the flow returned and mailed."""
+        if self._signing_key is None or self._public_url is None:
+            raise LmsClientError(
+                "no signing key: give LmsClient(signing_key=..., public_url=...) (the "
+                "COURSE_EXPORT_SIGNING_KEY and COURSE_EXPORT_PUBLIC_URL of the service) to "
+                "get download links; the Prefect API never carries them"
+            )
+        from course_exports import links  # standard library only; see the module's notes
+
+        expires_at = datetime.fromisoformat(str(result["expires_at"]).replace("Z", "+00:00"))
+        return links.download_url(
+            self._public_url,
+            self._signing_key,
+            int(result["course_id"]),
+            str(result["export_id"]),
+            expires_at,
+        )
+
     def result(self, run_id: str) -> dict[str, Any]:
         """The export result (CONTRACT 3) of a completed run, from its ``result`` artifact
-        (of its automatic retry, when the run crashed)."""
+        (of its automatic retry, when the run crashed), with its ``download_url`` signed
+        here when the client has the signing key."""
         run = self._follow_crash(self.read_run(run_id))
         run_id = str(run["id"])
         state_type = run.get("state_type")
@@ -507,6 +544,8 @@ class LmsClient:
             if found:
                 data = found[0].get("data")
                 result: dict[str, Any] = json.loads(data) if isinstance(data, str) else data
+                if self._signing_key is not None:
+                    result["download_url"] = self.download_url(result)
                 return result
             if time.monotonic() >= deadline:
                 raise ResultMissing(

@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from course_exports.registry import ExportKind, ExportRecord, ExportResult
+from course_exports.registry import ExportKind, ExportResult
 from course_exports.settings import load_settings
 from flows.hooks import export_flow
 from flows.parameters import COURSE_ID, REQUEST_ID, REQUESTED_BY, PositiveId, param
-from tasks.access_log import AccessPlan, plan_access_export_task, write_access_file_task
-from tasks.export import (
-    begin_export,
-    fail_export,
-    find_previous_export,
-    publish_export,
-    summarise_export,
-)
-from tasks.mail import send_ready_mail
-from tasks.request import check_request_task
+from tasks.access_log import plan_access_export_task, write_access_file_task
+from tasks.export import claim_export, conclude, exporting, publish_export, tell_requester
+from tasks.request import check_request_task, export_request
 
 KIND = ExportKind.ACCESS_DATA
-
-
-def describe(plan: AccessPlan, events: int) -> str:
-    """What the file holds, in a sentence for the mail and the artifact."""
-    start = plan.window.start.strftime("%Y-%m-%d %H:%M")
-    end = plan.window.end.strftime("%Y-%m-%d %H:%M")
-    return f"{events:,} access events from {start} to {end} UTC, times shown in {plan.timezone}"
 
 
 @export_flow(
@@ -57,58 +42,43 @@ def export_access_data(
     notify: bool = param("Mail the requester", "Send the link by mail when it is ready", False),
 ) -> ExportResult:
     settings = load_settings()
-    parameters: dict[str, Any] = {
-        "requested_by": requested_by,
-        "since": since,
-        "until": until,
-        "assignment_ids": sorted(set(assignment_ids)) if assignment_ids else None,
-        "user_ids": sorted(set(user_ids)) if user_ids else None,
-        "timezone": timezone,
-        "excel": excel,
-    }
-    previous = find_previous_export(settings, KIND, course_id, request_id, parameters)
-    if previous is not None:
-        print(f"request {request_id} was completed before as export {previous.export_id}")
-        return previous
+    request = export_request(
+        KIND,
+        course_id,
+        requested_by,
+        request_id,
+        notify=notify,
+        since=since,
+        until=until,
+        assignment_ids=assignment_ids,
+        user_ids=user_ids,
+        timezone=timezone,
+        excel=excel,
+    )
+    checked = check_request_task(settings, request)
+    claim = claim_export(settings, request, checked)
+    if not claim.writes:
+        return conclude(settings, request, checked, claim)
 
-    request = check_request_task(settings, course_id, requested_by)
-    record: ExportRecord | None = None
-    try:
+    with exporting(settings, request, checked, claim) as export:
         plan = plan_access_export_task(
             settings,
-            request.course,
+            checked.course,
             since=since,
             until=until,
-            assignment_ids=parameters["assignment_ids"],
+            assignment_ids=request.selection["assignment_ids"],
             timezone=timezone,
         )
-        record = begin_export(
-            settings,
-            kind=KIND,
-            course_id=course_id,
-            course_name=request.course.name,
-            requested_by=requested_by,
-            request_id=request_id,
-            parameters=parameters,
-            file_name=f"access-data-{course_id}-{plan.window.end:%Y%m%dT%H%M%SZ}.csv",
-        )
+        record = export.name_file(f"access-data-{course_id}-{plan.window.end:%Y%m%dT%H%M%SZ}.csv")
         written = write_access_file_task(
             settings,
             record,
-            request.course,
+            checked.course,
             plan,
-            assignment_ids=parameters["assignment_ids"],
-            user_ids=parameters["user_ids"],
+            assignment_ids=request.selection["assignment_ids"],
+            user_ids=request.selection["user_ids"],
             excel=excel,
+            progress=export,
         )
-        result = publish_export(settings, record, written)
-    except Exception as exc:
-        fail_export(settings, KIND, request.requester, request.course.name, record, exc, notify)
-        raise
-
-    contents = describe(plan, written.counts["events"])
-    summarise_export(settings, result, contents)
-    if notify:
-        send_ready_mail(settings, request.requester, result, contents, request.course.timezone)
-    print(f"export {result.export_id} ready: {result.file_url} ({result.size_bytes:,} bytes)")
-    return result
+        result = publish_export(settings, export, written)
+    return tell_requester(settings, request, checked, result)

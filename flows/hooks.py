@@ -8,6 +8,9 @@ flow bodies stay recipes of export steps. What they do on completion:
    only holds a pointer to it (storage key, serializer), so an LMS that talks to the API
    alone could not read it. ``deployments.lms_client.LmsClient.result`` reads this
    artifact; the Prefect UI shows it as a key-value table on the run's Artifacts tab.
+   It holds everything but ``download_url``: whoever reads the Prefect API must not get
+   a working link (CONTRACT 5.1). The LMS mints the link itself from ``course_id``,
+   ``export_id`` and ``expires_at`` with the signing key it already holds.
 2. emit the Prefect event ``course-export.completed`` (automations can react to it),
 3. POST the signed webhook when ``COURSE_EXPORT_WEBHOOK_URL`` is set.
 
@@ -30,19 +33,16 @@ from prefect.flows import FlowStateHook
 from prefect.logging.loggers import flow_run_logger
 
 from course_exports import webhook
-from course_exports.errors import ExportError
-from course_exports.registry import ExportKind, ExportResult, new_export_id
+from course_exports.lifecycle import CRASH_REASON, TRANSIENT_REASON, teacher_reason
+from course_exports.registry import ExportKind, ExportRequest, ExportResult
 from course_exports.settings import load_settings
 from course_exports.text import one_line
-from tasks.export import TRANSIENT_REASON
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 #: The artifact type the LMS client looks for (the UI renders ``result`` as key-value pairs).
 RESULT_ARTIFACT_TYPE = "result"
-#: What a teacher is told when the run died under us (killed worker, lost machine).
-CRASH_REASON = "the export service stopped while making the export; please request it again"
 
 
 def _logger(flow: Flow[Any, Any], flow_run: FlowRun) -> Any:
@@ -58,12 +58,17 @@ def _attempt(
         _logger(flow, flow_run).error("%s failed: %s: %s", what, type(exc).__name__, one_line(exc))
 
 
+def result_artifact_data(result: ExportResult) -> dict[str, Any]:
+    """The result as the API shows it: no bearer link (the LMS signs its own)."""
+    return result.model_dump(mode="json", exclude={"download_url"})
+
+
 def publish_result_artifact(flow_run: FlowRun, result: ExportResult) -> None:
     with get_client(sync_client=True) as client:
         client.create_artifact(
             ArtifactCreate(
                 type=RESULT_ARTIFACT_TYPE,
-                data=result.model_dump(mode="json"),
+                data=result_artifact_data(result),
                 description=(
                     f"Result of {result.kind} export `{result.export_id}` of course "
                     f"{result.course_id}, as the flow returned it (read by the LMS client)."
@@ -171,7 +176,7 @@ def _failure_reason(state: State) -> str:
         exc = state.result(raise_on_failure=False)
     except Exception:
         return TRANSIENT_REASON
-    return exc.reason if isinstance(exc, ExportError) else TRANSIENT_REASON
+    return teacher_reason(exc if isinstance(exc, BaseException) else None)
 
 
 def report_failed(kind: ExportKind) -> FlowStateHook[..., Any]:
@@ -191,8 +196,14 @@ def report_failed(kind: ExportKind) -> FlowStateHook[..., Any]:
             flow_run_id=str(flow_run.id),
         )
         related = [_flow_run_resource(flow_run)]
-        if request_id is not None and course_id is not None:
-            export_id = new_export_id(kind, int(course_id), str(request_id))
+        if course_id is not None:
+            export_id = ExportRequest(
+                kind,
+                int(course_id),
+                int(parameters.get("requested_by") or 0),
+                None if request_id is None else str(request_id),
+                flow_run_id=str(flow_run.id),
+            ).export_id
             related.append(
                 {
                     "prefect.resource.id": f"course-export.{export_id}",

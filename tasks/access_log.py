@@ -11,7 +11,8 @@ from course_exports import access_log, registry
 from course_exports.access_log import AccessWindow, DayPartition
 from course_exports.access_log.clustered import CourseCopy, find_current_days
 from course_exports.lake import Course, check_assignment_ids, read_roster, read_users
-from course_exports.registry import ExportRecord
+from course_exports.lifecycle import Heartbeat
+from course_exports.registry import ExportRecord, HashingWriter
 from course_exports.settings import Settings
 from tasks.export import WrittenFile
 from tasks.retry import io_task
@@ -26,6 +27,29 @@ class AccessPlan:
     files: int
     #: The days read from our course-clustered copy instead of the source.
     copy: CourseCopy | None = None
+
+
+class _RowCounter:
+    """Passes the CSV through, telling the heartbeat how many lines (CRLF) and bytes went
+    by: a progress figure, not the count (a quoted cell may hold a CRLF); the header is
+    not a row."""
+
+    def __init__(self, out: HashingWriter, heartbeat: Heartbeat | None) -> None:
+        self._out = out
+        self._heartbeat = heartbeat
+        self._lines = 0
+        self._bytes = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._heartbeat is not None:
+            chunk = data.tobytes() if isinstance(data, memoryview) else data
+            self._lines += chunk.count(b"\r\n")
+            self._bytes += len(data)
+            self._heartbeat.update(rows=max(self._lines - 1, 0), bytes_done=self._bytes)
+        return self._out.write(data)
+
+    def flush(self) -> None:
+        self._out.flush()
 
 
 def plan_access_export(
@@ -66,13 +90,14 @@ def write_access_file(
     assignment_ids: Sequence[int] | None,
     user_ids: Sequence[int] | None,
     excel: bool,
+    progress: Heartbeat | None = None,
 ) -> WrittenFile:
     lake = settings.lake()
     with registry.open_export_file(settings.exports(), record) as out:
         stats = access_log.write_access_csv(
             lake,
             plan.partitions,
-            cast(BinaryIO, out),  # HashingWriter is a write-only binary stream
+            cast(BinaryIO, _RowCounter(out, progress)),  # a write-only binary stream
             course_id=course.id,
             window=plan.window,
             assignments=course.assignment_labels(),

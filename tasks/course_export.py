@@ -11,6 +11,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from course_exports import course_export, registry, workspace
 from course_exports.lake import Course, read_roster, read_users
+from course_exports.lifecycle import Heartbeat
 from course_exports.registry import ExportRecord
 from course_exports.settings import Settings
 from course_exports.workspace import WorkspacePlan
@@ -40,9 +41,14 @@ def plan_course_export(
 
 
 class _Progress:
-    """Feeds a Prefect progress artifact, at most every few seconds (each is an API call)."""
+    """Feeds the export's manifest (through the lifecycle's heartbeat, every call: it only
+    stores numbers) and a Prefect progress artifact, at most every few seconds (each is an
+    API call)."""
 
-    def __init__(self, plan: WorkspacePlan, every_s: float = 3.0) -> None:
+    def __init__(
+        self, plan: WorkspacePlan, heartbeat: Heartbeat | None, every_s: float = 3.0
+    ) -> None:
+        self.heartbeat = heartbeat
         self.total_files = plan.file_count
         self.total_bytes = max(plan.total_bytes, 1)
         self.every_s = every_s
@@ -57,6 +63,13 @@ class _Progress:
         )
 
     def __call__(self, files: int, done: int) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.update(
+                files_done=files,
+                files_total=self.total_files,
+                bytes_done=done,
+                bytes_total=self.total_bytes,
+            )
         now = time.monotonic()
         if now - self.last < self.every_s and files < self.total_files:
             return
@@ -69,11 +82,15 @@ class _Progress:
 
 
 def pack_course_zip(
-    settings: Settings, record: ExportRecord, course: Course, plan: WorkspacePlan
+    settings: Settings,
+    record: ExportRecord,
+    course: Course,
+    plan: WorkspacePlan,
+    heartbeat: Heartbeat | None = None,
 ) -> WrittenFile:
     """Stream the zip into the exports storage; the reads and the upload overlap."""
     lake = settings.lake()
-    progress = _Progress(plan)
+    progress = _Progress(plan, heartbeat)
     with registry.open_export_file(settings.exports(), record) as out:
         stats = course_export.write_course_zip(
             cast(BinaryIO, out),  # HashingWriter is a write-only binary stream

@@ -1,24 +1,38 @@
-"""Registry steps every export flow shares: dedupe, claim, publish, discard, summarise."""
+"""The export lifecycle as flow steps, shared by every kind: claim, write, publish, tell.
+
+Each export flow is: build the request, check it, claim, (write under a heartbeat),
+publish, tell. What happens when a run does not write (the export was done before, is
+being made for someone else, or the course is busy) is :func:`conclude`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
+from prefect.runtime import flow_run
+from prefect.states import Scheduled
 
-from course_exports import links, registry
-from course_exports.errors import ExportError
+from course_exports import lifecycle, links, registry
 from course_exports.humanize import human_size
-from course_exports.lake import Person
-from course_exports.registry import ExportKind, ExportRecord, ExportResult
+from course_exports.lifecycle import Claim, Heartbeat, Outcome
+from course_exports.registry import ExportKind, ExportRecord, ExportRequest, ExportResult
 from course_exports.settings import Settings
-from tasks.mail import send_failure_mail
+from course_exports.text import markdown_text
+from tasks.mail import send_failure_mail, send_ready_mail
+from tasks.request import CourseRequest
 from tasks.retry import io_task
+
+#: How often a run without a deployment (a plain Python call) looks again while it waits.
+IN_PROCESS_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -43,52 +57,125 @@ def result_for(settings: Settings, record: ExportRecord) -> ExportResult:
     return ExportResult(**record.model_dump(), download_url=url)
 
 
-@io_task("find-previous-export", timeout_seconds=120)
-def find_previous_export(
-    settings: Settings,
-    kind: ExportKind,
-    course_id: int,
-    request_id: str | None,
-    parameters: Mapping[str, Any],
-) -> ExportResult | None:
-    """The result of an earlier run of the same request, so a retry creates nothing new."""
-    record = registry.find_completed(settings.exports(), kind, course_id, request_id, parameters)
-    return None if record is None else result_for(settings, record)
+def course_page_url(settings: Settings, course_id: int) -> str:
+    """The course's Course Data page: it needs a teacher's session, so it is no key by
+    itself (CONTRACT 5.1), unlike a signed list link."""
+    return f"{settings.public_url}/courses/{course_id}"
 
 
-@io_task("begin-export", timeout_seconds=120)
-def begin_export(
-    settings: Settings,
-    *,
-    kind: ExportKind,
-    course_id: int,
-    course_name: str,
-    requested_by: int,
-    request_id: str | None,
-    parameters: Mapping[str, Any],
-    file_name: str,
-    now: datetime | None = None,
-) -> ExportRecord:
-    return registry.begin_export(
+def contents_of(record: ExportRecord) -> str:
+    """What the file holds, in a sentence for the mail and the artifact (from the record,
+    so a request that joined another's export can say it too)."""
+    counts = record.counts
+    if record.kind is ExportKind.COURSE:
+        return (
+            f"course data, roster and {counts.get('workspaces', 0):,} student workspaces "
+            f"({counts.get('files', 0):,} files, "
+            f"{human_size(counts.get('bytes_uncompressed', 0))} before compression) "
+            f"of {counts.get('assignments', 0):,} assignments"
+        )
+    if record.kind is ExportKind.ACCESS_DATA:
+        details = record.details
+        start = str(details.get("window_start", ""))[:16].replace("T", " ")
+        end = str(details.get("window_end", ""))[:16].replace("T", " ")
+        return (
+            f"{counts.get('events', 0):,} access events from {start} to {end} UTC, "
+            f"times shown in {details.get('timezone', 'UTC')}"
+        )
+    return f"LTI settings of {counts.get('assignments', 0):,} assignments"
+
+
+# -- claim ------------------------------------------------------------------------------
+
+
+def _claim(settings: Settings, request: ExportRequest, course_name: str) -> Claim:
+    return lifecycle.claim(
         settings.exports(),
-        kind=kind,
-        course_id=course_id,
+        request,
         course_name=course_name,
-        requested_by=requested_by,
-        request_id=request_id,
-        parameters=parameters,
-        file_name=file_name,
         ttl=timedelta(days=settings.export_ttl_days),
-        now=now,
+        wait_s=settings.busy_retry_seconds,
     )
 
 
-@io_task("publish-export", timeout_seconds=120)
-def publish_export(
-    settings: Settings,
-    record: ExportRecord,
-    written: WrittenFile,
+claim_task = io_task("claim-export", timeout_seconds=120)(_claim)
+
+
+def _in_deployment() -> bool:
+    """A deployment's run can give its worker back and be picked up again later."""
+    return flow_run.get_deployment_id() is not None
+
+
+def claim_export(settings: Settings, request: ExportRequest, checked: CourseRequest) -> Claim:
+    """Claim the request's export. A deployment run that must wait returns at once (the
+    flow then reschedules itself); a plain Python call waits here, in its own process."""
+    decision = claim_task(settings, request, checked.course.name)
+    while decision.outcome is Outcome.WAIT and not _in_deployment():
+        time.sleep(IN_PROCESS_POLL_S)
+        decision = _claim(settings, request, checked.course.name)
+    return decision
+
+
+def conclude(
+    settings: Settings, request: ExportRequest, checked: CourseRequest, decision: Claim
 ) -> ExportResult:
+    """The end of a run that writes nothing: the export made before (the same request, or
+    the identical one this request joined), its failure, or a later try.
+
+    A later try is a ``Scheduled`` state the flow returns for itself: Prefect takes it as
+    the run's state, releases the run's deployment slot, the process exits, and a worker
+    starts the run again at ``scheduled_time``. Nothing waits in a worker meanwhile.
+    """
+    if decision.outcome is Outcome.WAIT:
+        print(f"{decision.reason}; looking again in {settings.busy_retry_seconds} s")
+        later = datetime.now(UTC) + timedelta(seconds=settings.busy_retry_seconds)
+        state: State[Any] = Scheduled(
+            scheduled_time=later, name="AwaitingExport", message=decision.reason
+        )
+        return cast(ExportResult, state)  # Prefect's contract for a flow's returned State
+    record = decision.record
+    assert record is not None  # a DONE claim carries the export it found
+    joined = record.export_id != request.export_id
+    if record.status is registry.ExportStatus.FAILED:
+        error = lifecycle.SharedExportFailedError(record)
+        if request.notify:
+            send_failure_mail(
+                settings, checked.requester, checked.course.name, request.kind, error.reason
+            )
+        raise error
+    result = result_for(settings, record)
+    if joined:
+        # Someone else's identical export: this requester gets their own mail and summary.
+        print(f"request joined export {record.export_id} made for another request")
+        return tell_requester(settings, request, checked, result)
+    print(f"request {request.request_id} was completed before as export {record.export_id}")
+    return result
+
+
+# -- write ------------------------------------------------------------------------------
+
+
+@contextmanager
+def exporting(
+    settings: Settings, request: ExportRequest, checked: CourseRequest, decision: Claim
+) -> Iterator[Heartbeat]:
+    """Write under a heartbeat (leases renewed, progress in the manifest); on any error
+    the export becomes a ``failed`` tombstone and the teacher is told why."""
+    exports = settings.exports()
+    heartbeat = lifecycle.start_heartbeat(exports, request, decision)
+    try:
+        yield heartbeat
+    except Exception as exc:
+        fail_export(settings, request, checked, heartbeat, exc)
+        raise
+    finally:
+        heartbeat.stop()
+        lifecycle.release(exports, heartbeat)
+
+
+@io_task("publish-export", timeout_seconds=120)
+def publish_export(settings: Settings, heartbeat: Heartbeat, written: WrittenFile) -> ExportResult:
+    record = heartbeat.stop()  # no progress write may land after "ready"
     ready = registry.publish(
         settings.exports(),
         record,
@@ -100,58 +187,57 @@ def publish_export(
     return result_for(settings, ready)
 
 
-@task(name="discard-export", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def discard_export(settings: Settings, record: ExportRecord) -> None:
-    registry.discard(settings.exports(), record.course_id, record.export_id)
+@task(name="fail-export", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def fail_export(
+    settings: Settings,
+    request: ExportRequest,
+    checked: CourseRequest,
+    heartbeat: Heartbeat,
+    exc: BaseException,
+) -> None:
+    """Leave a ``failed`` tombstone (its file removed, never another run's), tell the
+    teacher what they can do about it."""
+    reason = lifecycle.teacher_reason(exc)
+    registry.fail(settings.exports(), heartbeat.stop(), reason)
+    if request.notify:
+        send_failure_mail.fn(settings, checked.requester, checked.course.name, request.kind, reason)
+
+
+# -- tell -------------------------------------------------------------------------------
 
 
 def summary_markdown(settings: Settings, result: ExportResult, contents: str) -> str:
-    list_url = links.course_list_url(
-        settings.public_url, settings.require_signing_key(), result.course_id, result.expires_at
-    )
     counts = "\n".join(f"| {name} | {value:,} |" for name, value in result.counts.items())
+    page = course_page_url(settings, result.course_id)
     return (
-        f"# {result.kind} export of course {result.course_id}: {result.course_name}\n\n"
-        f"{contents}\n\n"
+        f"# {result.kind} export of course {result.course_id}: "
+        f"{markdown_text(result.course_name)}\n\n"
+        f"{markdown_text(contents, limit=400)}\n\n"
         f"| | |\n|---|---|\n"
         f"| export id | `{result.export_id}` |\n"
-        f"| file | `{result.file_url}` |\n"
+        f"| file | {markdown_text(result.file_url, limit=400)} |\n"
         f"| size | {human_size(result.size_bytes)} ({result.size_bytes:,} bytes) |\n"
         f"| sha256 | `{result.sha256}` |\n"
         f"| created | {result.created_at.isoformat()} |\n"
         f"| expires | {result.expires_at.isoformat()} |\n"
         f"{counts}\n\n"
-        f"The download link was sent to the requester (user {result.requested_by}). "
-        f"[Live exports of this course]({list_url}).\n"
+        f"Teachers of the course download it from its [Course Data page]({page}).\n"
     )
 
 
-@task(name="summarise-export", cache_policy=NO_CACHE)
-def summarise_export(settings: Settings, result: ExportResult, contents: str) -> None:
-    """A markdown artifact for the Prefect UI; the bearer link itself stays out of it."""
+@task(name="tell-requester", cache_policy=NO_CACHE, timeout_seconds=300)
+def tell_requester(
+    settings: Settings, request: ExportRequest, checked: CourseRequest, result: ExportResult
+) -> ExportResult:
+    """A markdown summary for the Prefect UI (no link that downloads anything) and, if
+    asked for, the ready mail to the requester."""
+    contents = contents_of(result)
     create_markdown_artifact(
         markdown=summary_markdown(settings, result, contents),
         key=f"{result.kind}-course-{result.course_id}",
         description=f"{result.kind} export {result.export_id} of course {result.course_id}",
     )
-
-
-#: What a teacher is told when storage failed us rather than their request.
-TRANSIENT_REASON = "the storage service did not answer in time; please request the export again"
-
-
-def fail_export(
-    settings: Settings,
-    kind: ExportKind,
-    requester: Person,
-    course_name: str,
-    record: ExportRecord | None,
-    exc: Exception,
-    notify: bool,
-) -> None:
-    """Leave nothing half-written, and tell the teacher what they can do about it."""
-    if record is not None:
-        discard_export(settings, record)
-    if notify:
-        reason = exc.reason if isinstance(exc, ExportError) else TRANSIENT_REASON
-        send_failure_mail(settings, requester, course_name, kind, reason)
+    if request.notify:
+        send_ready_mail.fn(settings, checked.requester, result, contents, checked.course.timezone)
+    print(f"export {result.export_id} ready: {result.file_url} ({result.size_bytes:,} bytes)")
+    return result

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from course_exports.registry import ExportRecord, ExportStatus
 from course_exports.settings import Settings, load_settings
 from course_exports.storage import open_location
 from sample_lake import LakeSummary, generate_lake, tiny_lake_spec
@@ -66,3 +67,14 @@ def make_site(
     monkeypatch.setenv("COURSE_EXPORT_OUTBOX", str(site.outbox))
     monkeypatch.setenv("COURSE_EXPORT_SIGNING_KEY", SIGNING_KEY)
     return site
+
+
+def assert_failed_tombstone(site: LocalSite, reason: str) -> ExportRecord:
+    """A failed export left its manifest only: ``failed``, with the teacher's reason."""
+    [manifest] = site.export_files()
+    assert manifest.name == "manifest.json"
+    record = ExportRecord.model_validate_json(manifest.read_bytes())
+    assert record.status is ExportStatus.FAILED and record.failed_at is not None
+    assert reason in (record.failure_reason or ""), record.failure_reason
+    assert "Traceback" not in (record.failure_reason or "")
+    return record

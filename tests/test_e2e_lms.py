@@ -15,7 +15,16 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_kit import WEBHOOK_SECRET, Received, Site, WebhookReceiver, events, flow_runs, make_site
+from e2e_kit import (
+    SIGNING_KEY,
+    WEBHOOK_SECRET,
+    Received,
+    Site,
+    WebhookReceiver,
+    events,
+    flow_runs,
+    make_site,
+)
 from e2e_kit import wait_for as wait_until
 from standardwebhooks import Webhook
 
@@ -59,7 +68,9 @@ def site(
 def lms(prefect_deployments: str, site: Site) -> Iterator[LmsClient]:
     with (
         run_worker(prefect_deployments, "e2e-lms", site.root / "worker", site.env()),
-        LmsClient(prefect_deployments) as client,
+        LmsClient(
+            prefect_deployments, signing_key=SIGNING_KEY, public_url=site.public_url
+        ) as client,
     ):
         yield client
 

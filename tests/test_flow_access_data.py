@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from flowkit import LocalSite
+from flowkit import LocalSite, assert_failed_tombstone
 from reference import lake_reference_csv
 
 from course_exports.access_log import AccessWindow, retention_cutoff
@@ -155,7 +155,7 @@ def test_corrupt_parquet_is_named_and_nothing_is_published(site: LocalSite) -> N
     bad.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(LakeDataError, match=r"zz-corrupt\.parquet"):
         export_access_data(course_id=site.course, requested_by=site.teacher)
-    assert site.export_files() == []
+    assert_failed_tombstone(site, "damaged")  # the file gone, the reason kept
 
 
 def test_missing_column_is_named(site: LocalSite) -> None:
@@ -164,7 +164,7 @@ def test_missing_column_is_named(site: LocalSite) -> None:
     pq.write_table(pq.read_table(path).drop(["ip"]), path)
     with pytest.raises(LakeDataError, match=r"missing column 'ip'"):
         export_access_data(course_id=site.course, requested_by=site.teacher)
-    assert site.export_files() == []
+    assert_failed_tombstone(site, "damaged")  # the file gone, the reason kept
 
 
 def test_unknown_access_type_mid_export_leaves_nothing(site: LocalSite) -> None:
@@ -184,7 +184,7 @@ def test_unknown_access_type_mid_export_leaves_nothing(site: LocalSite) -> None:
     pq.write_table(table, path)
     with pytest.raises(LakeDataError, match="teleport"):
         export_access_data(course_id=site.course, requested_by=site.teacher)
-    assert site.export_files() == []
+    assert_failed_tombstone(site, "damaged")  # the file gone, the reason kept
 
 
 def test_result_is_persisted_for_the_lms(site: LocalSite) -> None:

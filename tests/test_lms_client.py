@@ -6,11 +6,13 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from course_exports import links
 from deployments import lms_client
 from deployments.lms_client import (
     ApiError,
@@ -323,3 +325,26 @@ def test_launch_url_opens_the_course_page_for_a_teacher() -> None:
     assert url.startswith("https://exports.example/courses/1042/launch?token=")
     claims = links.verify_user(b"k" * 32, url.split("token=")[1], purpose=links.LAUNCH)
     assert (claims.course_id, claims.user_id) == (1042, 7)
+def test_the_client_signs_the_download_link_the_api_never_carries(api: FakeApi) -> None:
+    key = "lms-signing-key-" + "k" * 32
+    expires = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    export_id = uuid.uuid4().hex
+    data = {"export_id": export_id, "course_id": 1042, "expires_at": expires.isoformat()}
+    lms = client(api, signing_key=key, public_url="https://exports.example/")
+    ref = lms.trigger(COURSE, {"course_id": 1042}, request_id="r")
+    api.finish(ref.id, "COMPLETED")
+    api.artifacts[ref.id] = [{"type": "result", "data": dict(data)}]
+    result = lms.result(ref.id)
+    assert result["download_url"] == links.download_url(
+        "https://exports.example", key.encode(), 1042, export_id, expires
+    )
+    token = result["download_url"].rsplit("/", 1)[1]
+    claims = links.verify(key.encode(), token, purpose=links.DOWNLOAD, now=expires - timedelta(1))
+    assert (claims.course_id, claims.export_id, claims.expires_at) == (1042, export_id, expires)
+    # Without the key: the result as the API holds it, and a clear refusal to make a link.
+    plain = client(api)
+    assert "download_url" not in plain.result(ref.id)
+    with pytest.raises(lms_client.LmsClientError, match="signing_key"):
+        plain.download_url(data)
+    with pytest.raises(ValueError, match="together"):
+        client(api, signing_key=key)

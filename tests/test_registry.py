@@ -1,3 +1,4 @@
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -61,33 +62,92 @@ def test_request_id_gives_stable_ids(exports: Location) -> None:
 
 
 def test_find_completed(exports: Location) -> None:
-    params = {"excel": True}
+    params = {"requested_by": 3, "excel": True}
     assert registry.find_completed(exports, ExportKind.ACCESS_DATA, 7, "r1", params) is None
     record = begin(exports, excel=True)
-    # a pending export is not completed: the rerun takes it over
+    # a pending export is not completed (the lifecycle waits for it or takes it over)
     assert registry.find_completed(exports, ExportKind.ACCESS_DATA, 7, "r1", params) is None
     registry.publish(exports, record, size_bytes=0, sha256="", counts={})
     found = registry.find_completed(exports, ExportKind.ACCESS_DATA, 7, "r1", params)
     assert found is not None and found.export_id == record.export_id
     with pytest.raises(ConflictError, match="other parameters"):
-        registry.find_completed(exports, ExportKind.ACCESS_DATA, 7, "r1", {"excel": False})
+        registry.find_completed(
+            exports, ExportKind.ACCESS_DATA, 7, "r1", {"requested_by": 3, "excel": False}
+        )
 
 
-def test_failed_write_leaves_nothing(exports: Location) -> None:
+def test_a_pending_export_with_other_parameters_is_a_conflict(exports: Location) -> None:
+    begin(exports, excel=True)
+    with pytest.raises(ConflictError, match="other parameters"):
+        registry.find_completed(
+            exports, ExportKind.ACCESS_DATA, 7, "r1", {"requested_by": 3, "excel": False}
+        )
+
+
+def request(selection: dict[str, object], run: str = "run-a") -> registry.ExportRequest:
+    return registry.ExportRequest(
+        ExportKind.ACCESS_DATA, 7, 3, "r1", dict(selection), flow_run_id=run
+    )
+
+
+def test_claim_is_atomic(exports: Location) -> None:
+    """Of many runs claiming one export id at once, exactly one gets it."""
+    requests = [request({"excel": i % 2 == 0}, run=f"run-{i}") for i in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        claims = list(
+            pool.map(
+                lambda r: registry.claim(
+                    exports, r, course_name="Intro", ttl=timedelta(days=7), now=NOW
+                ),
+                requests,
+            )
+        )
+    won = [c for c in claims if c is not None]
+    assert len(won) == 1
+    stored = registry.read_record(exports, 7, won[0].export_id)
+    assert stored == won[0]
+    assert not [p for p in Path(exports.root).rglob("*.tmp")]
+
+
+def test_failed_write_leaves_a_tombstone(exports: Location) -> None:
     record = begin(exports)
     with pytest.raises(RuntimeError), registry.open_export_file(exports, record) as out:
         out.write(b"half")
         raise RuntimeError("boom")
-    registry.discard(exports, record.course_id, record.export_id)
-    assert not any(Path(exports.root).rglob("*"))
+    failed = registry.fail(exports, record, "the lake is damaged", now=NOW)
+    assert failed is not None and failed.status is ExportStatus.FAILED
+    assert failed.failure_reason == "the lake is damaged" and failed.failed_at == NOW
+    left = sorted(p.name for p in Path(exports.root).rglob("*") if p.is_file())
+    assert left == ["manifest.json"]
+    assert registry.read_record(exports, 7, record.export_id) == failed
+    assert registry.list_live(exports, 7, NOW) == []
 
 
-def test_discard_keeps_other_exports(exports: Location) -> None:
-    keep = begin(exports, request_id="keep")
-    drop = begin(exports, request_id="drop")
-    registry.discard(exports, 7, drop.export_id)
-    assert registry.read_record(exports, 7, keep.export_id) is not None
-    assert registry.read_record(exports, 7, drop.export_id) is None
+def test_fail_never_touches_an_export_another_run_took_over(exports: Location) -> None:
+    mine = begin(exports)
+    Path(registry.file_path(exports, mine)).write_bytes(b"mine, half")
+    theirs = registry.take_over(
+        exports, mine, request({"excel": False}, run="run-b"), ttl=timedelta(days=7), now=NOW
+    )
+    theirs = registry.name_file(exports, theirs, "b.csv")
+    Path(registry.file_path(exports, theirs)).write_bytes(b"theirs")
+    assert not Path(registry.file_path(exports, mine)).exists()  # the take-over cleaned up
+    assert registry.fail(exports, mine, "boom") is None
+    with pytest.raises(ConflictError, match="taken over"):
+        registry.publish(exports, mine, size_bytes=1, sha256="x", counts={})
+    assert registry.read_record(exports, 7, mine.export_id) == theirs
+    assert Path(registry.file_path(exports, theirs)).read_bytes() == b"theirs"
+
+
+def test_progress_is_written_into_the_pending_manifest(exports: Location) -> None:
+    record = begin(exports)
+    later = NOW + timedelta(seconds=5)
+    registry.write_progress(exports, record, {"rows": 10, "bytes_done": 200}, later)
+    stored = registry.read_record(exports, 7, record.export_id)
+    assert stored is not None and stored.progress == {"rows": 10, "bytes_done": 200}
+    assert stored.updated_at == later
+    ready = registry.publish(exports, stored, size_bytes=0, sha256="", counts={})
+    assert ready.progress == {}
 
 
 def test_corrupt_manifest_names_the_file(exports: Location) -> None:

@@ -587,3 +587,28 @@ def test_s3_access_purge(s3_server: SeaweedFS) -> None:
 def test_no_access_log_is_nothing_to_do(tmp_path: Path) -> None:
     summary = purge_log(tmp_path, NOW)
     assert (summary.partitions_deleted, summary.remaining, summary.first_day) == (0, 0, None)
+
+
+def test_a_failed_tombstone_lives_as_long_as_the_export_would_have(exports: Location) -> None:
+    record = registry.begin_export(
+        exports,
+        kind=ExportKind.ACCESS_DATA,
+        course_id=7,
+        course_name="Intro",
+        requested_by=3,
+        request_id="failed-1",
+        parameters={},
+        file_name="a.csv",
+        ttl=timedelta(days=7),
+        now=NOW - timedelta(days=3),
+    )
+    failed = registry.fail(exports, record, "the lake is damaged", now=NOW - timedelta(days=3))
+    assert failed is not None
+    plan = retention.decide_export_purge(retention.survey_exports(exports), NOW, TTL)
+    assert [s for s in plan.steps if s.item == record.export_id] == []
+    later = failed.expires_at + timedelta(seconds=1)
+    plan = retention.decide_export_purge(retention.survey_exports(exports), later, TTL)
+    [step] = [s for s in plan.steps if s.item == record.export_id]
+    assert step.kind is retention.StepKind.REMOVE_TOMBSTONE
+    assert retention.apply_steps(exports, [step], later) == [step]
+    assert registry.read_record(exports, 7, record.export_id) is None
