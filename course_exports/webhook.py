@@ -203,7 +203,8 @@ def verify(
 
 def completed_payload(result: ExportResult, flow_run_id: str | None) -> dict[str, Any]:
     """The whole result (what the flow returned), plus which event and run it was."""
-    return {"event": COMPLETED, "flow_run_id": flow_run_id, **result.model_dump(mode="json")}
+    # The reporting run's id wins over the record's (the run that made a shared export).
+    return {**result.model_dump(mode="json"), "event": COMPLETED, "flow_run_id": flow_run_id}
 
 
 def failed_payload(

@@ -3,8 +3,9 @@ request runs exactly once, and both limits hold.
 
 - the deployment's ``concurrency_limit`` (prefect.yaml): never more export-course runs
   Running at once, checked from the runs' start/end times in the API;
-- the per-course global concurrency limit ``course-export-<id>``: two exports of the same
-  course never pack at the same time, checked from their task runs' times.
+- the per-course lease in the export registry: two exports of the same course never pack
+  at the same time (checked from their task runs' times), the second gave its worker back
+  while it waited, and nothing is left per course on the server or in the registry.
 
 Which worker ran a flow run is the ``prefect.worker.name`` label Prefect's worker puts on it.
 """
@@ -24,7 +25,6 @@ from deployments.lms_client import LmsClient
 from deployments.local_stack import run_worker
 from deployments.serve import read_specs
 from sample_lake import LakeSpec
-from tasks.concurrency import course_limit_name
 
 pytestmark = [pytest.mark.e2e]
 
@@ -68,11 +68,16 @@ def lms(prefect_deployments: str, site: Site) -> Iterator[LmsClient]:
 
 @pytest.fixture(scope="module")
 def batch(lms: LmsClient, site: Site) -> list[dict[str, Any]]:
-    """Six courses and a second export of the first one, triggered at once, then waited."""
+    """Six courses and a second, different export of the first one (one assignment only),
+    triggered at once, then waited."""
     courses = site.summary.course_ids
     assert len(courses) == 6
-    requests = [(course, f"scale-{course}") for course in courses]
-    requests.append((courses[0], f"scale-{courses[0]}-again"))
+    course_json = json.loads((site.lake / "courses" / str(courses[0]) / "course.json").read_text())
+    one = [course_json["units"][0]["assignments"][0]["id"]]
+    requests: list[tuple[int, str, dict[str, Any]]] = [
+        (course, f"scale-{course}", {}) for course in courses
+    ]
+    requests.append((courses[0], f"scale-{courses[0]}-again", {"assignment_ids": one}))
     refs = [
         lms.trigger(
             COURSE,
@@ -80,10 +85,11 @@ def batch(lms: LmsClient, site: Site) -> list[dict[str, Any]]:
                 "course_id": course,
                 "requested_by": site.summary.teachers[course][0],
                 "notify": False,
+                **selection,
             },
             request_id=request_id,
         )
-        for course, request_id in requests
+        for course, request_id, selection in requests
     ]
     for ref in refs:
         lms.wait(ref.id, timeout_s=180, poll_s=0.5)
@@ -150,7 +156,7 @@ def test_one_export_per_course_at_a_time(
             )
         )
     assert max_overlap(spans) == 1
-    limit = httpx.get(
-        f"{prefect_deployments}/v2/concurrency_limits/{course_limit_name(first_course)}", timeout=10
-    ).json()
-    assert limit["limit"] == 1
+    # Nothing per course on the server (no global concurrency limits), no lease left.
+    limits = httpx.post(f"{prefect_deployments}/v2/concurrency_limits/filter", json={}, timeout=10)
+    assert [c["name"] for c in limits.json() if c["name"].startswith("course-export-")] == []
+    assert list(site.exports.glob("*/.lease-*")) == []

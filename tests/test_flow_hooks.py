@@ -76,9 +76,8 @@ def test_completion_publishes_the_result_and_calls_the_webhook(
     assert published.data == result.model_dump(mode="json", exclude={"download_url"})
     body = delivered(receiver[0], run_id)
     assert body["event"] == webhook.COMPLETED
-    assert {k: v for k, v in body.items() if k not in ("event", "flow_run_id")} == (
-        result.model_dump(mode="json")
-    )
+    assert body["flow_run_id"] == str(run_id) == result.flow_run_id
+    assert {k: v for k, v in body.items() if k != "event"} == result.model_dump(mode="json")
 
 
 def test_failure_calls_the_webhook_with_a_reason(

@@ -1,0 +1,95 @@
+"""Waiting without a worker, against a real Prefect server and a process worker: a course
+export that finds its course busy gives its process back (its run goes to a Scheduled
+``AwaitingExport`` state and comes back later), identical requests share one export, and
+nothing is left per course on the server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from e2e_kit import SIGNING_KEY, Site, make_site, state_names
+
+from course_exports import leases
+from sample_lake import tiny_lake_spec
+from course_exports.storage import open_location
+from deployments.lms_client import LmsClient
+from deployments.local_stack import run_worker
+
+pytestmark = [pytest.mark.e2e]
+
+COURSE = "export-course/export-course"
+ACCESS = "export-access-data/export-access-data"
+#: How long the course stays busy with an export of someone else's.
+BUSY_S = 25
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    return make_site(
+        tmp_path_factory.mktemp("e2e-lifecycle"),
+        tiny_lake_spec(),
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:9/hook",
+    )
+
+
+@pytest.fixture(scope="module")
+def lms(prefect_deployments: str, site: Site) -> Iterator[LmsClient]:
+    env = {
+        **site.env(),
+        "COURSE_EXPORT_WEBHOOK_URL": "",
+        "COURSE_EXPORT_BUSY_RETRY_SECONDS": "2",
+        # A worker fetches runs due within this many seconds and lets them wait in their
+        # process; 0 so that a waiting run holds no process at all (docs/operations.md).
+        "PREFECT_WORKER_PREFETCH_SECONDS": "0",
+    }
+    # One run at a time: a run that waited inside its process would stop everything else.
+    with (
+        run_worker(prefect_deployments, "e2e-lifecycle", site.root / "worker", env, limit=1),
+        LmsClient(prefect_deployments, signing_key=SIGNING_KEY, public_url=site.public_url) as c,
+    ):
+        yield c
+
+
+def test_a_busy_course_gives_its_worker_back_and_identical_requests_share(
+    lms: LmsClient, site: Site
+) -> None:
+    course = site.summary.course_ids[0]
+    first, second = site.summary.teachers[course][:2]
+    exports = open_location(str(site.exports))
+    # Another export of the course is packing (its run renews the lease) for BUSY_S.
+    busy = leases.course_lease(exports, course).acquire(
+        "f" * 32, "someone-else", ttl=timedelta(seconds=BUSY_S)
+    )
+    busy_until = busy.expires_at
+    zips = [
+        lms.trigger(COURSE, {"course_id": course, "requested_by": teacher}, request_id=rid)
+        for teacher, rid in ((first, "busy-zip-1"), (second, "busy-zip-2"))
+    ]
+    access = lms.trigger(ACCESS, {"course_id": course, "requested_by": first}, request_id="busy-3")
+    # The access export runs on the only worker slot while both zips wait for the course.
+    lms.wait(access.id, timeout_s=120, poll_s=0.5)
+    assert datetime.now(UTC) < busy_until, "the busy lease ran out: the test proves nothing"
+    for ref in zips:
+        assert lms.read_run(ref.id)["state_type"] in ("SCHEDULED", "PENDING", "RUNNING")
+    results = []
+    for ref in zips:
+        lms.wait(ref.id, timeout_s=180, poll_s=0.5)
+        results.append(lms.result(ref.id))
+    assert datetime.now(UTC) >= busy_until
+    # Two teachers, one zip: the same export, the same link.
+    assert results[0]["export_id"] == results[1]["export_id"]
+    assert results[0]["download_url"] == results[1]["download_url"]
+    assert [p for p in site.manifests(course) if '"course"' in p.read_text()] == [
+        site.exports / str(course) / results[0]["export_id"] / "manifest.json"
+    ]
+    for ref in zips:
+        assert "AwaitingExport" in state_names(lms.api_url, ref.id)
+    # Nothing left behind: no lease, nothing per course on the server.
+    deadline = time.monotonic() + 10
+    while list(site.exports.glob("*/.lease-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert list(site.exports.glob("*/.lease-*")) == []

@@ -1,0 +1,169 @@
+"""The export lifecycle through the flows, in-process on the Prefect harness: concurrent
+runs of one request, identical requests joining one export, and no token anywhere a
+Prefect user can read."""
+
+from __future__ import annotations
+
+import email
+import functools
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from email.policy import default as default_policy
+from typing import Any
+
+import pytest
+from flowkit import SIGNING_KEY, LocalSite
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+
+from course_exports import links
+from course_exports.errors import ConflictError
+from course_exports.lake import read_course
+from course_exports.registry import ExportRecord, ExportResult, ExportStatus
+from course_exports.storage import open_location
+from flows.export_access_data import export_access_data
+from flows.export_course import export_course
+
+pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
+
+#: Anything shaped like one of our tokens: base64url payload "." base64url HMAC-SHA256.
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{43}")
+
+
+def at_once(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run the calls in threads released together; each one's result or exception."""
+    barrier = threading.Barrier(len(calls))
+
+    def go(call: Callable[[], Any]) -> Any:
+        barrier.wait()
+        try:
+            return call()
+        except Exception as exc:
+            return exc
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(go, calls))
+
+
+def manifests(site: LocalSite) -> list[ExportRecord]:
+    return [
+        ExportRecord.model_validate_json(p.read_bytes())
+        for p in sorted(site.exports.glob("*/*/manifest.json"))
+    ]
+
+
+def test_same_request_id_with_other_selections_at_once(site: LocalSite) -> None:
+    """Issue 8.1: the first caller's link serves the first caller's zip, the other run is
+    refused, and nothing is written beside the export."""
+    course = read_course(open_location(str(site.lake)), site.course)
+    first, second = course.assignment_ids()[:2]
+    outcomes = at_once(
+        [
+            lambda: export_course(
+                course_id=site.course,
+                requested_by=site.teacher,
+                request_id="same-1",
+                assignment_ids=[first],
+                notify=False,
+            ),
+            lambda: export_course(
+                course_id=site.course,
+                requested_by=site.teacher,
+                request_id="same-1",
+                assignment_ids=[second],
+                notify=False,
+            ),
+        ]
+    )
+    [result] = [o for o in outcomes if isinstance(o, ExportResult)]
+    [refused] = [o for o in outcomes if isinstance(o, Exception)]
+    assert isinstance(refused, ConflictError), refused
+    [record] = manifests(site)
+    assert record.status is ExportStatus.READY
+    assert record.parameters == result.parameters and record.sha256 == result.sha256
+    files = [p for p in site.export_files() if p.name != "manifest.json"]
+    assert [p.name for p in files] == [result.file_name]
+    assert hashlib.sha256(files[0].read_bytes()).hexdigest() == result.sha256
+
+
+def test_identical_requests_make_one_export_and_each_asker_gets_mail(site: LocalSite) -> None:
+    teachers = site.summary.teachers[site.course]
+    outcomes = at_once(
+        [
+            functools.partial(
+                export_access_data,
+                course_id=site.course,
+                requested_by=teacher,
+                notify=True,
+                excel=True,
+            )
+            for teacher in teachers + teachers[:1]
+        ]
+    )
+    assert all(isinstance(o, ExportResult) for o in outcomes), outcomes
+    assert len({o.export_id for o in outcomes}) == 1
+    assert len({o.download_url for o in outcomes}) == 1
+    [record] = manifests(site)
+    assert record.status is ExportStatus.READY
+    mails = [email.message_from_bytes(p.read_bytes(), policy=default_policy) for p in site.mails()]
+    assert len(mails) == len(outcomes)  # one ready mail per request that asked for mail
+    assert all(outcomes[0].download_url in str(m.get_body(("plain",))) for m in mails)
+
+
+def valid_tokens(text: str) -> list[str]:
+    found = []
+    for candidate in TOKEN_SHAPE.findall(text):
+        for purpose in (links.DOWNLOAD, links.COURSE_LIST):
+            try:
+                links.verify(SIGNING_KEY.encode(), candidate, purpose=purpose)
+            except links.InvalidTokenError:
+                continue
+            found.append(candidate)
+    return found
+
+
+def test_nothing_a_prefect_user_reads_holds_a_token(site: LocalSite) -> None:
+    """Issue 8.2: artifacts, logs, events and run names of export runs hold no token
+    that lists or downloads an export."""
+    states = [
+        export_course(
+            course_id=site.course, requested_by=site.teacher, notify=True, return_state=True
+        ),
+        export_access_data(
+            course_id=site.course, requested_by=site.teacher, notify=True, return_state=True
+        ),
+    ]
+    results = [ExportResult.model_validate(s.result()) for s in states]
+    assert all(valid_tokens(r.download_url) for r in results)  # the detector works
+    run_ids = [s.state_details.flow_run_id for s in states if s.state_details.flow_run_id]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=run_ids))
+        )
+        assert {a.type for a in artifacts} >= {"markdown", "result", "progress"}
+        runs = [client.read_flow_run(run_id) for run_id in run_ids]
+        texts = [a.model_dump_json() for a in artifacts] + [r.model_dump_json() for r in runs]
+        deadline = time.monotonic() + 30  # logs reach the API in batches
+        while True:
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids))
+            )
+            if any("ready" in log.message for log in logs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        texts += [log.model_dump_json() for log in logs]
+        events = client.request("POST", "/events/filter", json={"limit": 200}).json()["events"]
+    assert logs and events
+    texts += [str(event) for event in events]
+    assert [t for t in texts if valid_tokens(t)] == []
+    summary = next(a for a in artifacts if a.type == "markdown")
+    assert f"/courses/{site.course})" in str(summary.data)  # the Course Data page instead
