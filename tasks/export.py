@@ -18,7 +18,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
-from prefect.runtime import flow_run
+from prefect.context import FlowRunContext
 from prefect.states import Scheduled
 
 from course_exports import lifecycle, links, registry
@@ -103,7 +103,9 @@ claim_task = io_task("claim-export", timeout_seconds=120)(_claim)
 
 def _in_deployment() -> bool:
     """A deployment's run can give its worker back and be picked up again later."""
-    return flow_run.get_deployment_id() is not None
+    context = FlowRunContext.get()
+    run = context.flow_run if context is not None else None
+    return run is not None and run.deployment_id is not None
 
 
 def claim_export(settings: Settings, request: ExportRequest, checked: CourseRequest) -> Claim:
