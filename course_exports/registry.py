@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import IO, Any
 
 from fsspec.spec import AbstractBufferedFile
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from course_exports.errors import ConflictError, LakeDataError
 from course_exports.storage import Location
@@ -90,9 +90,17 @@ class ExportRecord(BaseModel):
     def _bare_file_name(cls, value: str) -> str:
         # Joined onto the export's folder to serve and delete it: a path would reach
         # another export's file.
-        if value in ("", ".", "..") or any(c in "/\\" or ord(c) < 32 or c == "\x7f" for c in value):
+        if value == "":
+            return value  # not named yet (a queued export); a ready one must be, below
+        if value in (".", "..") or any(c in "/\\" or ord(c) < 32 or c == "\x7f" for c in value):
             raise ValueError("must be a bare file name, not a path")
         return value
+
+    @model_validator(mode="after")
+    def _named_when_published(self) -> ExportRecord:
+        if not self.file_name and self.status in (ExportStatus.READY, ExportStatus.EXPIRED):
+            raise ValueError(f"a {self.status} export must name its file")
+        return self
 
     def is_live(self, now: datetime) -> bool:
         return self.status is ExportStatus.READY and now < self.expires_at

@@ -9,7 +9,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import io
-import contextlib
 import os
 import posixpath
 import uuid
@@ -206,6 +205,7 @@ class Location:
         for path, info in found.items():
             if info.get("type") == "file":
                 yield path, int(info.get("size") or 0)
+
     def create_exclusive(self, data: bytes, *parts: str | int) -> bool:
         """Create a small object only if nothing is there yet; False if something was.
 

@@ -13,10 +13,10 @@ import pytest
 from e2e_kit import SIGNING_KEY, Site, make_site, state_names
 
 from course_exports import leases
-from sample_lake import tiny_lake_spec
 from course_exports.storage import open_location
 from deployments.lms_client import LmsClient
 from deployments.local_stack import run_worker
+from sample_lake import tiny_lake_spec
 
 pytestmark = [pytest.mark.e2e]
 

@@ -157,9 +157,19 @@ def test_corrupt_manifest_names_the_file(exports: Location) -> None:
         registry.read_record(exports, 7, record.export_id)
 
 
-@pytest.mark.parametrize("name", ["../other/a.csv", "a/b.csv", "a\\b.csv", "..", ".", "", "a\nb"])
+@pytest.mark.parametrize("name", ["../other/a.csv", "a/b.csv", "a\\b.csv", "..", ".", "a\nb"])
 def test_file_name_must_be_a_bare_name(exports: Location, name: str) -> None:
     record = begin(exports)
     with pytest.raises(ValidationError, match="bare file name"):
         registry.ExportRecord.model_validate({**record.model_dump(), "file_name": name})
     registry.ExportRecord.model_validate({**record.model_dump(), "file_name": "Ünï (1) x.zip"})
+
+
+def test_only_a_queued_export_may_have_no_file_name(exports: Location) -> None:
+    record = begin(exports)
+    queued = registry.ExportRecord.model_validate({**record.model_dump(), "file_name": ""})
+    assert queued.status is ExportStatus.PENDING
+    with pytest.raises(ValidationError, match="must name its file"):
+        registry.ExportRecord.model_validate(
+            {**record.model_dump(), "file_name": "", "status": "ready"}
+        )
