@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import posixpath
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -226,11 +227,23 @@ class Location:
             finally:
                 os.remove(tmp)
             return True
-        try:
-            self.fs.pipe_file(target, data, mode="create")
-        except FileExistsError:
-            return False
-        return True
+        for attempt in range(_CONDITIONAL_PUT_ATTEMPTS):
+            try:
+                self.fs.pipe_file(target, data, mode="create")
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                status = _s3_status(exc)
+                if status == 412:  # s3fs maps only AWS's exact error to FileExistsError
+                    return False
+                if status == 409 and attempt + 1 < _CONDITIONAL_PUT_ATTEMPTS:
+                    # ConditionalRequestConflict: a racing conditional PUT is in flight;
+                    # once it lands, ours gets its 412.
+                    time.sleep(0.1 * (attempt + 1))
+                    continue
+                raise
+            return True
+        raise RuntimeError("unreachable")  # the last attempt returns or raises
 
     def remove(self, *parts: str | int) -> None:
         """Delete one object; nothing there is not an error."""
@@ -317,6 +330,22 @@ def _walk_local(root: str) -> Iterator[tuple[str, int]]:
                 elif entry.is_file(follow_symlinks=False):
                     size = entry.stat(follow_symlinks=False).st_size
                     yield entry.path.replace(os.sep, "/"), size
+
+
+#: A conditional PUT that meets a racing one in flight (409) is tried again this often.
+_CONDITIONAL_PUT_ATTEMPTS = 5
+
+
+def _s3_status(exc: BaseException) -> int | None:
+    """The HTTP status of the S3 error behind an s3fs exception, if there is one."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        response = getattr(cause, "response", None)
+        if isinstance(response, dict):
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return int(status) if status is not None else None
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def open_location(url: str, *, s3_endpoint_url: str | None = None) -> Location:

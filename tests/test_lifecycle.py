@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -276,3 +277,25 @@ def test_one_teacher_reason_for_every_failure(error: BaseException | None, reaso
     text = lifecycle.teacher_reason(error)
     assert reason in text
     assert "/lake" not in text and "reset by peer" not in text
+
+
+def test_claims_and_leases_are_atomic_on_s3(s3_server: Any) -> None:
+    """The same race on a real S3 server: the conditional PUT lets exactly one win."""
+    bucket = s3_server.make_bucket("claims")
+    exports = open_location(f"s3://{bucket}/exports", s3_endpoint_url=s3_server.endpoint_url)
+    runs = [request(f"run-{i}", request_id="r1", assignment_ids=[i % 2]) for i in range(8)]
+    barrier = threading.Barrier(len(runs))
+
+    def go(req: ExportRequest) -> registry.ExportRecord | None:
+        barrier.wait()
+        return registry.claim(exports, req, course_name="Intro", ttl=TTL, now=NOW)
+
+    with ThreadPoolExecutor(len(runs)) as pool:
+        won = [c for c in pool.map(go, runs) if c is not None]
+    assert len(won) == 1
+    assert registry.read_record(exports, 7, won[0].export_id) == won[0]
+    lease = leases.course_lease(exports, 7)
+    holders = [lease.acquire(f"e{i}", f"run-{i}", now=NOW) for i in range(3)]
+    assert len({h.token for h in holders}) == 1 and holders[0].held_by("e0", "run-0")
+    lease.release(holders[0])
+    assert lease.read() is None
