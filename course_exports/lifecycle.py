@@ -37,7 +37,15 @@ from pydantic import BaseModel
 
 from course_exports import registry
 from course_exports.errors import ExportError
-from course_exports.leases import LEASE_TTL, RENEW_EVERY, Holder, Lease, course_lease, job_lease
+from course_exports.leases import (
+    LEASE_PREFIX,
+    LEASE_TTL,
+    RENEW_EVERY,
+    Holder,
+    Lease,
+    course_lease,
+    job_lease,
+)
 from course_exports.registry import ExportKind, ExportRecord, ExportRequest, ExportStatus
 from course_exports.storage import Location
 
@@ -281,6 +289,26 @@ def give_up(exports: Location, request: ExportRequest, decision: Claim, reason: 
         registry.fail(exports, decision.record, reason)
     if decision.job is not None:
         job_lease(exports, request.course_id, request.job_key).release(decision.job)
+
+
+def abandon_run(exports: Location, request: ExportRequest) -> ExportRecord | None:
+    """A run of ``request`` died (Crashed): give back the leases it held, so the request's
+    retry need not wait for them to run out, and return the export it had claimed (still
+    ``pending`` and still its own), if any. ``request.flow_run_id`` is the dead run's."""
+    for name in exports.list_names(request.course_id):
+        if name.startswith(LEASE_PREFIX) and name.endswith(".json"):
+            lease = Lease(exports, request.course_id, name[len(LEASE_PREFIX) : -len(".json")])
+            holder = lease.read()
+            if holder is not None and holder.run == request.run_key:
+                lease.release(holder)
+    record = registry.read_record(exports, request.course_id, request.export_id)
+    if (
+        record is None
+        or record.status is not ExportStatus.PENDING
+        or record.flow_run_id != request.flow_run_id
+    ):
+        return None
+    return record
 
 
 # -- while writing ----------------------------------------------------------------------

@@ -350,6 +350,19 @@ def fail(
     return failed
 
 
+def discard(exports: Location, record: ExportRecord) -> bool:
+    """Remove a ``pending`` export of this run without a trace (its file and manifest):
+    for a claim nobody will come back to. False (nothing touched) if it is not this run's."""
+    current = read_record(exports, record.course_id, record.export_id)
+    if not is_ours(current, record):
+        return False
+    assert current is not None  # is_ours
+    if current.file_name:
+        exports.remove(current.course_id, current.export_id, current.file_name)
+    exports.remove(*_manifest_parts(current.course_id, current.export_id))
+    return True
+
+
 def begin_export(
     exports: Location,
     *,

@@ -12,13 +12,13 @@ from datetime import timedelta
 
 from prefect import flow
 
-from course_exports.errors import ExportError
-from course_exports.registry import ExportKind, new_export_id, read_record
+from course_exports import lifecycle, registry
+from course_exports.lifecycle import CRASH_REASON
+from course_exports.registry import ExportKind, ExportRequest
 from course_exports.settings import Settings, load_settings
 from course_exports.text import one_line
-from flows.hooks import CRASH_REASON
 from flows.parameters import param
-from tasks.export import fail_export
+from tasks.mail import send_failure_mail
 from tasks.recovery import (
     CrashedRun,
     find_crashed_runs_task,
@@ -29,31 +29,45 @@ from tasks.recovery import (
 from tasks.request import check_request_task
 
 
-class ExportCrashed(ExportError):
-    """An export's run and its retry both died under it."""
+def crashed_request(run: CrashedRun, kind: ExportKind) -> ExportRequest:
+    """The request the crashed run served (its export id comes from the request id, or
+    from the run); the selection does not matter here."""
+    parameters = run.parameters
+    request_id = parameters.get("request_id")
+    return ExportRequest(
+        kind,
+        int(parameters["course_id"]),
+        int(parameters["requested_by"]),
+        None if request_id is None else str(request_id),
+        notify=notify_requested(kind, parameters),
+        flow_run_id=str(run.id),
+    )
 
-    reason = CRASH_REASON
+
+def release_crashed_export(settings: Settings, run: CrashedRun, kind: ExportKind) -> None:
+    """Before the retry: the dead run's leases go (the retry need not wait for them to run
+    out). With a request id the retry takes the request's ``pending`` export over; without
+    one its export is new, so the dead run's claim is removed."""
+    request = crashed_request(run, kind)
+    exports = settings.exports()
+    record = lifecycle.abandon_run(exports, request)
+    if record is not None and request.request_id is None:
+        registry.discard(exports, record)
 
 
 def fail_crashed_export(settings: Settings, run: CrashedRun, kind: ExportKind) -> None:
-    """Remove what the dead retry left and send the teacher the failure mail."""
-    parameters = run.parameters
-    course_id, request_id = int(parameters["course_id"]), parameters.get("request_id")
-    request = check_request_task(settings, course_id, int(parameters["requested_by"]))
-    record = None
-    if request_id is not None:
-        record = read_record(
-            settings.exports(), course_id, new_export_id(kind, course_id, str(request_id))
+    """The retry died too: its export becomes a ``failed`` tombstone and the teacher gets
+    the failure mail."""
+    request = crashed_request(run, kind)
+    exports = settings.exports()
+    record = lifecycle.abandon_run(exports, request)
+    if record is not None:
+        registry.fail(exports, record, CRASH_REASON)
+    if request.notify:
+        checked = check_request_task(settings, request)
+        send_failure_mail(
+            settings, checked.requester, checked.course.name, request.kind, CRASH_REASON
         )
-    fail_export(
-        settings,
-        kind,
-        request.requester,
-        request.course.name,
-        record,
-        ExportCrashed(f"flow run {run.id} ({run.name}) crashed, and it was the retry"),
-        notify_requested(kind, parameters),
-    )
 
 
 @flow(
@@ -78,6 +92,7 @@ def recover_crashed_exports(
         if kind is None:
             print(f"flow run {run.id} ({one_line(run.name)}) is not an export: nothing to recover")
         elif not run.is_retry:
+            release_crashed_export(settings, run, kind)
             retry = start_retry_task(run)
             print(f"export run {run.id} ({one_line(run.name)}) crashed: retry {retry}")
         else:

@@ -81,11 +81,13 @@ def _check_selection(
 ) -> None:
     selection = request.selection
     if request.kind is ExportKind.COURSE:
-        check_selection(course, roster, selection["assignment_ids"], selection["student_ids"])
+        check_selection(
+            course, roster, selection.get("assignment_ids"), selection.get("student_ids")
+        )
     elif request.kind is ExportKind.ACCESS_DATA:
-        parse_timezone(selection["timezone"])
-        check_assignment_ids(course, selection["assignment_ids"])
-        since, until = (_instant(selection[name]) for name in ("since", "until"))
+        parse_timezone(selection.get("timezone"))
+        check_assignment_ids(course, selection.get("assignment_ids"))
+        since, until = (_instant(selection.get(name)) for name in ("since", "until"))
         access_window(datetime.now(UTC), settings.access_retention_months, since, until)
 
 

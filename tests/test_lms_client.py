@@ -325,6 +325,8 @@ def test_launch_url_opens_the_course_page_for_a_teacher() -> None:
     assert url.startswith("https://exports.example/courses/1042/launch?token=")
     claims = links.verify_user(b"k" * 32, url.split("token=")[1], purpose=links.LAUNCH)
     assert (claims.course_id, claims.user_id) == (1042, 7)
+
+
 def test_the_client_signs_the_download_link_the_api_never_carries(api: FakeApi) -> None:
     key = "lms-signing-key-" + "k" * 32
     expires = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
