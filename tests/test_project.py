@@ -209,3 +209,30 @@ def test_a_project_of_the_first_layout_is_replaced(exports: Location) -> None:
     (root / "project.json").write_text(json.dumps(stored))
     again = import_(exports, record)
     assert sorted(p.name for p in root.iterdir()) == sorted(["project.json", again.workspace])
+
+
+class FailingCommit(Location):
+    """Real storage whose atomic writes fail: the commit itself does not happen."""
+
+    def write_bytes_atomic(self, data: bytes, *parts: str | int) -> None:
+        raise OSError(errno.EIO, "I/O error (injected)")
+
+
+def test_a_reimport_failing_at_the_commit_keeps_the_earlier_copy(exports: Location) -> None:
+    record, root, before = imported_once(exports)
+    with pytest.raises(OSError, match="injected"):
+        import_(FailingCommit(exports.fs, exports.root, exports.url), record, stack="java-21")
+    assert snapshot(root) == before  # the staged copy, complete but uncommitted, is gone
+
+
+@pytest.mark.parametrize("damage", [b"{not json", b"{}" + b" " * (2**20)])
+def test_an_unreadable_project_json_does_not_stop_a_reimport(
+    exports: Location, damage: bytes
+) -> None:
+    record, root, _ = imported_once(exports)
+    (root / "project.json").write_bytes(damage)
+    again = import_(exports, record)
+    assert workspace_files(again) == GOOD
+    # the copy it no longer knows about is left until stale (it cannot tell it from a
+    # copy another import is writing), then removed like any crashed import's
+    assert len([p for p in root.iterdir() if p.name.startswith("workspace-")]) == 2
