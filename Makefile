@@ -72,6 +72,7 @@ bench-access: setup
 	$(BIN)/python benchmarks/access_export.py
 
 bench-course: setup
+	$(BIN)/python benchmarks/course_mixes.py
 	$(BIN)/python benchmarks/course_export.py
 
 bench-archive: setup

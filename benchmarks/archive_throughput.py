@@ -69,7 +69,7 @@ def peak_rss_kb() -> int:
 # -- the tree ----------------------------------------------------------------------------
 
 
-def _code_corpus(rng: np.random.Generator, megabytes: int = 90) -> bytes:
+def code_corpus(rng: np.random.Generator, megabytes: int = 90) -> bytes:
     """Code-like text: lines of Zipf-distributed identifiers and keywords, lines repeating.
 
     Tuned so that zlib's speed and ratio per level are close to real Python sources
@@ -117,7 +117,7 @@ def ensure_tree(root: Path) -> Path:
 
     started = time.monotonic()
     rng = np.random.default_rng(SEED)
-    corpus = _code_corpus(rng)
+    corpus = code_corpus(rng)
     total = 0
     for a in range(ASSIGNMENTS):
         for s in range(STUDENTS):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from json.encoder import encode_basestring as _json_string  # C; ensure_ascii=False's
 from typing import Any, BinaryIO
 
 import polars as pl
@@ -78,6 +79,7 @@ def workspace_sources(
             f"{top}/workspaces/{file.arcname}",
             file.size,
             partial(lake.open_read, file.path, file.size),
+            read=partial(lake.read_file, file.path, file.size),
         )
 
 
@@ -147,19 +149,16 @@ def manifest_chunks(header: dict[str, Any], entry_lines: Iterable[bytes]) -> Ite
 
 def entry_line(entry: WrittenEntry, top: str, file: WorkspaceFile | None) -> bytes:
     """One manifest entry: its path in the zip, size and sha256, and for a workspace file
-    where it came from (so an import restores the original name)."""
-    doc: dict[str, Any] = {
-        "path": entry.arcname.removeprefix(f"{top}/"),
-        "size": entry.size,
-        "sha256": entry.sha256,
-    }
+    where it came from (so an import restores the original name). The same line as
+    ``json.dumps`` of the dict would give, formatted directly: a line per file adds up."""
+    path = _json_string(entry.arcname.removeprefix(f"{top}/"))
+    line = f'{{"path": {path}, "size": {entry.size}, "sha256": "{entry.sha256}"'
     if file is not None:
-        doc["source"] = {
-            "assignment_id": file.assignment_id,
-            "user_id": file.user_id,
-            "path": file.source,
-        }
-    return json.dumps(doc, ensure_ascii=False).encode()
+        line += (
+            f', "source": {{"assignment_id": {file.assignment_id}, "user_id": {file.user_id}, '
+            f'"path": {_json_string(file.source)}}}'
+        )
+    return (line + "}").encode()
 
 
 def _local_time(moment: datetime) -> tuple[int, int, int, int, int, int]:

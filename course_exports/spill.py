@@ -62,7 +62,9 @@ class Spill:
         self.flush()
         start, end = span
         data = os.pread(self._fd, end - start, start)
-        return [json.loads(line) for line in data.splitlines()]
+        # One parse for the whole span: lines are JSON values, so joined by commas they
+        # make a JSON array.
+        return json.loads(b"[" + data.rstrip(b"\n").replace(b"\n", b",") + b"]")  # type: ignore[no-any-return]
 
     def lines(self) -> Iterator[bytes]:
         """Every line in append order, without newlines, in blocks (never all at once)."""

@@ -178,7 +178,9 @@ class Location:
     def open_read(self, path: str, size: int) -> BinaryIO:
         """Open a file of this storage whose size is known (from a listing) for reading."""
         if self.is_local:
-            return open(path, "rb")  # cheaper than fs.open, and 60,000 files add up
+            # Unbuffered: the reader asks for the whole file (or a chunk) at once, and
+            # open()'s buffer costs more than fs.open saves; 500,000 files add up.
+            return io.FileIO(path, "r")
         if size <= WHOLE_READ_BYTES:
             # One GET per object. s3fs's own ways cost two: ``open`` HEADs the object to
             # learn its ETag even when told its size, ``cat_file`` HEADs it to decide
@@ -187,6 +189,21 @@ class Location:
             return io.BytesIO(self.fs.cat_file(path, max_concurrency=1))
         block = min(size, 8 * 2**20)
         return self.fs.open(path, "rb", size=size, block_size=block, cache_type="readahead")  # type: ignore[no-any-return]
+
+    def read_file(self, path: str, size: int) -> bytes:
+        """A file whose size a listing gave, read whole in one call (one GET on S3). At
+        most ``size + 1`` bytes are asked for locally, so a file that grew shows it."""
+        if self.is_local:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                data = os.read(fd, size + 1)  # a regular file reads whole unless it changed
+                while len(data) <= size and (more := os.read(fd, size + 1 - len(data))):
+                    data += more
+                return data
+            finally:
+                os.close(fd)
+        whole: bytes = self.fs.cat_file(path, max_concurrency=1)  # one GET, no HEAD
+        return whole
 
     def iter_files(self, *parts: str | int) -> Iterator[tuple[str, int]]:
         """``(path, size)`` of every file under ``parts``, streamed: nothing is kept per

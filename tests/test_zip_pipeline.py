@@ -377,3 +377,37 @@ def test_arguments_are_checked() -> None:
     with pytest.raises(ValueError):
         ZipStreamWriter(io.BytesIO(), level=10)
     assert write_entries(writer, []) == []
+
+
+def test_sources_read_whole_through_their_read_callable(tmp_path: Path) -> None:
+    from functools import partial
+
+    from course_exports.storage import open_location
+
+    lake = open_location(str(tmp_path))
+    files = {name: text(3_000 + i, seed=i) for i, name in enumerate(["a.txt", "b.py", "c.md"])}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    attempts = [0]
+
+    def flaky_read(path: str, size: int) -> bytes:
+        attempts[0] += 1
+        if attempts[0] == 1:
+            raise ConnectionResetError("reset")
+        return lake.read_file(path, size)
+
+    def never_opened() -> BinaryIO:
+        raise AssertionError("files read whole are not opened")
+
+    sources = [
+        Source(f"c/{n}", len(d), never_opened, read=partial(flaky_read, str(tmp_path / n), len(d)))
+        for n, d in files.items()
+    ]
+    data, _ = build(sources)
+    check_zip(data, {f"c/{n}": d for n, d in files.items()}, tmp_path)
+    (tmp_path / "a.txt").write_bytes(files["a.txt"] + b"grown")
+    grown = Source("c/a.txt", len(files["a.txt"]), never_opened, read=partial(
+        lake.read_file, str(tmp_path / "a.txt"), len(files["a.txt"])
+    ))  # fmt: skip
+    with pytest.raises(ArchiveError, match="changed during the export"):
+        build([grown])

@@ -16,7 +16,7 @@ stream (as pigz does), so several cores share one file.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from zlib_ng import zlib_ng as zlib
 
@@ -60,8 +60,7 @@ PRECOMPRESSED_SUFFIXES = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class PackedEntry:
+class PackedEntry(NamedTuple):
     """One whole entry, hashed and compressed, ready to be written."""
 
     arcname: str

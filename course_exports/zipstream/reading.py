@@ -6,8 +6,7 @@ import contextlib
 import io
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from course_exports.zipstream.writer import ArchiveError
 
@@ -20,18 +19,20 @@ def _unused_open() -> BinaryIO:
     raise AssertionError("a Source with data is never opened")
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
+class Source(NamedTuple):
     """One entry to write: where it goes in the zip and how to read it.
 
-    ``open`` is called in a worker thread and may be called again after a failure (for
-    a file streamed in chunks, the reader then seeks, or skips, to where it stopped).
+    ``open`` and ``read`` are called in worker threads, and again after a failure (a
+    file streamed in chunks is reopened, then seeks or skips to where it stopped).
     """
 
     arcname: str  # path inside the zip (already made safe by the caller), '/' separated
     size: int  # expected size in bytes (from the listing)
     open: Callable[[], BinaryIO]
-    data: bytes | None = None  # small generated entries: when set, ``open`` is unused
+    data: bytes | None = None  # small generated entries: when set, nothing is read
+    # Optional: the whole file in one call (at least ``size + 1`` bytes if it has them,
+    # so growth shows), cheaper than open/read/close for files read whole.
+    read: Callable[[], bytes] | None = None
 
     @classmethod
     def of_bytes(cls, arcname: str, data: bytes) -> Source:
@@ -101,8 +102,11 @@ class Reader:
         while True:
             attempt += 1
             try:
-                with source.open() as fh:
-                    data = read_upto(fh, source.size + 1)  # one more byte: did it grow?
+                if source.read is not None:
+                    data = source.read()
+                else:
+                    with source.open() as fh:
+                        data = read_upto(fh, source.size + 1)  # one more byte: did it grow?
                 break
             except OSError as exc:
                 self.backoff(source, attempt, exc)

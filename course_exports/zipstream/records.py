@@ -9,7 +9,9 @@ knows how it is laid out.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "ZIP64_LIMIT",
@@ -55,15 +57,21 @@ DOS_LAST_YEAR = 2107
 
 
 class Layout:
-    """A record of named fields with struct codes, packed from keywords."""
+    """A record of named fields with struct codes, packed from keywords.
+
+    ``pack`` is generated with the fields as its parameters (as ``namedtuple`` and
+    ``dataclasses`` generate code): a keyword call then binds straight to them, with no
+    dict per call, which matters at a header or two per file for 500,000 files.
+    """
 
     def __init__(self, *fields: tuple[str, str]) -> None:
         self.names = tuple(name for name, _ in fields)
         self._struct = struct.Struct("<" + "".join(code for _, code in fields))
         self.size = self._struct.size
-
-    def pack(self, **values: int) -> bytes:
-        return self._struct.pack(*[values[name] for name in self.names])
+        arguments = ", ".join(self.names)
+        namespace: dict[str, Any] = {"_pack": self._struct.pack}
+        exec(f"def pack(*, {arguments}):\n    return _pack({arguments})", namespace)
+        self.pack: Callable[..., bytes] = namespace["pack"]
 
     def unpack(self, data: bytes | memoryview, offset: int = 0) -> dict[str, int]:
         return dict(zip(self.names, self._struct.unpack_from(data, offset), strict=True))

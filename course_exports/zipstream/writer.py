@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import BinaryIO, cast
+from typing import BinaryIO, NamedTuple, cast
 
 from zlib_ng import zlib_ng as zlib
 
@@ -47,7 +47,7 @@ from course_exports.zipstream.records import (
 __all__ = ["ArchiveError", "WrittenEntry", "ZipStreamWriter"]
 
 _OUT_BUFFER = 1 << 20  # fewer, larger writes into the output (syscalls, S3 part buffers)
-_DIRECTORY_IN_MEMORY = 8 * 2**20  # the central directory spills to disk past this
+_DIRECTORY_IN_MEMORY = 1 << 20  # central directory headers gathered before a write to disk
 _COPY_PIECE = 1 << 20
 
 
@@ -68,8 +68,7 @@ class ArchiveError(ExportError):
         self.problem = problem
 
 
-@dataclass(frozen=True, slots=True)
-class WrittenEntry:
+class WrittenEntry(NamedTuple):
     arcname: str
     size: int
     compressed_size: int
@@ -116,8 +115,10 @@ class ZipStreamWriter:
         self._time, self._date = records.dos_date_time(
             date_time or cast(DateTime, time.localtime()[:6])
         )
-        # Closed by close() or fail(); a writer dropped half-way leaves it to the GC.
-        self._directory = tempfile.SpooledTemporaryFile(_DIRECTORY_IN_MEMORY)  # noqa: SIM115
+        # The central directory: headers gather in memory, then go to an anonymous file
+        # (closed by close() or fail(); a writer dropped half-way leaves it to the GC).
+        self._directory = tempfile.TemporaryFile(prefix="zip-directory-")  # noqa: SIM115
+        self._directory_pending = bytearray()
         self._directory_size = 0
         self._count = 0
         # 64-bit hashes, not the names: a set of 500,000 names would cost ~75 MB. Two
@@ -242,6 +243,7 @@ class ZipStreamWriter:
             raise ArchiveError(self._open.arcname, "the archive was closed mid-entry")
         try:
             start = self._offset
+            self._spill_directory()
             self._directory.seek(0)
             while piece := self._directory.read(_COPY_PIECE):
                 self._emit(piece)
@@ -291,9 +293,15 @@ class ZipStreamWriter:
 
     def _add_to_directory(self, record: EntryRecord) -> None:
         header = records.central_header(record, self._time, self._date, self.zip64_threshold)
-        self._directory.write(header)
+        self._directory_pending += header
         self._directory_size += len(header)
         self._count += 1
+        if len(self._directory_pending) >= _DIRECTORY_IN_MEMORY:
+            self._spill_directory()
+
+    def _spill_directory(self) -> None:
+        self._directory.write(self._directory_pending)
+        self._directory_pending = bytearray()
 
     def _guarded(self, data: bytes | memoryview) -> None:
         try:

@@ -1,0 +1,344 @@
+"""Benchmark: the course zip on three mixes of files, against sequential ``zipfile``, and
+the memory of a 500,000-file course (not run by the tests).
+
+    .venv/bin/python benchmarks/course_mixes.py              # all mixes and the memory row
+    .venv/bin/python benchmarks/course_mixes.py --mixes text,tiny --no-memory-row
+
+Mixes (generated once under benchmarks/out/mixes, reused afterwards; one course each):
+
+- ``text``: today's sample lake (code and text, 20% of files random ``.bin`` and the like);
+- ``binary``: half of the bytes random, of which half behind media or archive names
+  (.png, .jpg, .zip) and half behind text-like names (.txt, .json, .csv, .py: lakes
+  mislabel), the other half code-like text; a few files of several MB of each kind;
+- ``tiny``: 100,000 files of 50 B to 2 KB (code-like, some random);
+- ``many`` (memory row): 500,000 files of about 200 B, exported through the flow only.
+
+Cases, each in a fresh subprocess so its peak RSS (``VmHWM``) is its own:
+
+- ``zipfile``: ``zipfile.ZipFile`` (deflate, level 6), one file after another, with the
+  same entry names as the course zip (its listing timed, the naming not);
+- ``function``: ``list_workspace_files`` + ``plan_workspaces`` + ``write_course_zip``
+  into a local exports folder: what the flow's two tasks run;
+- ``flow``: the ``export-course`` flow run end to end against a Prefect server started
+  here in its own process (so the case's process is what a worker's flow run would be):
+  request checks, plan, registry, zip, publication, summary artifact; no mail.
+
+The machine is shared and noisy: compare the ratios within one run, not seconds across
+runs. The baseline runs first in each mix, then the function, then the flow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+for path in (ROOT, ROOT / "benchmarks"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+OUT = ROOT / "benchmarks" / "out" / "mixes"
+NOW = datetime(2026, 6, 30, 18, 0, tzinfo=UTC)
+SIGNING_KEY = "benchmark-signing-key-" + "k" * 32
+GENERATOR_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Mix:
+    name: str
+    students: int
+    files_per_workspace: int  # for the sample lake's own workspaces (text) or ours
+    mean_bytes: int
+    note: str
+
+
+MIXES = {
+    "text": Mix("text", 60, 20, 25_000, "today's sample lake: code and text, 20% random"),
+    "binary": Mix("binary", 40, 15, 50_000, "half of the bytes random, half of those mislabeled"),
+    "tiny": Mix("tiny", 50, 200, 1_000, "100,000 files of 50 B - 2 KB"),
+    "many": Mix("many", 250, 200, 200, "500,000 files of ~200 B"),
+}
+
+
+# ----------------------------------------------------------------------------- lakes
+
+
+def ensure_lake(mix: Mix) -> Path:
+    """The mix's lake, generated unless a complete one of this version is there."""
+    from course_exports.storage import open_location
+    from sample_lake import LakeSpec, generate_lake
+
+    root = OUT / mix.name
+    marker = root / "benchmark-mix.json"
+    wanted = json.dumps({"mix": mix.__dict__, "version": GENERATOR_VERSION, "now": str(NOW)})
+    if marker.exists() and marker.read_text() == wanted:
+        return root
+    started = time.perf_counter()
+    own = mix.name != "text"
+    spec = LakeSpec(
+        seed=11, courses=1, students=mix.students, assignments=10, events=1000, days=10,
+        files_per_workspace=mix.files_per_workspace, file_bytes=mix.mean_bytes,
+        workspaces=not own,
+    )  # fmt: skip
+    lake = open_location(str(root))
+    summary = generate_lake(lake, spec, now=NOW, overwrite=True)
+    if own:
+        write_workspaces(root, summary.course_ids[0], mix)
+    marker.write_text(wanted)
+    print(f"  generated {mix.name} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return root
+
+
+def write_workspaces(root: Path, course_id: int, mix: Mix) -> None:
+    import numpy as np
+    from archive_throughput import code_corpus
+
+    from course_exports.lake import read_course, read_roster
+    from course_exports.storage import open_location
+
+    lake = open_location(str(root))
+    students = read_roster(lake, course_id).filter(role="Student")["user_id"].to_list()
+    assignments = [a.id for _, a in read_course(lake, course_id).assignments()]
+    rng = np.random.default_rng(20261130)
+    corpus = code_corpus(rng, megabytes=16)
+    noise = rng.bytes(16 * 2**20)
+    text_names = (".txt", ".json", ".csv", ".py", ".md")
+    media_names = (".png", ".jpg", ".zip")
+    for assignment in assignments:
+        for student in students[: mix.students]:
+            folder = root / "workspaces" / str(course_id) / str(assignment) / str(student)
+            (folder / "src").mkdir(parents=True, exist_ok=True)
+            count = mix.files_per_workspace
+            sizes: Any
+            if mix.name == "binary":
+                sizes = np.clip(rng.lognormal(np.log(mix.mean_bytes) - 0.5, 1.0, count), 0, 2**20)
+                kinds = rng.choice(3, size=count, p=[0.5, 0.25, 0.25])
+                if rng.random() < 0.04:  # now and then a file of several MB, any kind
+                    sizes[0] = rng.integers(5, 9) * 2**20
+            else:
+                low, high = (50, 2048) if mix.name == "tiny" else (100, 300)
+                sizes = rng.integers(low, high, count)
+                kinds = np.where(rng.random(count) < 0.1, 2, 0)
+            for index, (size, kind) in enumerate(zip(sizes.astype(int), kinds, strict=True)):
+                size = int(size)
+                if kind == 0:  # code-like text under a text name
+                    start = int(rng.integers(0, len(corpus) - size))
+                    data, ext = corpus[start : start + size], text_names[index % 5]
+                else:  # random bytes: media names (1) or text-like names (2)
+                    if size > len(noise) // 2:
+                        data = rng.bytes(size)
+                    else:
+                        start = int(rng.integers(0, len(noise) - size))
+                        data = noise[start : start + size]
+                    ext = (media_names if kind == 1 else text_names)[index % 3]
+                (folder / "src" / f"file_{index:04d}{ext}").write_bytes(data)
+
+
+# ----------------------------------------------------------------------------- cases
+
+
+def case_zipfile(lake_root: Path, target: Path) -> dict[str, Any]:
+    from course_exports.course_export import top_folder
+
+    course, plan = plan_for(lake_root)
+    top = top_folder(course, NOW)
+    names = {file.path: f"{top}/workspaces/{file.arcname}" for file in plan.files()}
+    started = time.perf_counter()
+    listed = []
+    for folder, dirs, files in os.walk(lake_root / "workspaces" / str(course.id)):
+        dirs.sort()
+        listed += [os.path.join(folder, name) for name in sorted(files)]
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for path in listed:
+            zf.write(path, names[path])
+    return {"seconds": time.perf_counter() - started, "output": target.stat().st_size}
+
+
+def plan_for(lake_root: Path) -> tuple[Any, Any]:
+    from course_exports import workspace
+    from course_exports.lake import read_course, read_roster, read_users
+    from course_exports.storage import open_location
+
+    lake = open_location(str(lake_root))
+    course_id = course_of(lake_root)
+    course = read_course(lake, course_id)
+    plan = workspace.plan_workspaces(
+        workspace.list_workspace_files(lake, course_id),
+        course,
+        read_roster(lake, course_id),
+        read_users(lake),
+    )
+    return course, plan
+
+
+def course_of(lake_root: Path) -> int:
+    return int(next((lake_root / "courses").iterdir()).name)
+
+
+def case_function(lake_root: Path, target: Path) -> dict[str, Any]:
+    from course_exports import registry
+    from course_exports.course_export import write_course_zip
+    from course_exports.lake import read_roster, read_users
+    from course_exports.registry import ExportKind
+    from course_exports.storage import open_location
+
+    started = time.perf_counter()
+    course, plan = plan_for(lake_root)
+    lake, exports = open_location(str(lake_root)), open_location(str(target))
+    record = registry.begin_export(
+        exports, kind=ExportKind.COURSE, course_id=course.id, course_name=course.name,
+        requested_by=1, request_id=None, parameters={}, file_name="course.zip",
+        ttl=timedelta(days=7),
+    )  # fmt: skip
+    with registry.open_export_file(exports, record) as out:
+        write_course_zip(
+            out,  # type: ignore[arg-type]
+            lake,
+            record=record,
+            course=course,
+            course_json=lake.read_bytes("courses", course.id, "course.json"),
+            roster=read_roster(lake, course.id),
+            users=read_users(lake),
+            plan=plan,
+        )
+    return {"seconds": time.perf_counter() - started, "output": out.size}
+
+
+def case_flow(lake_root: Path, target: Path) -> dict[str, Any]:
+    """Settings and the Prefect API come from the environment the parent set."""
+    import polars as pl
+
+    from course_exports.lake import read_roster
+    from course_exports.storage import open_location
+    from flows.export_course import export_course
+
+    course_id = course_of(lake_root)
+    roster = read_roster(open_location(str(lake_root)), course_id)
+    teacher = roster.filter(pl.col("role") == "Teacher")["user_id"][0]
+    started = time.perf_counter()
+    result = export_course(course_id=course_id, requested_by=teacher, notify=False)
+    return {"seconds": time.perf_counter() - started, "output": result.size_bytes}
+
+
+CASES = {"zipfile": case_zipfile, "function": case_function, "flow": case_flow}
+
+
+def run_case(case: str, lake_root: Path, target: Path) -> None:
+    before = os.times()
+    result = CASES[case](lake_root, target)
+    after = os.times()
+    result["cpu_s"] = (after.user - before.user) + (after.system - before.system)
+    result["peak_mb"] = peak_rss_mb()
+    print(json.dumps(result))
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (``ru_maxrss`` would carry a parent's over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def child(case: str, lake_root: Path, target: Path, env: dict[str, str]) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--case", case, "--lake", str(lake_root)]
+    command += ["--target", str(target)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise RuntimeError(f"{case} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def lake_size(lake_root: Path) -> tuple[int, int]:
+    files = total = 0
+    for folder, _, names in os.walk(lake_root / "workspaces"):
+        for name in names:
+            files += 1
+            total += os.stat(os.path.join(folder, name)).st_size
+    return files, total
+
+
+def row(mix: str, case: str, files: int, size: int, r: dict[str, Any], base: dict | None) -> str:
+    speed = f"**{base['seconds'] / r['seconds']:.1f}x**" if base else "1.0x"
+    larger = f"{r['output'] / base['output'] - 1:+.1%}" if base else "-"
+    return (
+        f"| {mix} | {case} | {files:,} | {size / 1e6:,.0f} | {r['output'] / 1e6:,.1f} "
+        f"| {r['seconds']:.1f} | {size / 1e6 / r['seconds']:,.0f} | {files / r['seconds']:,.0f} "
+        f"| {r['peak_mb']:,.0f} | {r['cpu_s']:.0f} | {speed} | {larger} |"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mixes", default="text,binary,tiny")
+    parser.add_argument("--no-memory-row", action="store_true")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--lake", help=argparse.SUPPRESS)
+    parser.add_argument("--target", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        run_case(args.case, Path(args.lake), Path(args.target))
+        return 0
+
+    from deployments.local_stack import prefect_env, run_server
+
+    names = [m for m in args.mixes.split(",") if m]
+    lakes = {name: ensure_lake(MIXES[name]) for name in names}
+    if not args.no_memory_row:
+        lakes["many"] = ensure_lake(MIXES["many"])
+    rows = [
+        "| mix | case | files | input MB | output MB | seconds | MB/s | files/s | peak MB "
+        "| CPU s | speed-up | size vs zipfile |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-mixes-") as tmp,
+        run_server(Path(tmp) / "prefect") as server,
+    ):
+        for name, lake_root in lakes.items():
+            files, size = lake_size(lake_root)
+            work = Path(tmp) / name
+            work.mkdir()
+            env = prefect_env(
+                server.home,
+                server.api_url,
+                {
+                    "COURSE_EXPORT_LAKE_URL": str(lake_root),
+                    "COURSE_EXPORT_EXPORTS_URL": str(work / "flow-exports"),
+                    "COURSE_EXPORT_OUTBOX": str(work / "outbox"),
+                    "COURSE_EXPORT_SIGNING_KEY": SIGNING_KEY,
+                },
+            )
+            base = None
+            cases = ["flow"] if name == "many" else ["zipfile", "function", "flow"]
+            for case in cases:
+                target = work / ("zipfile.zip" if case == "zipfile" else f"{case}-exports")
+                result = child(case, lake_root, target, env)
+                rows.append(row(name, case, files, size, result, base))
+                print(rows[-1], file=sys.stderr, flush=True)
+                if case == "zipfile":
+                    base = result
+                if case != "flow":
+                    subprocess.run(["rm", "-rf", str(target)], check=True)
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
