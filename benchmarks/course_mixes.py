@@ -24,7 +24,9 @@ Cases, each in a fresh subprocess so its peak RSS (``VmHWM``) is its own:
   request checks, plan, registry, zip, publication, summary artifact; no mail.
 
 The machine is shared and noisy: compare the ratios within one run, not seconds across
-runs. The baseline runs first in each mix, then the function, then the flow.
+runs. The baseline runs first in each mix, then the function, then the flow. "CPU
+ratio" is the baseline's CPU seconds over the case's (all threads, the same span as the
+wall time); "load" is the machine's 1-minute load average when the case ended.
 """
 
 from __future__ import annotations
@@ -234,11 +236,18 @@ CASES = {"zipfile": case_zipfile, "function": case_function, "flow": case_flow}
 
 
 def run_case(case: str, lake_root: Path, target: Path) -> None:
+    # Imports first, so the CPU seconds cover the same span as the wall time.
+    import course_exports.course_export
+    import course_exports.workspace  # noqa: F401
+
+    if case == "flow":
+        import flows.export_course  # noqa: F401
     before = os.times()
     result = CASES[case](lake_root, target)
     after = os.times()
     result["cpu_s"] = (after.user - before.user) + (after.system - before.system)
     result["peak_mb"] = peak_rss_mb()
+    result["load"] = os.getloadavg()[0]
     print(json.dumps(result))
 
 
@@ -274,11 +283,13 @@ def lake_size(lake_root: Path) -> tuple[int, int]:
 
 def row(mix: str, case: str, files: int, size: int, r: dict[str, Any], base: dict | None) -> str:
     speed = f"**{base['seconds'] / r['seconds']:.1f}x**" if base else "1.0x"
+    cpu = f"{base['cpu_s'] / r['cpu_s']:.1f}x" if base else "1.0x"
     larger = f"{r['output'] / base['output'] - 1:+.1%}" if base else "-"
     return (
         f"| {mix} | {case} | {files:,} | {size / 1e6:,.0f} | {r['output'] / 1e6:,.1f} "
         f"| {r['seconds']:.1f} | {size / 1e6 / r['seconds']:,.0f} | {files / r['seconds']:,.0f} "
-        f"| {r['peak_mb']:,.0f} | {r['cpu_s']:.0f} | {speed} | {larger} |"
+        f"| {r['peak_mb']:,.0f} | {r['cpu_s']:.1f} | {speed} | {cpu} | {larger} "
+        f"| {r['load']:.1f} |"
     )
 
 
@@ -304,8 +315,8 @@ def main() -> int:
         lakes["many"] = ensure_lake(MIXES["many"])
     rows = [
         "| mix | case | files | input MB | output MB | seconds | MB/s | files/s | peak MB "
-        "| CPU s | speed-up | size vs zipfile |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| CPU s | speed-up | CPU ratio | size vs zipfile | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     with (
         tempfile.TemporaryDirectory(prefix="bench-mixes-") as tmp,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import contextlib
+import threading
 from collections.abc import Sequence
 from typing import BinaryIO, cast
 from uuid import UUID
@@ -42,8 +43,9 @@ def plan_course_export(
 
 class _Progress:
     """Feeds the export's manifest (through the lifecycle's heartbeat, every call: it only
-    stores numbers) and a Prefect progress artifact, at most every few seconds (each is an
-    API call)."""
+    stores numbers) and a Prefect progress artifact from a thread of its own, at most
+    every few seconds: each update is an API call, and the zip's writer (the thread that
+    reports) must never wait on the API, or a slow server would stall the pipeline."""
 
     def __init__(
         self, plan: WorkspacePlan, heartbeat: Heartbeat | None, every_s: float = 3.0
@@ -52,9 +54,13 @@ class _Progress:
         self.total_files = plan.file_count
         self.total_bytes = max(plan.total_bytes, 1)
         self.every_s = every_s
-        self.last = 0.0
+        self._latest = (0, 0)
+        self._sent = (0, 0)
+        self._stop = threading.Event()
         artifact = create_progress_artifact(progress=0.0, description=self._describe(0, 0))
         self.artifact_id = cast(UUID, artifact)  # sync context: never a coroutine
+        self._thread = threading.Thread(target=self._run, name="zip-progress", daemon=True)
+        self._thread.start()
 
     def _describe(self, files: int, done: int) -> str:
         return (
@@ -70,15 +76,32 @@ class _Progress:
                 bytes_done=done,
                 bytes_total=self.total_bytes,
             )
-        now = time.monotonic()
-        if now - self.last < self.every_s and files < self.total_files:
+        self._latest = (files, done)  # one assignment: the reporter reads it whole
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            with contextlib.suppress(Exception):  # progress is best effort, never a failure
+                self._send()
+
+    def _send(self) -> None:
+        latest = self._latest
+        if latest == self._sent:
             return
-        self.last = now
+        files, done = latest
         update_progress_artifact(
             artifact_id=self.artifact_id,
             progress=min(100.0, 100.0 * done / self.total_bytes),
             description=self._describe(files, done),
         )
+        self._sent = latest
+
+    def close(self, files: int | None = None, done: int | None = None) -> None:
+        """Stop the reporter; with counts, report them as the last word."""
+        self._stop.set()
+        self._thread.join()
+        if files is not None and done is not None:
+            self(files, done)
+            self._send()
 
 
 def pack_course_zip(
@@ -91,19 +114,23 @@ def pack_course_zip(
     """Stream the zip into the exports storage; the reads and the upload overlap."""
     lake = settings.lake()
     progress = _Progress(plan, heartbeat)
-    with registry.open_export_file(settings.exports(), record) as out:
-        stats = course_export.write_course_zip(
-            cast(BinaryIO, out),  # HashingWriter is a write-only binary stream
-            lake,
-            record=record,
-            course=course,
-            course_json=lake.read_bytes("courses", course.id, "course.json"),
-            roster=read_roster(lake, course.id),
-            users=read_users(lake),
-            plan=plan,
-            on_progress=progress,
-        )
-    progress(stats.files, plan.total_bytes)
+    try:
+        with registry.open_export_file(settings.exports(), record) as out:
+            stats = course_export.write_course_zip(
+                cast(BinaryIO, out),  # HashingWriter is a write-only binary stream
+                lake,
+                record=record,
+                course=course,
+                course_json=lake.read_bytes("courses", course.id, "course.json"),
+                roster=read_roster(lake, course.id),
+                users=read_users(lake),
+                plan=plan,
+                on_progress=progress,
+            )
+    except BaseException:
+        progress.close()
+        raise
+    progress.close(stats.files, plan.total_bytes)
     counts = {
         "assignments": stats.assignments,
         "workspaces": stats.workspaces,

@@ -317,3 +317,20 @@ def test_an_empty_course_exports(site: LocalSite) -> None:
     assert names == ["course.json", "manifest.json", "roster.csv"]
     lti = export_lti_settings(course_id=4242, requested_by=site.teacher)
     assert Path(lti.file_url).read_bytes() == b"Unit,Assignment,Launch URL,Resource Link ID\r\n"
+
+
+def test_the_progress_artifact_ends_at_every_file(site: LocalSite) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    state = export_course(course_id=site.course, requested_by=site.teacher, return_state=True)
+    files = state.result().counts["files"]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    [progress] = [a for a in artifacts if a.type == "progress"]
+    assert float(progress.data) == 100.0  # type: ignore[arg-type]
+    assert progress.description.startswith(f"{files:,} of {files:,} files")  # type: ignore[union-attr]
