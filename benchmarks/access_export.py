@@ -1,26 +1,39 @@
-"""Benchmark: the access CSV engine against a plain pandas export (not run by the tests).
+"""Benchmark: access exports on three lake layouts, against pandas in the same run.
 
-    .venv/bin/python benchmarks/access_export.py            # 30M events, 180 days, 100 courses
-    .venv/bin/python benchmarks/access_export.py --events 3000000 --repeat 3
+    .venv/bin/python benchmarks/access_export.py                 # the issue's lake, 30M events
+    .venv/bin/python benchmarks/access_export.py --events 3000000 --layouts daily-unsorted
 
-Generates the sample lake under ``benchmarks/out/lake`` (or reuses it when it was made
-from the same spec and ``now``), then exports the largest and the median course with
-both engines. Every run is a fresh subprocess so its peak RSS is its own (interpreter and
-imports included). Timed: listing, footer checks (engine), reading, rendering and
-writing the CSV to ``benchmarks/out/``; not timed: loading users, roster and course.json,
-which both engines receive ready. Afterwards the two CSVs of a case must be identical.
+For each layout (one unsorted row group a day, hourly files, sorted by course with small
+row groups) the same 30 million events of 2,000 very uneven courses and 200,000 users
+(``sample_lake.issue_lake_spec``) are generated under ``benchmarks/out/lakes/<layout>``
+(reused when made from the same spec on the same day), the course-clustered copy is
+built (time per day, size against the source), and the largest and the median course
+are exported by:
+
+* ``pandas``: the export as a careful pandas + pyarrow user writes it (read, merge,
+  format, sort, to_csv), the baseline;
+* ``writer``: the engine alone, on the source only (the copy not built yet);
+* ``writer+copy``: the engine alone, reading the copy where it is current;
+* ``flow``: the export-access-data flow end to end on Prefect's ephemeral API (the
+  copy built), second run of the process (the first starts the API);
+
+each in a fresh subprocess so its peak RSS is its own (interpreter and imports
+included). Engine and pandas both get users, roster and course.json ready (not timed);
+the writer rows time listing, footer checks and the CSV. Every CSV must be identical to
+pandas'. The machine is shared: compare the ratios within one run, not the seconds.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import hashlib
 import json
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,101 +49,126 @@ from course_exports.storage import Location, open_location  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out"
 SPEC_FILE = "benchmark-spec.json"
-# Fixed so the lake, the window and therefore the outputs are the same on every run.
-NOW = datetime(2026, 6, 30, 18, 0, tzinfo=UTC)
 RETENTION_MONTHS = 6
-SEED = 20260630
+LAYOUTS = ("daily-unsorted", "hourly", "course-sorted")
 
 
 # ----------------------------------------------------------------------------- the lake
 
 
-def lake_spec(events: int) -> Any:
-    from sample_lake import LakeSpec
-
-    return LakeSpec(
-        seed=SEED,
-        courses=100,
-        students=400,
-        events=events,
-        days=180,
-        workspaces=False,
-        files_per_day=2,
-    )
+def lake_now() -> datetime:
+    """Today at midnight UTC: exports window from the real clock (the flow has no "now"),
+    so the lake must end today for its 180 days to be inside the retention."""
+    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def ensure_lake(lake_dir: Path, events: int, regenerate: bool) -> dict[str, Any]:
-    """The lake's summary; generated only when missing or made from another spec."""
-    from sample_lake import generate_lake
+def ensure_lake(lake_dir: Path, layout: str, events: int) -> dict[str, Any]:
+    """The lake's summary; generated only when missing, from another spec, or old."""
+    from sample_lake import LogLayout, generate_lake, issue_lake_spec
 
-    spec = lake_spec(events)
-    wanted = {"spec": dataclasses.asdict(spec), "now": NOW.isoformat()}
+    spec = issue_lake_spec(LogLayout(layout), events=events)
+    now = lake_now()
+    wanted = {"spec": json.loads(json.dumps(dataclasses.asdict(spec))), "now": now.isoformat()}
     marker = lake_dir / SPEC_FILE
-    if marker.exists() and not regenerate:
+    if marker.exists():
         saved = json.loads(marker.read_text())
         if saved.get("spec") == wanted["spec"] and saved.get("now") == wanted["now"]:
-            print(f"reusing the lake in {lake_dir}")
             return dict(saved["summary"])
-    print(f"generating {events:,} events in {lake_dir} ...", flush=True)
+    print(f"generating {events:,} events ({layout}) in {lake_dir} ...", flush=True)
     lake_dir.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
     started = time.perf_counter()
-    summary = generate_lake(open_location(str(lake_dir)), spec, now=NOW, overwrite=True)
+    summary = generate_lake(open_location(str(lake_dir)), spec, now=now, overwrite=True)
     print(f"  generated in {time.perf_counter() - started:.0f} s", flush=True)
+    ids = summary.course_ids
+    cases = {"largest": ids[0], "median": ids[len(ids) // 2]}
     saved_summary = {
-        "course_ids": summary.course_ids,
-        "events_per_course": {str(k): v for k, v in summary.events_per_course.items()},
+        "cases": cases,
+        "events": {case: summary.events_per_course[cid] for case, cid in cases.items()},
+        "teachers": {case: summary.teachers[cid][0] for case, cid in cases.items()},
     }
     marker.write_text(json.dumps({**wanted, "summary": saved_summary}, indent=2))
     return saved_summary
 
 
+def build_copy(lake: Location, store: Location) -> dict[str, float]:
+    """Build (or bring up to date) the course-clustered copy; what it cost."""
+    from course_exports.access_log import indexer
+
+    plan = indexer.plan_copy(lake, store, datetime.now(UTC), RETENTION_MONTHS, max_days=10_000)
+    seconds = rows = source = copied = 0.0
+    for day in plan.build:
+        result = indexer.build_day(lake, store, day.partition)
+        seconds += result.seconds
+        rows += result.rows
+        source += result.source_bytes
+        copied += result.copy_bytes
+    return {"days": len(plan.build), "seconds": seconds, "source": source, "copy": copied}
+
+
+def copy_size(lake: Location, store: Location) -> tuple[int, int]:
+    """Bytes of the source log and of the copy, over the days the copy holds."""
+    from course_exports.access_log import indexer
+
+    window = access_log.AccessWindow(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC))
+    partitions = {p.day: p for p in access_log.list_day_partitions(lake, window)}
+    sizes = {d: n for d, n in indexer.copy_sizes(store).items() if d in partitions}
+    return sum(partitions[d].size_bytes for d in sizes), sum(sizes.values())
+
+
 # ----------------------------------------------------------------------------- the runs
 
 
-def _inputs(lake: Location, course_id: int) -> tuple[Any, Any, Any, Any]:
+def _inputs(lake: Location, course_id: int) -> tuple[Any, Any, Any]:
     course = read_course(lake, course_id)
-    return course, course.assignment_labels(), read_roster(lake, course_id), read_users(lake)
+    return course.assignment_labels(), read_roster(lake, course_id), read_users(lake)
 
 
-def run_engine(lake: Location, course_id: int, out_path: Path, timezone: str) -> int:
-    _, assignments, roster, users = _inputs(lake, course_id)
+def run_writer(args: argparse.Namespace, use_copy: bool) -> dict[str, Any]:
+    from course_exports.access_log.clustered import find_current_days
+
+    lake = open_location(str(args.lake))
+    assignments, roster, users = _inputs(lake, args.course)
     started = time.perf_counter()
-    window = access_log.access_window(NOW, RETENTION_MONTHS, None, None)
+    window = access_log.access_window(datetime.now(UTC), RETENTION_MONTHS, None, None)
     partitions = access_log.list_day_partitions(lake, window)
-    access_log.check_log_files(lake, partitions)
-    with open(out_path, "wb") as out:
+    copy = None
+    if use_copy:
+        copy = find_current_days(open_location(str(args.exports)), partitions, args.course)
+    source_days = [p for p in partitions if copy is None or p.day not in copy.days]
+    access_log.check_log_files(lake, source_days)
+    with open(args.csv, "wb") as out:
         stats = access_log.write_access_csv(
             lake,
             partitions,
             out,
-            course_id=course_id,
+            course_id=args.course,
             window=window,
             assignments=assignments,
             roster=roster,
             users=users,
-            timezone=timezone,
+            copy=copy,
         )
-    _report(stats.rows, time.perf_counter() - started)
-    return 0
+    return {"rows": stats.rows, "seconds": time.perf_counter() - started}
 
 
-def run_pandas(lake: Location, course_id: int, out_path: Path, timezone: str) -> int:
+def run_pandas(args: argparse.Namespace) -> dict[str, Any]:
     """The export as a careful pandas user would write it: read, merge, format, sort."""
     import pandas as pd
 
-    _, assignments_pl, roster_pl, users_pl = _inputs(lake, course_id)
+    lake = open_location(str(args.lake))
+    assignments_pl, roster_pl, users_pl = _inputs(lake, args.course)
     assignments = assignments_pl.to_pandas()
     roster = roster_pl.to_pandas()
     users = users_pl.to_pandas()
 
     started = time.perf_counter()
-    window = access_log.access_window(NOW, RETENTION_MONTHS, None, None)
+    window = access_log.access_window(datetime.now(UTC), RETENTION_MONTHS, None, None)
     partitions = access_log.list_day_partitions(lake, window)
     frames = [
         pd.read_parquet(
             lake.path("access_log", f"event_date={p.day.isoformat()}"),
-            filters=[("course_id", "==", course_id)],
+            filters=[("course_id", "==", args.course)],
         )
         for p in partitions
     ]
@@ -147,7 +185,7 @@ def run_pandas(lake: Location, course_id: int, out_path: Path, timezone: str) ->
         risky = text.str.match(r"[=+\-@\t\r]", na=False)
         return text.where(~risky, "'" + text)
 
-    stamp = df["event_time"].dt.tz_convert(timezone).dt.strftime("%Y-%m-%dT%H:%M:%S%z")
+    stamp = df["event_time"].dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%z")
     session = df["access_type"].isin(["login", "logout"])
     table = pd.DataFrame(
         {
@@ -163,47 +201,52 @@ def run_pandas(lake: Location, course_id: int, out_path: Path, timezone: str) ->
             "IP Address": cell(df["ip"]),
         }
     )
-    table.to_csv(out_path, index=False, lineterminator="\r\n", encoding="utf-8", na_rep="")
-    _report(len(table), time.perf_counter() - started)
-    return 0
+    table.to_csv(args.csv, index=False, lineterminator="\r\n", encoding="utf-8", na_rep="")
+    return {"rows": len(table), "seconds": time.perf_counter() - started}
 
 
-def _report(rows: int, seconds: float) -> None:
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"rows": rows, "seconds": seconds, "peak_mb": peak_kb / 1024}))
+def run_flow(args: argparse.Namespace) -> dict[str, Any]:
+    """export-access-data through Prefect (ephemeral API), twice; the second is timed."""
+    os.environ["COURSE_EXPORT_LAKE_URL"] = str(args.lake)
+    os.environ["COURSE_EXPORT_EXPORTS_URL"] = str(args.exports)
+    os.environ["COURSE_EXPORT_SIGNING_KEY"] = "benchmark-signing-key-" + "x" * 32
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-bench-")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
+    os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    from flows.export_access_data import export_access_data
+
+    result: Any = None
+    seconds = 0.0
+    for _ in range(2):
+        started = time.perf_counter()
+        result = export_access_data(course_id=args.course, requested_by=args.teacher)
+        seconds = time.perf_counter() - started
+    Path(args.csv).write_bytes(Path(result.file_url).read_bytes())
+    return {"rows": result.counts["events"], "seconds": seconds}
 
 
 def child(args: argparse.Namespace) -> int:
-    lake = open_location(str(args.lake))
-    runner = run_engine if args.child == "engine" else run_pandas
-    return runner(lake, args.course, Path(args.csv), args.timezone)
+    if args.child == "pandas":
+        result = run_pandas(args)
+    elif args.child == "flow":
+        result = run_flow(args)
+    else:
+        result = run_writer(args, use_copy=args.child == "writer+copy")
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({**result, "peak_mb": peak_kb / 1024}))
+    return 0
 
 
-def run_child(
-    engine: str, lake_dir: Path, course_id: int, csv_path: Path, timezone: str
-) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        engine,
-        "--lake",
-        str(lake_dir),
-        "--course",
-        str(course_id),
-        "--csv",
-        str(csv_path),
-        "--timezone",
-        timezone,
-    ]
+def run_child(engine: str, **options: Any) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", engine]
+    for name, value in options.items():
+        command += [f"--{name}", str(value)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
-        raise SystemExit(f"{engine} run failed:\n{done.stderr}")
+        raise SystemExit(f"{engine} run failed:\n{done.stderr[-4000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
-
-
-# ----------------------------------------------------------------------------- compare
 
 
 def sha256(path: Path) -> str:
@@ -214,80 +257,116 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def first_difference(a: Path, b: Path) -> str:
-    with open(a, newline="", encoding="utf-8") as fa, open(b, newline="", encoding="utf-8") as fb:
-        for number, (ra, rb) in enumerate(zip(csv.reader(fa), csv.reader(fb), strict=False)):
-            if ra != rb:
-                return f"record {number}: {ra!r} != {rb!r}"
-    return "one file is a prefix of the other"
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = [
+        " | ".join(str(x).rjust(w) for x, w in zip(line, widths, strict=True))
+        for line in (header, *rows)
+    ]
+    lines.insert(1, "-|-".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=30_000_000)
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--regenerate", action="store_true")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per engine; best is shown")
-    parser.add_argument("--timezone", default="UTC")
+    parser.add_argument("--layouts", default=",".join(LAYOUTS))
     parser.add_argument("--cases", default="largest,median")
-    parser.add_argument("--engines", default="pandas,engine")
-    parser.add_argument("--child", choices=("engine", "pandas"), help=argparse.SUPPRESS)
-    parser.add_argument("--lake", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--engines", default="pandas,writer,writer+copy,flow")
+    parser.add_argument("--prepare", action="store_true", help="only make the lakes and copies")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    for hidden in ("lake", "exports", "csv"):
+        parser.add_argument(f"--{hidden}", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--course", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--teacher", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child(args)
 
     out: Path = args.out.resolve()
-    lake_dir = out / "lake"
-    summary = ensure_lake(lake_dir, args.events, args.regenerate)
-    ids = list(summary["course_ids"])
-    per_course = summary["events_per_course"]
-    cases = {"largest": ids[0], "median": ids[len(ids) // 2]}
-    rows = []
-    for case in args.cases.split(","):
-        course_id = cases[case]
-        results: dict[str, dict[str, Any]] = {}
-        for engine in args.engines.split(","):
-            csv_path = out / f"access-{case}-{course_id}-{engine}.csv"
-            runs = [
-                run_child(engine, lake_dir, course_id, csv_path, args.timezone)
-                for _ in range(args.repeat)
-            ]
-            best = min(runs, key=lambda r: r["seconds"])
-            best["peak_mb"] = max(r["peak_mb"] for r in runs)
-            best["csv"] = csv_path
-            best["mb"] = csv_path.stat().st_size / 1e6
-            results[engine] = best
+    layouts = args.layouts.split(",")
+    prepared: dict[str, tuple[dict[str, Any], Path, Path, dict[str, float]]] = {}
+    for layout in layouts:
+        lake_dir, exports_dir = out / "lakes" / layout, out / "exports" / layout
+        summary = ensure_lake(lake_dir, layout, args.events)
+        built = build_copy(open_location(str(lake_dir)), open_location(str(exports_dir)))
+        prepared[layout] = (summary, lake_dir, exports_dir, built)
+        if built["days"]:
             print(
-                f"{case} course {course_id} ({int(per_course[str(course_id)]):,} events in the log)"
-                f" {engine}: {best['seconds']:.2f} s",
+                f"{layout}: copied {built['days']:.0f} days in {built['seconds']:.1f} s "
+                f"({built['seconds'] / built['days']:.2f} s a day)",
                 flush=True,
             )
-        if {"pandas", "engine"} <= results.keys():
-            a, b = results["pandas"]["csv"], results["engine"]["csv"]
-            same = sha256(a) == sha256(b)
-            print(f"  outputs identical: {same}" + ("" if same else f" ({first_difference(a, b)})"))
-        base = results.get("pandas", {}).get("seconds")
-        for engine, r in results.items():
-            ratio = f"{base / r['seconds']:.1f}x" if base else "-"
-            rows.append(
-                (
-                    case,
-                    engine,
-                    f"{r['rows']:,}",
-                    f"{r['mb']:.1f}",
-                    f"{r['seconds']:.2f}",
-                    f"{r['mb'] / r['seconds']:.0f}",
-                    f"{r['peak_mb']:.0f}",
-                    ratio,
-                )
+    if args.prepare:
+        return 0
+
+    rows: list[tuple[str, ...]] = []
+    copies: list[tuple[str, ...]] = []
+    for layout, (summary, lake_dir, exports_dir, built) in prepared.items():
+        source, copied = copy_size(open_location(str(lake_dir)), open_location(str(exports_dir)))
+        per_day = f"{built['seconds'] / built['days']:.2f}" if built["days"] else "(built before)"
+        copies.append(
+            (
+                layout,
+                f"{source / 1e6:.0f}",
+                f"{copied / 1e6:.0f}",
+                f"{copied / source:.2f}",
+                per_day,
             )
-    header = ("case", "engine", "rows", "CSV MB", "seconds", "MB/s", "peak MB", "speed-up")
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    for line in (header, *rows):
-        print("  ".join(str(x).rjust(w) for x, w in zip(line, widths, strict=True)))
+        )
+        for case in args.cases.split(","):
+            course = summary["cases"][case]
+            results: dict[str, dict[str, Any]] = {}
+            for engine in args.engines.split(","):
+                csv_path = out / f"access-{layout}-{case}-{engine}.csv"
+                results[engine] = run_child(
+                    engine,
+                    lake=lake_dir,
+                    exports=exports_dir,
+                    csv=csv_path,
+                    course=course,
+                    teacher=summary["teachers"][case],
+                )
+                results[engine]["csv"] = csv_path
+                print(f"{layout} {case} {engine}: {results[engine]['seconds']:.2f} s", flush=True)
+            digests = {sha256(r["csv"]) for r in results.values()}
+            same = "yes" if len(digests) == 1 else "NO"
+            base = results.get("pandas", {}).get("seconds")
+            for engine, r in results.items():
+                mb = r["csv"].stat().st_size / 1e6
+                rows.append(
+                    (
+                        layout,
+                        case,
+                        engine,
+                        f"{r['rows']:,}",
+                        f"{mb:.1f}",
+                        f"{r['seconds']:.2f}",
+                        f"{r['peak_mb']:.0f}",
+                        f"{base / r['seconds']:.1f}x" if base else "-",
+                        same,
+                    )
+                )
+    print()
+    print(
+        table(
+            (
+                "layout",
+                "case",
+                "engine",
+                "rows",
+                "CSV MB",
+                "seconds",
+                "peak MB",
+                "vs pandas",
+                "same CSV",
+            ),
+            rows,
+        )
+    )
+    print()
+    print(table(("layout", "source MB", "copy MB", "copy/source", "build s/day"), copies))
     return 0
 
 

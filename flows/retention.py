@@ -22,18 +22,14 @@ from course_exports.retention import (
     ExportPurgeSummary,
     PartitionDrop,
     PurgeStep,
-    StepKind,
 )
 from course_exports.settings import Settings, load_settings
 from flows.parameters import param
 from tasks.retention import (
-    abort_uploads,
+    DELETIONS,
     decide_export_purge,
-    delete_expired_exports,
     drop_partition,
     plan_access_purge,
-    remove_leftovers,
-    remove_projects,
     summarise_access_purge,
     summarise_export_purge,
     survey_exports,
@@ -63,16 +59,9 @@ def run_name(what: str) -> Callable[[], str]:
 def carry_out(settings: Settings, plan: ExportPurgePlan, moment: datetime) -> list[PurgeStep]:
     """The deletions, one task per kind so a person can follow them in the UI."""
     done: list[PurgeStep] = []
-    if steps := plan.of(StepKind.EXPIRE):
-        done += delete_expired_exports(settings, steps, moment)
-    if steps := plan.of(
-        StepKind.REMOVE_LEFTOVER, StepKind.REMOVE_STALE_FILES, StepKind.REMOVE_TOMBSTONE
-    ):
-        done += remove_leftovers(settings, steps, moment)
-    if steps := plan.of(StepKind.REMOVE_PROJECT):
-        done += remove_projects(settings, steps, moment)
-    if steps := plan.of(StepKind.ABORT_UPLOAD):
-        done += abort_uploads(settings, steps, moment)
+    for deletion, kinds in DELETIONS:
+        if steps := plan.of(*kinds):
+            done += deletion(settings, steps, moment)
     return done
 
 

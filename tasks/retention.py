@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from prefect import task
+from prefect import Task, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -20,6 +20,7 @@ from course_exports.retention import (
     ExportsSurvey,
     PartitionDrop,
     PurgeStep,
+    StepKind,
 )
 from course_exports.settings import Settings
 from course_exports.text import markdown_text
@@ -49,6 +50,18 @@ delete_expired_exports = io_task("delete-expired-exports", timeout_seconds=3600)
 remove_leftovers = io_task("remove-leftovers", timeout_seconds=3600)(_apply)
 remove_projects = io_task("remove-imported-projects", timeout_seconds=3600)(_apply)
 abort_uploads = io_task("abort-stale-uploads", timeout_seconds=600)(_apply)
+
+#: The deletions in the order the flow runs them, one task per kind so a person can
+#: follow them in the UI.
+DELETIONS: tuple[tuple[Task[..., list[PurgeStep]], tuple[StepKind, ...]], ...] = (
+    (delete_expired_exports, (StepKind.EXPIRE,)),
+    (
+        remove_leftovers,
+        (StepKind.REMOVE_LEFTOVER, StepKind.REMOVE_STALE_FILES, StepKind.REMOVE_TOMBSTONE),
+    ),
+    (remove_projects, (StepKind.REMOVE_PROJECT,)),
+    (abort_uploads, (StepKind.ABORT_UPLOAD,)),
+)
 
 
 def _id_lines(title: str, ids: list[str], total: int) -> Iterator[str]:
@@ -112,13 +125,13 @@ def summarise_export_purge(
 def plan_access_purge(settings: Settings, now: datetime, max_partitions: int) -> AccessPurgePlan:
     """The day partitions past retention, oldest first, bounded to this run's share."""
     return retention.plan_access_purge(
-        settings.lake(), now, settings.access_retention_months, max_partitions
+        settings.lake(), settings.exports(), now, settings.access_retention_months, max_partitions
     )
 
 
 @io_task("drop-day-partition", timeout_seconds=1800, task_run_name="drop event_date={drop.day}")
 def drop_partition(settings: Settings, drop: PartitionDrop) -> PartitionDrop:
-    retention.drop_partition(settings.lake(), drop)
+    retention.drop_partition(settings.lake(), settings.exports(), drop)
     return drop
 
 

@@ -300,3 +300,33 @@ def test_an_empty_copy_changes_nothing(lakes: dict[LogLayout, Lake], tmp_path: P
     copy = clustered.find_current_days(store, access_log.list_day_partitions(site.lake, WINDOW), 1)
     assert copy == CourseCopy(store, {})
     assert export(site, store)[0] == reference(site)
+
+
+def test_the_access_purge_drops_the_copys_days_with_the_sources(
+    copied: tuple[Lake, Location],
+) -> None:
+    from course_exports import retention
+
+    site, store = copied
+    later = NOW + timedelta(days=20)  # twenty more days fall out of the retention
+    cutoff = access_log.retention_cutoff(later, 6)
+    copied_days = sorted(indexer.copy_sizes(store))
+    gone = [d for d in copied_days if d < cutoff.date()]
+    assert len(gone) >= 15
+    plan = retention.plan_access_purge(site.lake, store, later, 6, 1000)
+    assert [d.day for d in plan.due][-len(gone) :] == gone
+    assert all(d.copy_bytes > 0 for d in plan.due if d.day in gone)
+    for drop in plan.due:
+        retention.drop_partition(site.lake, store, drop)
+    left = sorted(indexer.copy_sizes(store))
+    assert left == [d for d in copied_days if d >= cutoff.date()]
+    # A copied day whose source is already gone is dropped by the next purge too.
+    shutil.copytree(copied_days_folder(store, left[0]), copied_days_folder(store, gone[0]))
+    [again] = retention.plan_access_purge(site.lake, store, later, 6, 1000).due
+    assert (again.day, again.files, again.bytes) == (gone[0], 0, 0) and again.copy_bytes
+    retention.drop_partition(site.lake, store, again)
+    assert sorted(indexer.copy_sizes(store)) == left
+
+
+def copied_days_folder(store: Location, day: date) -> Path:
+    return Path(store.path(COPY_DIR, clustered.day_folder(day)))

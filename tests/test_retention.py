@@ -19,7 +19,9 @@ from course_exports.errors import LakeDataError
 from course_exports.project import PROJECT_JSON, PROJECTS
 from course_exports.registry import ExportKind, ExportRecord, ExportStatus
 from course_exports.retention import AccessPurgeSummary, ExportPurgeSummary
+from course_exports.settings import Settings
 from course_exports.storage import Location, open_location
+from tasks import retention as retention_tasks
 
 NOW = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)
 TTL = timedelta(days=7)
@@ -90,8 +92,34 @@ def put(location: Location, path: str, data: bytes) -> None:
     location.fs.pipe_file(path, data)
 
 
-def purge(exports: Location, now: datetime = NOW, dry_run: bool = False) -> ExportPurgeSummary:
-    return retention.purge_exports(exports, now, TTL, dry_run=dry_run)
+def settings_for(
+    *, exports: Location | None = None, lake: Location | None = None, endpoint: str | None = None
+) -> Settings:
+    return Settings(
+        exports_url=exports.url if exports else "./var/exports",
+        lake_url=lake.url if lake else "./var/lake",
+        s3_endpoint_url=endpoint,
+    )
+
+
+def purge(
+    exports: Location,
+    now: datetime = NOW,
+    dry_run: bool = False,
+    endpoint: str | None = None,
+) -> ExportPurgeSummary:
+    """What purge-expired-exports runs, in its order, through its tasks' functions
+    (``.fn``: the same code, without Prefect)."""
+    settings = settings_for(exports=exports, endpoint=endpoint)
+    survey = retention_tasks.survey_exports.fn(settings)
+    plan = retention_tasks.decide_export_purge.fn(survey, now, TTL.days)
+    done = plan.steps
+    if not dry_run:
+        done = []
+        for deletion, kinds in retention_tasks.DELETIONS:
+            if steps := plan.of(*kinds):
+                done += deletion.fn(settings, steps, now)
+    return retention.summarise_export_purge(plan, done, dry_run)
 
 
 def files_of(root: Path) -> dict[str, bytes]:
@@ -368,8 +396,8 @@ def test_s3_purge(s3_server: SeaweedFS, s3_exports: tuple[Location, str]) -> Non
         start_upload(s3_server, bucket, key)
     exports.refresh()
 
-    dry = purge(exports, now, dry_run=True)
-    summary = purge(exports, now)
+    dry = purge(exports, now, dry_run=True, endpoint=s3_server.endpoint_url)
+    summary = purge(exports, now, endpoint=s3_server.endpoint_url)
     assert dry.model_dump(exclude={"dry_run"}) == summary.model_dump(exclude={"dry_run"})
     assert summary.expired_ids == [expired.export_id]
     assert sorted(summary.leftover_ids) == sorted([dead.export_id, orphan])
@@ -387,7 +415,7 @@ def test_s3_purge(s3_server: SeaweedFS, s3_exports: tuple[Location, str]) -> Non
     assert not keys_under(s3_server, bucket, f"exports/8/{orphan}/")
     assert open_uploads(s3_server, bucket) == set(foreign)
 
-    again = purge(exports, now)
+    again = purge(exports, now, endpoint=s3_server.endpoint_url)
     assert (again.expired, again.leftovers_removed, again.uploads_aborted, again.bytes_freed) == (
         0,
         0,
@@ -404,7 +432,7 @@ def test_s3_upload_of_a_running_export_is_left_alone(
     record = make_export(exports, now, publish=False)
     key = f"exports/{registry.file_path(exports, record).split('/exports/', 1)[1]}"
     start_upload(s3_server, bucket, key)
-    summary = purge(exports, now + timedelta(hours=1))
+    summary = purge(exports, now + timedelta(hours=1), endpoint=s3_server.endpoint_url)
     assert (summary.leftovers_removed, summary.uploads_aborted, summary.in_progress) == (0, 0, 1)
     assert open_uploads(s3_server, bucket) == {key}
     assert state_of(exports, record) == record
@@ -486,11 +514,22 @@ def lake_dir(tmp_path: Path) -> Path:
 
 
 def purge_log(
-    lake: Path, now: datetime, *, max_partitions: int = 31, dry_run: bool = False
+    lake: Path | Location,
+    now: datetime,
+    *,
+    max_partitions: int = 31,
+    dry_run: bool = False,
+    exports: Location | None = None,
+    endpoint: str | None = None,
 ) -> AccessPurgeSummary:
-    return retention.purge_access_log(
-        open_location(str(lake)), now, 6, max_partitions=max_partitions, dry_run=dry_run
-    )
+    """What purge-access-logs runs, in its order, through its tasks' functions."""
+    where = lake if isinstance(lake, Location) else open_location(str(lake))
+    settings = settings_for(lake=where, exports=exports, endpoint=endpoint)
+    plan = retention_tasks.plan_access_purge.fn(settings, now, max_partitions)
+    dropped = plan.due
+    if not dry_run:
+        dropped = [retention_tasks.drop_partition.fn(settings, drop) for drop in plan.due]
+    return retention.summarise_access_purge(plan, dropped, dry_run)
 
 
 def test_partitions_just_inside_and_outside_six_months(lake_dir: Path) -> None:
@@ -571,7 +610,9 @@ def test_s3_access_purge(s3_server: SeaweedFS) -> None:
     others = ["lake/courses/7/course.json", "lake/access_log/.staging/c.parquet", "other/k"]
     for key in others:
         client.put_object(Bucket=bucket, Key=key, Body=b"{}")
-    summary = retention.purge_access_log(lake, datetime(2026, 8, 31, 12, tzinfo=UTC), 6)
+    summary = purge_log(
+        lake, datetime(2026, 8, 31, 12, tzinfo=UTC), endpoint=s3_server.endpoint_url
+    )
     assert (summary.first_day, summary.last_day, summary.files_deleted) == (days[0], days[1], 4)
     assert summary.bytes_freed == 40
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])}

@@ -17,7 +17,6 @@ import io
 import time
 import uuid
 import zlib
-from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 import polars as pl
@@ -309,7 +308,6 @@ def remove_day(store: Location, day: date) -> None:
     store.remove_tree(COPY_DIR, day_folder(day))
 
 
-def copy_sizes(store: Location, days: Sequence[date]) -> dict[date, int]:
-    """Bytes of the copy's files per day (for summaries)."""
-    wanted = set(days)
-    return {d: sum(f.values()) for d, f in _survey(store).items() if d in wanted}
+def copy_sizes(store: Location) -> dict[date, int]:
+    """Bytes of the copy's files per copied day (for summaries and the purge)."""
+    return {d: sum(f.values()) for d, f in _survey(store).items()}

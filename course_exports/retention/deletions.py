@@ -1,0 +1,156 @@
+"""Carrying out export purge steps, each re-checked against the storage first."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import posixpath
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from course_exports.access_log import as_utc
+from course_exports.project import PROJECT_JSON
+from course_exports.registry import ExportRecord, ExportStatus, read_record, write_record
+from course_exports.retention.exports import is_stale, last_sign_of_life
+from course_exports.retention.steps import ProjectStamp, PurgeStep, StepKind
+from course_exports.retention.survey import find_files, stored_file
+from course_exports.storage import Location
+from course_exports.text import one_line
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------- apply
+
+
+def apply_steps(exports: Location, steps: Iterable[PurgeStep], now: datetime) -> list[PurgeStep]:
+    """Carry out ``steps``; return those done (now or by an earlier attempt).
+
+    Each step first checks that what it was decided on still holds, so a run that took
+    an export id over (a retried request) or an import that restarted is left alone.
+    Safe to call again with the same steps: a retry counts what the first attempt did.
+    """
+    exports.refresh()
+    done = []
+    for step in steps:
+        if _apply(exports, step, as_utc(now)):
+            done.append(step)
+        else:
+            log.info(
+                "left %s %s alone: it changed since the listing", step.kind, one_line(step.item)
+            )
+    return done
+
+
+def _apply(exports: Location, step: PurgeStep, now: datetime) -> bool:
+    if step.kind is StepKind.EXPIRE:
+        return _expire(exports, step, now)
+    if step.kind is StepKind.REMOVE_TOMBSTONE:
+        return _remove_tombstone(exports, step)
+    if step.kind is StepKind.REMOVE_LEFTOVER:
+        return _remove_leftover(exports, step, now)
+    if step.kind is StepKind.REMOVE_STALE_FILES:
+        _remove_files(exports, step.paths)
+        return True
+    if step.kind is StepKind.REMOVE_PROJECT:
+        return _remove_project(exports, step, now)
+    return _abort_upload(exports, step)
+
+
+def _current(exports: Location, step: PurgeStep) -> ExportRecord | None:
+    course, export_id = exports.relative(step.folder).split("/")
+    return read_record(exports, int(course), export_id)
+
+
+def _expire(exports: Location, step: PurgeStep, now: datetime) -> bool:
+    current = _current(exports, step)
+    if current is None:
+        return False
+    if current.status is ExportStatus.EXPIRED:
+        return current.purged_at == now  # an earlier attempt of this very step
+    if current.status is not ExportStatus.READY or now < current.expires_at:
+        return False
+    _remove_files(exports, step.paths)
+    write_record(
+        exports, current.model_copy(update={"status": ExportStatus.EXPIRED, "purged_at": now})
+    )
+    return True
+
+
+def _remove_tombstone(exports: Location, step: PurgeStep) -> bool:
+    current = _current(exports, step)
+    if current is not None and current.status not in (ExportStatus.EXPIRED, ExportStatus.FAILED):
+        return False  # taken over by a rerun of the request since the listing
+    _remove_folder(exports, step.folder)
+    return True
+
+
+def _remove_leftover(exports: Location, step: PurgeStep, now: datetime) -> bool:
+    current, expected = _current(exports, step), step.record
+    if expected is None and current is not None:
+        return False  # a run registered here since the listing
+    if expected is not None and current is None:
+        return not find_files(exports, step.folder)  # removed already (an earlier attempt)
+    if expected is not None and current != expected:
+        return False  # taken over by a rerun of the request, published, or gone
+    if not _quiet_since(exports, step.folder, now):
+        return False
+    _remove_folder(exports, step.folder)
+    return True
+
+
+def _remove_project(exports: Location, step: PurgeStep, now: datetime) -> bool:
+    if step.stamp is None and not _quiet_since(exports, step.folder, now):
+        return False  # the import was restarted
+    path = posixpath.join(step.folder, PROJECT_JSON)
+    if step.stamp is None and exports.fs.exists(path):
+        return False  # and finished since the listing
+    if step.stamp is not None:
+        try:
+            current = ProjectStamp.model_validate_json(exports.fs.cat_file(path))
+        except FileNotFoundError:
+            current = None
+        if current is not None and current != step.stamp:
+            return False  # imported again since the listing
+    _remove_folder(exports, step.folder)
+    return True
+
+
+def _quiet_since(exports: Location, folder: str, now: datetime) -> bool:
+    """No file of ``folder`` was written in the last :data:`STALE_AFTER` (listed again)."""
+    files = [stored_file(p, i) for p, i in find_files(exports, folder).items()]
+    if not files:
+        return True
+    return is_stale(last_sign_of_life(files, []), now)
+
+
+def _abort_upload(exports: Location, step: PurgeStep) -> bool:
+    s3: Any = exports.fs
+    bucket, _, key = step.item.partition("/")
+    with contextlib.suppress(FileNotFoundError):  # aborted already (s3fs maps NoSuchUpload)
+        s3.abort_mpu(bucket, key, step.upload_id)
+    return True
+
+
+def _remove_files(exports: Location, paths: Iterable[str]) -> None:
+    paths = list(paths)
+    if not paths:
+        return
+    if exports.is_local:
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                exports.fs.rm_file(path)
+    else:
+        exports.fs.rm(paths)  # one bulk delete; missing keys are not an error on S3
+    exports.refresh()
+
+
+def _remove_folder(exports: Location, folder: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        exports.fs.rm(folder, recursive=True)
+    if exports.is_local:
+        # The course folder goes with its last export; rmdir fails while others remain.
+        with contextlib.suppress(OSError):
+            exports.fs.rmdir(posixpath.dirname(folder))
+    exports.refresh()

@@ -1,0 +1,209 @@
+"""Survey of the exports root: every export and project folder, manifest and upload."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from course_exports.access_log import as_utc
+from course_exports.errors import LakeDataError
+from course_exports.project import PROJECT_JSON, PROJECTS
+from course_exports.registry import MANIFEST, ExportRecord, read_record
+from course_exports.retention.steps import ProjectStamp, StoredFile
+from course_exports.storage import Location
+
+_ID_RE = re.compile(r"[0-9a-f]{32}")
+_COURSE_RE = re.compile(r"[1-9][0-9]*")
+
+
+_MANIFEST_READERS = 16
+
+
+class ExportFolder(BaseModel):
+    """``<course_id>/<export_id>/``: its files and what its manifest said."""
+
+    course_id: int
+    export_id: str
+    path: str
+    files: list[StoredFile]
+    record: ExportRecord | None = None
+    #: Why the manifest could not be used (the folder is then left alone).
+    damaged: str | None = None
+
+
+class ProjectFolder(BaseModel):
+    project_id: str
+    path: str
+    files: list[StoredFile]
+    stamp: ProjectStamp | None = None
+    damaged: str | None = None
+
+
+class PendingUpload(BaseModel):
+    """An S3 multipart upload not completed nor aborted."""
+
+    path: str  # bucket/key
+    upload_id: str
+    initiated: datetime
+    folder: str  # the export or project folder it writes into
+
+
+class ExportsSurvey(BaseModel):
+    root: str
+    exports: list[ExportFolder]
+    projects: list[ProjectFolder]
+    uploads: list[PendingUpload]
+
+
+def _modified(info: dict[str, Any]) -> datetime | None:
+    value = info.get("LastModified", info.get("mtime"))
+    if isinstance(value, datetime):
+        return as_utc(value)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return None
+
+
+def stored_file(path: str, info: dict[str, Any]) -> StoredFile:
+    return StoredFile(path=path, size=int(info.get("size") or 0), modified=_modified(info))
+
+
+def find_files(location: Location, path: str) -> dict[str, dict[str, Any]]:
+    try:
+        found: dict[str, dict[str, Any]] = location.fs.find(path, detail=True)
+    except FileNotFoundError:
+        return {}
+    return {p: i for p, i in found.items() if i.get("type") != "directory"}
+
+
+def _owner(location: Location, path: str) -> tuple[str, str] | None:
+    """``("export", "<course>/<export>")`` or ``("project", "<id>")`` for a path of ours."""
+    try:
+        parts = location.relative(path).split("/")
+    except ValueError:
+        return None
+    if len(parts) < 3 or not _ID_RE.fullmatch(parts[1]):
+        return None
+    if parts[0] == PROJECTS:
+        return "project", parts[1]
+    if _COURSE_RE.fullmatch(parts[0]):
+        return "export", f"{parts[0]}/{parts[1]}"
+    return None
+
+
+def survey_exports(exports: Location) -> ExportsSurvey:
+    """Every export and project folder from one recursive listing, with its manifest."""
+    exports.refresh()
+    export_files: dict[str, list[StoredFile]] = {}
+    project_files: dict[str, list[StoredFile]] = {}
+    for path, info in find_files(exports, exports.root).items():
+        owner = _owner(exports, path)
+        if owner is None:
+            continue  # not ours to judge
+        kind, key = owner
+        target = export_files if kind == "export" else project_files
+        target.setdefault(key, []).append(stored_file(path, info))
+    folders = [_export_folder(exports, key, files) for key, files in sorted(export_files.items())]
+    projects = [
+        ProjectFolder(project_id=key, path=exports.path(PROJECTS, key), files=files)
+        for key, files in sorted(project_files.items())
+    ]
+    # One GET per manifest: concurrent, because on S3 each is a round trip.
+    with ThreadPoolExecutor(_MANIFEST_READERS) as pool:
+        folders = list(pool.map(lambda f: _read_manifest(exports, f), folders))
+        projects = list(pool.map(lambda p: _read_stamp(exports, p), projects))
+    return ExportsSurvey(
+        root=exports.root, exports=folders, projects=projects, uploads=list_uploads(exports)
+    )
+
+
+def _export_folder(exports: Location, key: str, files: list[StoredFile]) -> ExportFolder:
+    course, export_id = key.split("/")
+    return ExportFolder(
+        course_id=int(course),
+        export_id=export_id,
+        path=exports.path(course, export_id),
+        files=files,
+    )
+
+
+def _has(files: list[StoredFile], folder: str, name: str) -> bool:
+    return any(f.path == posixpath.join(folder, name) for f in files)
+
+
+def _read_manifest(exports: Location, folder: ExportFolder) -> ExportFolder:
+    if not _has(folder.files, folder.path, MANIFEST):
+        return folder
+    try:
+        record = read_record(exports, folder.course_id, folder.export_id)
+    except LakeDataError as exc:
+        return folder.model_copy(update={"damaged": str(exc)})
+    if record is not None and (record.course_id, record.export_id) != (
+        folder.course_id,
+        folder.export_id,
+    ):
+        # A manifest copied from elsewhere would point the purge at another folder.
+        problem = f"manifest names export {record.course_id}/{record.export_id}"
+        return folder.model_copy(update={"damaged": f"{folder.path}: {problem}"})
+    return folder.model_copy(update={"record": record})
+
+
+def _read_stamp(exports: Location, project: ProjectFolder) -> ProjectFolder:
+    if not _has(project.files, project.path, PROJECT_JSON):
+        return project
+    try:
+        raw = exports.fs.cat_file(posixpath.join(project.path, PROJECT_JSON))
+    except FileNotFoundError:
+        return project  # removed since the listing; judged as an unfinished import
+    try:
+        stamp = ProjectStamp.model_validate_json(raw)
+    except ValidationError as exc:
+        problem = f"not a valid {PROJECT_JSON} ({exc.error_count()} problems)"
+        return project.model_copy(update={"damaged": f"{project.path}: {problem}"})
+    return project.model_copy(update={"stamp": stamp})
+
+
+def _bucket_and_prefix(exports: Location) -> tuple[str, str]:
+    bucket, _, prefix = exports.root.partition("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+def list_uploads(exports: Location) -> list[PendingUpload]:
+    """Unfinished S3 multipart uploads into our export and project folders.
+
+    s3fs's ``list_multipart_uploads`` lists the whole bucket and only its first page, and
+    ``clear_multipart_uploads`` would abort the uploads of running exports too: the S3
+    call is made here, with the exports prefix and every page.
+    """
+    if exports.is_local:
+        return []
+    s3: Any = exports.fs
+    bucket, prefix = _bucket_and_prefix(exports)
+    uploads: list[PendingUpload] = []
+    request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        page = s3.call_s3("list_multipart_uploads", **request)
+        for upload in page.get("Uploads", []):
+            path = f"{bucket}/{upload['Key']}"
+            owner = _owner(exports, path)
+            if owner is None:
+                continue
+            kind, key = owner
+            folder = exports.path(PROJECTS, key) if kind == "project" else exports.path(key)
+            uploads.append(
+                PendingUpload(
+                    path=path,
+                    upload_id=upload["UploadId"],
+                    initiated=as_utc(upload["Initiated"]),
+                    folder=folder,
+                )
+            )
+        if not page.get("IsTruncated"):
+            return uploads
+        request["KeyMarker"] = page.get("NextKeyMarker", "")
+        request["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
