@@ -100,6 +100,13 @@ def test_ready_expires_in_days_on_the_course_clock() -> None:
 
 
 @needs_lifecycle
+def test_a_claimed_export_waiting_for_its_course_is_queued() -> None:
+    [row] = build([record("pending", file_name="")], [run("SCHEDULED", "Scheduled")]).in_progress
+    assert row.state is RowState.QUEUED
+    assert row.status_text == "Waiting for another export of this course to finish"
+
+
+@needs_lifecycle
 def test_failed_and_expired() -> None:
     failed = record(
         "failed", "r2", failure_reason="Assignment 9 is not in this course.", failed_at=T0

@@ -198,6 +198,7 @@ def build(
         if row is None:
             continue
         {
+            RowState.QUEUED: view.in_progress,
             RowState.RUNNING: view.in_progress,
             RowState.READY: view.ready,
             RowState.FAILED: view.failed,
@@ -244,6 +245,12 @@ def _record_row(
         "run_id": getattr(record, "flow_run_id", None),
     }
     status = str(record.status)
+    if status == "pending" and not record.file_name:
+        # Claimed but not started: it waits for the course's other export (course zips
+        # run one at a time per course).
+        return Row(
+            state=RowState.QUEUED, status_text=_STATE_LABELS["AwaitingConcurrencySlot"], **common
+        )
     if status == "pending":
         text, percent = progress(record)
         return Row(
