@@ -117,7 +117,7 @@ def holds(record_or_params: ExportRecord | Mapping[str, Any], kind: ExportKind) 
         parts = [
             human_size(value) + _BYTES_LABELS[name]
             if name in _BYTES_LABELS
-            else f"{value:,} {name.replace('_', ' ')}"
+            else _count(value, name)
             for name, value in record_or_params.counts.items()
             if name not in _INTERNAL_COUNTS
         ]
@@ -131,6 +131,11 @@ def holds(record_or_params: ExportRecord | Mapping[str, Any], kind: ExportKind) 
         else record_or_params
     )
     return selection(params, kind)
+
+
+def _count(value: int, name: str) -> str:
+    words = name.replace("_", " ")
+    return f"1 {words.removesuffix('s')}" if value == 1 else f"{value:,} {words}"
 
 
 def _window(start: Any, end: Any, details: Mapping[str, Any]) -> str:
