@@ -218,6 +218,51 @@ def set_up(api_url: str, home: Path, *, zombie_after: timedelta = automations.ZO
     install_automations(api_url, home, zombie_after)
 
 
+@contextmanager
+def run_serve(
+    api_url: str, home: Path, env: Mapping[str, str], *, timeout_s: float = 240.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m deployments.serve`` from the checkout, with ``env`` (the COURSE_EXPORT_*
+    settings its flow runs see); yields once the export deployments are registered,
+    stops it and its flow runs on exit."""
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "serve.log"
+    # Look for new runs every 2 s (default 10 s): someone is watching the page meanwhile.
+    serve_env = prefect_env(home, api_url, {"PREFECT_RUNNER_POLL_FREQUENCY": "2", **env})
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "deployments.serve"],
+            env=serve_env,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_served(api_url, process, log, timeout_s)
+        yield process
+    finally:
+        _stop(process)
+
+
+def _wait_served(
+    api_url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float
+) -> None:
+    wanted = {"export-course", "export-access-data", "export-lti-settings"}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"deployments.serve exited with {process.returncode}:\n{_tail(log)}")
+        try:
+            found = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=5).json()
+            if wanted <= {d["name"] for d in found}:
+                return
+        except (httpx.HTTPError, ValueError, TypeError, KeyError):
+            pass
+        time.sleep(0.5)
+    raise StackError(f"the deployments were not served after {timeout_s:.0f} s:\n{_tail(log)}")
+
+
 @dataclass(frozen=True)
 class LocalWorker:
     name: str

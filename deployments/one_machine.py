@@ -12,41 +12,20 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import SecretStr
 
 from course_exports import links
 from course_exports.settings import ENV_PREFIX, Settings, load_settings
 from deployments.download_service import RedactTokens, create_app
 from deployments.lms_client import LmsClient
-from deployments.local_stack import REPO_ROOT, StackError, prefect_env, run_server
-from deployments.web.runs import DEPLOYMENTS
+from deployments.local_stack import run_serve, run_server
 
 #: The launch link printed at start-up is read by a person: give them time.
 PRINTED_LINK_TTL = timedelta(hours=1)
-
-
-def _stop(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
-    """SIGTERM the process group, SIGKILL whatever is left after the grace period."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=grace_s)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=grace_s)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -62,53 +41,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
             text = str(Path(text).resolve())
         env[f"{ENV_PREFIX}{name.upper()}"] = text
     return env
-
-
-@contextmanager
-def run_serve(
-    api_url: str, home: Path, settings: Settings, timeout_s: float = 240.0
-) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m deployments.serve`` against the server with these settings; yields once
-    the export deployments exist there, stops it (and its flow runs) on exit."""
-    home.mkdir(parents=True, exist_ok=True)
-    log = home / "serve.log"
-    # Look for new runs every 2 s (default 10 s): a teacher watches the page meanwhile.
-    env = prefect_env(
-        home, api_url, {"PREFECT_RUNNER_POLL_FREQUENCY": "2", **settings_env(settings)}
-    )
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "deployments.serve"],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        _wait_deployments(api_url, process, log, timeout_s)
-        yield process
-    finally:
-        _stop(process)
-
-
-def _wait_deployments(
-    api_url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float
-) -> None:
-    wanted = {name.split("/")[1] for name in DEPLOYMENTS.values()}
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log.read_text(errors="replace")[-4000:]
-            raise StackError(f"deployments.serve exited with {process.returncode}:\n{tail}")
-        try:
-            found = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=5).json()
-            if wanted <= {d["name"] for d in found}:
-                return
-        except (httpx.HTTPError, ValueError, TypeError):
-            pass
-        time.sleep(0.5)
-    raise StackError(f"the deployments were not served after {timeout_s:.0f} s (see {log})")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -134,7 +66,7 @@ def up(home: Path, *, prefect_port: int, host: str | None, port: int | None) -> 
     ) as server:
         print("serving the deployments of prefect.yaml, with their schedules ...", flush=True)
         with (
-            run_serve(server.api_url, home / "serve", settings),
+            run_serve(server.api_url, home / "serve", settings_env(settings)),
             LmsClient(server.api_url) as client,
         ):
             import uvicorn

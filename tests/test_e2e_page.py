@@ -117,6 +117,15 @@ def launch(site: Site, base_url: str, course: int, user: int, **kwargs: Any) -> 
     return links.launch_url(base_url, site.settings().require_signing_key(), course, user, **kwargs)
 
 
+def open_page(page: Any, site: tuple[Site, str], course: int, user: int | None = None) -> None:
+    """Open the launch link of (course, user: its first teacher by default) and land on
+    the course's page."""
+    lake_site, base_url = site
+    user = user or lake_site.summary.teachers[course][0]
+    page.goto(launch(lake_site, base_url, course, user))
+    page.wait_for_url(f"{base_url}/courses/{course}")
+
+
 def course_runs(api_url: str, course: int, flow_name: str) -> list[dict[str, Any]]:
     runs = flow_runs(api_url, tags={"all_": [course_tag(course)]})
     return [
@@ -151,11 +160,9 @@ def watch_states(page: Any, selector: str, shots: Path, prefix: str) -> list[str
 def test_teacher_exports_course_data_and_downloads_it(
     page: Any, site: tuple[Site, str], shots: Path, prefect_deployments: str, tmp_path: Path
 ) -> None:
-    lake_site, base_url = site
+    lake_site = site[0]
     course = lake_site.summary.course_ids[0]
-    teacher = lake_site.summary.teachers[course][0]
-    page.goto(launch(lake_site, base_url, course, teacher))
-    page.wait_for_url(f"{base_url}/courses/{course}")
+    open_page(page, site, course)
     assert "token" not in page.url
     assert "launch" not in page.evaluate("document.referrer + location.href")
     assert page.get_by_text("No exports yet").is_visible()
@@ -196,11 +203,9 @@ def test_teacher_exports_course_data_and_downloads_it(
 def test_access_data_for_a_date_range(
     page: Any, site: tuple[Site, str], shots: Path, tmp_path: Path
 ) -> None:
-    lake_site, base_url = site
+    lake_site = site[0]
     course = lake_site.summary.course_ids[0]
-    teacher = lake_site.summary.teachers[course][0]
-    page.goto(launch(lake_site, base_url, course, teacher))
-    page.wait_for_url(f"{base_url}/courses/{course}")
+    open_page(page, site, course)
     today = datetime.now(UTC).date()
     first, last = today - timedelta(days=20), today - timedelta(days=10)
     page.get_by_label("From (first day, optional)").fill(first.isoformat())
@@ -259,11 +264,9 @@ def test_an_expired_launch_link_shows_the_expired_page(
 def test_a_double_click_makes_one_run(
     page: Any, site: tuple[Site, str], shots: Path, prefect_deployments: str
 ) -> None:
-    lake_site, base_url = site
+    lake_site = site[0]
     course = lake_site.summary.course_ids[1]
-    teacher = lake_site.summary.teachers[course][0]
-    page.goto(launch(lake_site, base_url, course, teacher))
-    page.wait_for_url(f"{base_url}/courses/{course}")
+    open_page(page, site, course)
     row = "#exports li[data-kind=lti-settings]"
 
     # Chromium sends one request for a double click on a submit button (the second
