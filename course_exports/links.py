@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 DOWNLOAD = "download"
-COURSE_LIST = "course-list"
 #: The LMS opens a course's Course Data page with a launch token for (course, teacher);
 #: the page exchanges it for a session (a token of purpose SESSION in an HttpOnly cookie).
 #: For both, the third claim is the user id instead of an export id.
@@ -44,7 +43,7 @@ class ExpiredTokenError(Exception):
 class TokenClaims:
     purpose: str
     course_id: int
-    export_id: str  # empty for a course listing; the user id for LAUNCH and SESSION
+    export_id: str  # the user id for LAUNCH and SESSION
     expires_at: datetime
 
 
@@ -102,11 +101,6 @@ def download_url(
 ) -> str:
     token = sign(key, TokenClaims(DOWNLOAD, course_id, export_id, expires_at))
     return f"{public_url.rstrip('/')}/d/{token}"
-
-
-def course_list_url(public_url: str, key: bytes, course_id: int, expires_at: datetime) -> str:
-    token = sign(key, TokenClaims(COURSE_LIST, course_id, "", expires_at))
-    return f"{public_url.rstrip('/')}/courses/{course_id}/exports?token={token}"
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -449,26 +449,6 @@ class LmsClient:
         runs: list[dict[str, Any]] = self._json("POST", "flow_runs/filter", body)
         return runs
 
-    @staticmethod
-    def launch_url(
-        public_url: str,
-        signing_key: str | bytes,
-        course_id: int,
-        teacher_id: int,
-        *,
-        ttl_s: float = 300,
-    ) -> str:
-        """The link that opens the course's Course Data page for one of its teachers,
-        signed with COURSE_EXPORT_SIGNING_KEY and valid ``ttl_s`` seconds: mint it when
-        the teacher clicks. The page exchanges it for a session cookie and checks the
-        roster. (The token format is course_exports/links.py, standard library only.)"""
-        from datetime import timedelta
-
-        from course_exports.links import launch_url
-
-        key = signing_key.encode() if isinstance(signing_key, str) else signing_key
-        return launch_url(public_url, key, course_id, teacher_id, ttl=timedelta(seconds=ttl_s))
-
     def read_run(self, run_id: str) -> dict[str, Any]:
         run: dict[str, Any] = self._json("GET", f"flow_runs/{run_id}")
         return run
@@ -499,25 +479,36 @@ class LmsClient:
                 raise WaitTimeout(run_id, run.get("state_name"), timeout_s)
             self._sleep(min(poll_s, remaining))
 
-    def download_url(self, result: Mapping[str, Any]) -> str:
-        """The download link of an export result (CONTRACT 5), signed here with the key
-        the download service checks: the same link the flow returned and mailed."""
+    def _signer(self, what: str) -> tuple[str, bytes]:
         if self._signing_key is None or self._public_url is None:
             raise LmsClientError(
                 "no signing key: give LmsClient(signing_key=..., public_url=...) (the "
                 "COURSE_EXPORT_SIGNING_KEY and COURSE_EXPORT_PUBLIC_URL of the service) to "
-                "get download links; the Prefect API never carries them"
+                f"get {what}; the Prefect API never carries them"
             )
+        return self._public_url, self._signing_key
+
+    def download_url(self, result: Mapping[str, Any]) -> str:
+        """The download link of an export result (CONTRACT 5), signed here with the key
+        the download service checks: the same link the flow returned and mailed."""
+        public_url, key = self._signer("download links")
         from course_exports import links  # standard library only; see the module's notes
 
         expires_at = datetime.fromisoformat(str(result["expires_at"]).replace("Z", "+00:00"))
         return links.download_url(
-            self._public_url,
-            self._signing_key,
-            int(result["course_id"]),
-            str(result["export_id"]),
-            expires_at,
+            public_url, key, int(result["course_id"]), str(result["export_id"]), expires_at
         )
+
+    def launch_url(self, course_id: int, teacher_id: int, *, ttl_s: float = 300) -> str:
+        """The link that opens the course's Course Data page for one of its teachers,
+        valid ``ttl_s`` seconds: mint it when the teacher clicks **Course Data**. The page
+        exchanges it for a session cookie and checks the roster; the LMS also sends it as
+        ``Authorization: Bearer <token>`` to ``GET /courses/<id>/exports`` (the JSON list)."""
+        public_url, key = self._signer("Course Data page links")
+        from course_exports import links
+
+        ttl = timedelta(seconds=ttl_s)
+        return links.launch_url(public_url, key, course_id, teacher_id, ttl=ttl)
 
     def result(self, run_id: str) -> dict[str, Any]:
         """The export result (CONTRACT 3) of a completed run, from its ``result`` artifact

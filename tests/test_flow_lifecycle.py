@@ -129,7 +129,7 @@ def test_identical_requests_make_one_export_and_each_asker_gets_mail(site: Local
 def valid_tokens(text: str) -> list[str]:
     found = []
     for candidate in TOKEN_SHAPE.findall(text):
-        for purpose in (links.DOWNLOAD, links.COURSE_LIST):
+        for purpose in (links.DOWNLOAD, links.LAUNCH, links.SESSION):
             try:
                 links.verify(SIGNING_KEY.encode(), candidate, purpose=purpose)
             except links.InvalidTokenError:

@@ -65,10 +65,10 @@ def test_other_key_rejected() -> None:
 
 
 def test_purpose_is_bound() -> None:
-    token = links.sign(KEY, claims(purpose=links.COURSE_LIST, export_id=""))
+    token = links.sign(KEY, claims(purpose=links.LAUNCH, export_id="77"))
     with pytest.raises(links.InvalidTokenError):
         links.verify(KEY, token, purpose=links.DOWNLOAD, now=NOW)
-    assert links.verify(KEY, token, purpose=links.COURSE_LIST, now=NOW).course_id == 1042
+    assert links.verify(KEY, token, purpose=links.LAUNCH, now=NOW).course_id == 1042
 
 
 def test_expiry_is_exclusive() -> None:
@@ -81,8 +81,8 @@ def test_expiry_is_exclusive() -> None:
 def test_urls() -> None:
     url = links.download_url("https://x.example/", KEY, 1, EXPORT, NOW)
     assert url.startswith("https://x.example/d/")
-    listing = links.course_list_url("https://x.example", KEY, 1, NOW)
-    assert listing.startswith("https://x.example/courses/1/exports?token=")
+    page = links.launch_url("https://x.example", KEY, 1, 7, now=NOW)
+    assert page.startswith("https://x.example/courses/1/launch?token=")
 
 
 # -- properties: any input is a refusal, never another exception ---------------------------
@@ -94,7 +94,7 @@ token_text = st.text(
 
 
 @examples(max_examples=500)
-@given(token=token_text, purpose=st.sampled_from([links.DOWNLOAD, links.COURSE_LIST]))
+@given(token=token_text, purpose=st.sampled_from([links.DOWNLOAD, links.LAUNCH, links.SESSION]))
 def test_any_string_is_refused_with_a_token_error(token: str, purpose: str) -> None:
     with pytest.raises(ERRORS):
         links.verify(KEY, token, purpose=purpose, now=NOW)
@@ -115,13 +115,13 @@ def mac_b64(payload: bytes) -> str:
         st.binary(max_size=120),
         st.builds(
             lambda p, c, e, x: f"{p}:{c}:{e}:{x}".encode(),
-            st.sampled_from([links.DOWNLOAD, links.COURSE_LIST, "", "x"]),
+            st.sampled_from([links.DOWNLOAD, links.LAUNCH, links.SESSION, "", "x"]),
             st.one_of(st.integers(), st.text(max_size=8)),
             st.one_of(st.just(EXPORT), st.text(max_size=40)),
             st.one_of(st.integers(), st.text(max_size=25)),
         ),
     ),
-    purpose=st.sampled_from([links.DOWNLOAD, links.COURSE_LIST]),
+    purpose=st.sampled_from([links.DOWNLOAD, links.LAUNCH, links.SESSION]),
 )
 def test_any_signed_payload_is_claims_or_a_token_error(payload: bytes, purpose: str) -> None:
     """Even a payload we signed (a signer bug, an old format) never raises anything else:
@@ -134,3 +134,22 @@ def test_any_signed_payload_is_claims_or_a_token_error(payload: bytes, purpose: 
     except ERRORS:
         return
     assert claims.purpose == purpose and claims.expires_at > NOW
+
+
+@examples(max_examples=300)
+@given(token=token_text, purpose=st.sampled_from([links.LAUNCH, links.SESSION]))
+def test_any_string_is_refused_as_a_launch_or_session_token(token: str, purpose: str) -> None:
+    with pytest.raises(ERRORS):
+        links.verify_user(KEY, token, purpose=purpose, now=NOW)
+
+
+@examples(max_examples=300)
+@given(subject=st.text(max_size=30))
+def test_a_user_token_names_a_user_id_or_is_refused(subject: str) -> None:
+    token = links.sign(KEY, links.TokenClaims(links.LAUNCH, 1, subject, NOW + timedelta(minutes=5)))
+    try:
+        claims = links.verify_user(KEY, token, purpose=links.LAUNCH, now=NOW)
+    except links.InvalidTokenError:
+        assert not (subject.isascii() and subject.isdigit() and len(subject) <= 18)
+        return
+    assert str(claims.user_id) == subject.lstrip("0") or subject.strip("0") == ""

@@ -321,10 +321,15 @@ def test_runs_carry_their_course_tag_and_can_be_listed_by_it(api: FakeApi) -> No
 def test_launch_url_opens_the_course_page_for_a_teacher() -> None:
     from course_exports import links
 
-    url = LmsClient.launch_url("https://exports.example", "k" * 32, 1042, 7, ttl_s=60)
+    lms = LmsClient(
+        "http://prefect.invalid/api", signing_key="k" * 32, public_url="https://exports.example"
+    )
+    url = lms.launch_url(1042, 7, ttl_s=60)
     assert url.startswith("https://exports.example/courses/1042/launch?token=")
     claims = links.verify_user(b"k" * 32, url.split("token=")[1], purpose=links.LAUNCH)
     assert (claims.course_id, claims.user_id) == (1042, 7)
+    with pytest.raises(lms_client.LmsClientError, match="Course Data page links"):
+        LmsClient("http://prefect.invalid/api").launch_url(1042, 7)
 
 
 def test_the_client_signs_the_download_link_the_api_never_carries(api: FakeApi) -> None:

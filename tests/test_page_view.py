@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -17,11 +18,6 @@ from deployments.web.course_view import RowState
 from deployments.web.runs import RunInfo
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-# Until the lifecycle work (issue 11) lands on main, records have no progress or failure
-# fields; these tests run as soon as they do. (Remove this marker then.)
-needs_lifecycle = pytest.mark.skipif(
-    "progress" not in ExportRecord.model_fields, reason="ExportRecord lacks progress/failed"
-)
 BERLIN = course_view.zone("Europe/Berlin")
 
 
@@ -38,22 +34,22 @@ def run(state_type: str, state_name: str, request_id: str = "r1", **params: obje
 
 
 def record(status: str, request_id: str = "r1", **fields: object) -> ExportRecord:
-    return ExportRecord(
-        export_id=new_export_id(ExportKind.COURSE, 1, request_id),
-        course_id=1,
-        course_name="C",
-        kind=ExportKind.COURSE,
-        status=ExportStatus(status),
-        request_id=request_id,
-        requested_by=7,
-        file_name="c.zip",
-        file_url="/x/c.zip",
-        created_at=T0,
-        expires_at=T0 + TTL,
-        size_bytes=2_500_000,
-        counts={"files": 120, "bytes": 9_000_000},
-        **fields,  # type: ignore[arg-type]
-    )
+    values: dict[str, Any] = {
+        "export_id": new_export_id(ExportKind.COURSE, 1, request_id),
+        "course_id": 1,
+        "course_name": "C",
+        "kind": ExportKind.COURSE,
+        "status": ExportStatus(status),
+        "request_id": request_id,
+        "requested_by": 7,
+        "file_name": "c.zip",
+        "file_url": "/x/c.zip",
+        "created_at": T0,
+        "expires_at": T0 + TTL,
+        "size_bytes": 2_500_000,
+        "counts": {"files": 120, "bytes": 9_000_000},
+    }
+    return ExportRecord.model_validate({**values, **fields})
 
 
 def build(
@@ -74,7 +70,6 @@ def test_a_run_without_a_record_is_queued_then_starting() -> None:
     assert (starting.state, starting.status_text) == (RowState.RUNNING, "Starting")
 
 
-@needs_lifecycle
 def test_a_claimed_run_shows_its_record_with_progress() -> None:
     progress = {
         "files_done": 30,
@@ -99,14 +94,12 @@ def test_ready_expires_in_days_on_the_course_clock() -> None:
     assert row.size == "2.5 MB" and row.holds == "120 files · 9.0 MB"
 
 
-@needs_lifecycle
 def test_a_claimed_export_waiting_for_its_course_is_queued() -> None:
     [row] = build([record("pending", file_name="")], [run("SCHEDULED", "Scheduled")]).in_progress
     assert row.state is RowState.QUEUED
     assert row.status_text == "Waiting for another export of this course to finish"
 
 
-@needs_lifecycle
 def test_failed_and_expired() -> None:
     failed = record(
         "failed", "r2", failure_reason="Assignment 9 is not in this course.", failed_at=T0
@@ -134,7 +127,6 @@ def _rows(html: str) -> dict[str, str]:
     return {export_id: state for state, export_id in found}
 
 
-@needs_lifecycle
 def test_the_page_shows_each_state(page_site: PageSite) -> None:
     course = page_site.other_course
     teacher = page_site.teacher(course)
