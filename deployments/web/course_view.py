@@ -270,6 +270,7 @@ def _record_row(
         if now - failed_at > failed_for:
             return None
         reason = getattr(record, "failure_reason", None) or STOPPED_REASON
+        common["holds"] = selection(record.parameters, record.kind)  # what was asked
         return Row(state=RowState.FAILED, status_text="Failed", failure_reason=reason, **common)
     expires: dict[str, Any] = {
         "expires_at": local_time(record.expires_at, tz),
