@@ -26,7 +26,7 @@ from course_exports.humanize import human_size
 from course_exports.lifecycle import Claim, Heartbeat, Outcome
 from course_exports.registry import ExportKind, ExportRecord, ExportRequest, ExportResult
 from course_exports.settings import Settings
-from course_exports.text import markdown_text
+from course_exports.text import markdown_text, one_line
 from tasks.mail import send_failure_mail, send_ready_mail
 from tasks.request import CourseRequest
 from tasks.retry import io_task
@@ -129,7 +129,7 @@ def conclude(
     starts the run again at ``scheduled_time``. Nothing waits in a worker meanwhile.
     """
     if decision.outcome is Outcome.WAIT:
-        print(f"{decision.reason}; looking again in {settings.busy_retry_seconds} s")
+        print(f"{one_line(decision.reason)}; looking again in {settings.busy_retry_seconds} s")
         later = datetime.now(UTC) + timedelta(seconds=settings.busy_retry_seconds)
         state: State[Any] = Scheduled(
             scheduled_time=later, name="AwaitingExport", message=decision.reason
@@ -150,7 +150,9 @@ def conclude(
         # Someone else's identical export: this requester gets their own mail and summary.
         print(f"request joined export {record.export_id} made for another request")
         return tell_requester(settings, request, checked, result)
-    print(f"request {request.request_id} was completed before as export {record.export_id}")
+    print(
+        f"request {one_line(request.request_id)} was completed before as export {record.export_id}"
+    )
     return result
 
 
@@ -241,5 +243,8 @@ def tell_requester(
     )
     if request.notify:
         send_ready_mail.fn(settings, checked.requester, result, contents, checked.course.timezone)
-    print(f"export {result.export_id} ready: {result.file_url} ({result.size_bytes:,} bytes)")
+    print(
+        f"export {result.export_id} ready: {one_line(result.file_url, limit=400)} "
+        f"({result.size_bytes:,} bytes)"
+    )
     return result

@@ -126,3 +126,22 @@ def test_download_service_log_lines_stay_one_line(
         assert service._local_file(record) is None  # its file was never written
     assert_one_line(caplog.records)
     assert "\u202e" not in caplog.records[0].getMessage()
+
+
+def test_export_summary_markdown_is_inert() -> None:
+    from datetime import timedelta
+
+    from course_exports.registry import ExportKind, ExportResult, ExportStatus
+    from tasks.export import summary_markdown
+
+    result = ExportResult(
+        export_id="c" * 32, course_id=7, course_name=HOSTILE, kind=ExportKind.COURSE,
+        status=ExportStatus.READY, requested_by=1, file_name="x.zip",
+        file_url=f"/exports/7/{'c' * 32}/{HOSTILE}.zip", created_at=NOW,
+        expires_at=NOW + timedelta(days=7), size_bytes=1, sha256="d" * 64,
+        download_url="http://127.0.0.1:8765/d/x",
+    )  # fmt: skip
+    settings = Settings(signing_key="hygiene-test-signing-key-0123456789")  # type: ignore[arg-type]
+    markdown = summary_markdown(settings, result, f"3 workspaces of {HOSTILE}")
+    assert_inert_markdown(markdown)
+    assert "c" * 32 in markdown
