@@ -42,6 +42,8 @@ INVALID = [
     ("ACCESS_RETENTION_MONTHS", "6.5"),
     ("WEBHOOK_URL", "lms.example.org/hooks"),
     ("WEBHOOK_SECRET", "too-short"),
+    ("BUSY_RETRY_SECONDS", "0"),
+    ("BUSY_RETRY_SECONDS", "soon"),
     # issue 8.12: accepted before, each now stops the run at start
     ("LAKE_URL", "ftp://files.example/lake"),
     ("LAKE_URL", "memory://lake"),
