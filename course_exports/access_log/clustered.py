@@ -8,21 +8,22 @@ keep a copy in our own storage, under the exports root in the reserved folder
 
     _access_log_copy/event_date=YYYY-MM-DD/<build id>.parquet
         the day's rows sorted by course_id, then SORT_KEYS, in row groups of
-        ROW_GROUP_ROWS rows, zstd, with a CRC on every page
+        ROW_GROUP_ROWS rows with statistics, zstd (written by Polars)
     _access_log_copy/event_date=YYYY-MM-DD/index.json
         written after the file: the source files it was made from (name, size, content
-        tag), the file's name and size, and each row group's first and last course
+        tag), the file's name and size, each row group's first and last course, byte
+        span and crc32, and the footer's crc32
 
 An export reads a day from the copy only when it is *current* (its index names exactly
 the files the LMS has now, same sizes and content tags) and *intact*, and then only the
 row groups that can hold its course; every other day comes from the source. So the CSV
 never depends on whether or when the indexer ran, and is byte-identical either way.
 
-Nothing read from the copy is trusted: the file's size must match the index, its footer
-must match the index row group by row group, every page read must pass its CRC, and the
-rows must be the course's, of the day, with known access types. Anything else raises
-:class:`DamagedCopyError`; the reader then reads that day from the source, and the index
-is dropped so the next indexer run rebuilds the day (``indexer``).
+Nothing read from the copy is trusted: the file's size must match the index, and every
+byte the export uses (the footer and the course's row groups) must match its crc32 in
+the index before Polars decodes it; the rows must then be of the day, with known access
+types. Anything else is a :class:`DamagedCopyError`: the reader reads that day from the
+source, and drops the index so the next indexer run rebuilds the day (``indexer``).
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ INDEX = "index.json"
 #: Bumped when the file layout changes: older copies are then rebuilt, never misread.
 FORMAT = 1
 #: Rows per row group. A course's rows of a day sit in consecutive row groups, so an
-#: export reads at most this many rows of other courses at each end of its run; small
-#: enough that a small course reads a few KB a day, large enough that footers stay small
-#: (``make bench-access`` measured 2,048-16,384; see the README).
+#: export decodes at most this many rows of other courses at each end of its run: small
+#: enough that a small course reads a few tens of KB a day, large enough that a day of
+#: 170,000 events keeps a footer of about 40 row groups.
 ROW_GROUP_ROWS = 4_096
 # Days checked at once: on S3 each is two ranged GETs, waiting on the network.
 _READ_THREADS = 8

@@ -37,7 +37,6 @@ from course_exports.access_log.clustered import (
 from course_exports.access_log.partitions import DayPartition, list_day_partitions
 from course_exports.access_log.reader import scan_sources
 from course_exports.access_log.schema import (
-    ACCESS_LOG_SCHEMA,
     ACCESS_TYPE_LABELS,
     SCAN_CASTS,
     SCAN_SCHEMA,
@@ -254,17 +253,15 @@ def _broken_rows(frame: pl.DataFrame, partition: DayPartition) -> str | None:
 
 
 def _parquet_bytes(frame: pl.DataFrame) -> bytes:
-    """The sorted day as parquet: small row groups with statistics, a CRC on every page."""
-    table = frame.to_arrow().cast(ACCESS_LOG_SCHEMA)
+    """The sorted day as parquet: small row groups with statistics (course_id's let a
+    Polars scan skip other courses' row groups), zstd.
+
+    Polars' writer: of DuckDB (``COPY … ORDER BY … ROW_GROUP_SIZE``), Polars and pyarrow
+    it was the cheapest (0.16 s of CPU a day against 0.35 and 0.18 here) and wrote the
+    smallest files (1.50 MB a day against 1.56 and 1.93).
+    """
     buffer = io.BytesIO()
-    pq.write_table(
-        table,
-        buffer,
-        row_group_size=ROW_GROUP_ROWS,
-        compression="zstd",
-        write_page_checksum=True,
-        write_statistics=True,
-    )
+    frame.write_parquet(buffer, compression="zstd", row_group_size=ROW_GROUP_ROWS, statistics=True)
     return buffer.getvalue()
 
 
@@ -272,6 +269,7 @@ def _row_groups(data: bytes, courses: pl.Series) -> list[tuple[int, int, int, in
     """Each row group's courses, rows, byte span and crc32 (what exports check)."""
     metadata = pq.read_metadata(io.BytesIO(data))
     groups = []
+    first_row = 0
     for number in range(metadata.num_row_groups):
         group = metadata.row_group(number)
         spans = []
@@ -282,7 +280,8 @@ def _row_groups(data: bytes, courses: pl.Series) -> list[tuple[int, int, int, in
                 start = min(start, chunk.dictionary_page_offset)
             spans.append((start, start + chunk.total_compressed_size))
         offset, end = min(a for a, _ in spans), max(b for _, b in spans)
-        rows = courses.slice(number * ROW_GROUP_ROWS, group.num_rows)
+        rows = courses.slice(first_row, group.num_rows)
+        first_row += group.num_rows
         groups.append(
             (
                 int(rows[0]),
