@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import cProfile
 import os
+import pstats
 import statistics
 import subprocess
 import sys
@@ -37,6 +39,9 @@ def main() -> None:
         "--baseline", type=Path, help="another checkout (e.g. `git archive` of an older commit)"
     )
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument(
+        "--profile", type=int, default=0, help="print cProfile's N costliest calls of the runs"
+    )
     args = parser.parse_args()
     if args.baseline is not None:
         # Each tree in its own process (its own ephemeral API and imports), one after the
@@ -47,10 +52,10 @@ def main() -> None:
                 check=True,
             )
         return
-    measure(args.tree.resolve(), args.runs)
+    measure(args.tree.resolve(), args.runs, args.profile)
 
 
-def measure(tree: Path, runs: int) -> None:
+def measure(tree: Path, runs: int, profile: int = 0) -> None:
     sys.path[:0] = [str(tree), str(ROOT)]
     work = Path(tempfile.mkdtemp(prefix="bench-orchestration-"))
     os.environ.update(
@@ -150,11 +155,16 @@ def measure(tree: Path, runs: int) -> None:
     own_work(-1)
     walls, owns, task_counts, artifact_counts, request_counts = [], [], [], [], []
     per_route: collections.Counter[str] = collections.Counter()
+    profiler = cProfile.Profile() if profile else None
     for i in range(runs):
         owns.append(own_work(i))
         requests.clear()
         counting["on"] = True
+        if profiler is not None:
+            profiler.enable()
         wall, run_id = one_flow(i)
+        if profiler is not None:
+            profiler.disable()
         counting["on"] = False
         walls.append(wall)
         request_counts.append(sum(requests.values()))
@@ -182,6 +192,8 @@ def measure(tree: Path, runs: int) -> None:
     print("requests per run by route:")
     for route, count in per_route.most_common():
         print(f"  {count / runs:5.1f}  {route}")
+    if profiler is not None:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(profile)
 
 
 def _route(path: str) -> str:

@@ -9,8 +9,8 @@ from course_exports.settings import load_settings
 from flows.hooks import export_flow
 from flows.parameters import COURSE_ID, REQUEST_ID, REQUESTED_BY, PositiveId, param
 from tasks.access_log import plan_access_export_task, write_access_file_task
-from tasks.export import claim_export, conclude, exporting, publish_export, tell_requester
-from tasks.request import check_request_task, export_request
+from tasks.export import claim_export, conclude, exporting, publish_export
+from tasks.request import export_request
 
 KIND = ExportKind.ACCESS_DATA
 
@@ -55,8 +55,7 @@ def export_access_data(
         timezone=timezone,
         excel=excel,
     )
-    checked = check_request_task(settings, request)
-    claim = claim_export(settings, request, checked)
+    checked, claim = claim_export(settings, request)
     if not claim.writes:
         return conclude(settings, request, checked, claim)
 
@@ -80,5 +79,5 @@ def export_access_data(
             excel=excel,
             progress=export,
         )
-        result = publish_export(settings, export, written)
-    return tell_requester(settings, request, checked, result)
+        result = publish_export(settings, request, checked, export, written)
+    return result

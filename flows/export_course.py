@@ -8,8 +8,8 @@ from course_exports.settings import load_settings
 from flows.hooks import export_flow
 from flows.parameters import COURSE_ID, REQUEST_ID, REQUESTED_BY, PositiveId, param
 from tasks.course_export import pack_course_zip_task, plan_course_export_task
-from tasks.export import claim_export, conclude, exporting, publish_export, tell_requester
-from tasks.request import check_request_task, export_request
+from tasks.export import claim_export, conclude, exporting, publish_export
+from tasks.request import export_request
 
 KIND = ExportKind.COURSE
 
@@ -42,8 +42,7 @@ def export_course(
         assignment_ids=assignment_ids,
         student_ids=student_ids,
     )
-    checked = check_request_task(settings, request)
-    claim = claim_export(settings, request, checked)
+    checked, claim = claim_export(settings, request)
     if not claim.writes:
         return conclude(settings, request, checked, claim)
 
@@ -56,5 +55,5 @@ def export_course(
         )
         record = export.name_file(f"{top_folder(checked.course, export.record.created_at)}.zip")
         written = pack_course_zip_task(settings, record, checked.course, plan, export)
-        result = publish_export(settings, export, written)
-    return tell_requester(settings, request, checked, result)
+        result = publish_export(settings, request, checked, export, written)
+    return result

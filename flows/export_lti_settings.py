@@ -6,9 +6,9 @@ from course_exports.registry import ExportKind, ExportResult
 from course_exports.settings import load_settings
 from flows.hooks import export_flow
 from flows.parameters import COURSE_ID, REQUEST_ID, REQUESTED_BY, PositiveId
-from tasks.export import claim_export, conclude, exporting, publish_export, tell_requester
+from tasks.export import claim_export, conclude, exporting, publish_export
 from tasks.lti import write_lti_csv
-from tasks.request import check_request_task, export_request
+from tasks.request import export_request
 
 KIND = ExportKind.LTI_SETTINGS
 
@@ -26,8 +26,7 @@ def export_lti_settings(
 ) -> ExportResult:
     settings = load_settings()
     request = export_request(KIND, course_id, requested_by, request_id)
-    checked = check_request_task(settings, request)
-    claim = claim_export(settings, request, checked)
+    checked, claim = claim_export(settings, request)
     if not claim.writes:
         return conclude(settings, request, checked, claim)
 
@@ -36,5 +35,5 @@ def export_lti_settings(
             f"lti-settings-{course_id}-{export.record.created_at:%Y%m%dT%H%M%SZ}.csv"
         )
         written = write_lti_csv(settings, record, checked.course)
-        result = publish_export(settings, export, written)
-    return tell_requester(settings, request, checked, result)
+        result = publish_export(settings, request, checked, export, written)
+    return result

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
@@ -28,7 +28,7 @@ from course_exports.registry import ExportKind, ExportRecord, ExportRequest, Exp
 from course_exports.settings import Settings
 from course_exports.text import markdown_text, one_line
 from tasks.mail import send_failure_mail, send_ready_mail
-from tasks.request import CourseRequest
+from tasks.request import CourseRequest, check_request
 from tasks.retry import io_task
 
 #: How often a run without a deployment (a plain Python call) looks again while it waits.
@@ -98,7 +98,13 @@ def _claim(settings: Settings, request: ExportRequest, course_name: str) -> Clai
     )
 
 
-claim_task = io_task("claim-export", timeout_seconds=120)(_claim)
+def _check_and_claim(settings: Settings, request: ExportRequest) -> tuple[CourseRequest, Claim]:
+    checked = check_request(settings, request)
+    return checked, _claim(settings, request, checked.course.name)
+
+
+#: One task for two steps: each task run costs API calls and tens of ms (issue 10).
+claim_task = io_task("claim-export", timeout_seconds=300)(_check_and_claim)
 
 
 def _in_deployment() -> bool:
@@ -108,14 +114,15 @@ def _in_deployment() -> bool:
     return run is not None and run.deployment_id is not None
 
 
-def claim_export(settings: Settings, request: ExportRequest, checked: CourseRequest) -> Claim:
-    """Claim the request's export. A deployment run that must wait returns at once (the
-    flow then reschedules itself); a plain Python call waits here, in its own process."""
-    decision = claim_task(settings, request, checked.course.name)
+def claim_export(settings: Settings, request: ExportRequest) -> tuple[CourseRequest, Claim]:
+    """Check the request (course, teacher, selection: refused here, nothing written), then
+    claim its export. A deployment run that must wait returns at once (the flow then
+    reschedules itself); a plain Python call waits here, in its own process."""
+    checked, decision = claim_task(settings, request)
     while decision.outcome is Outcome.WAIT and not _in_deployment():
         time.sleep(IN_PROCESS_POLL_S)
         decision = _claim(settings, request, checked.course.name)
-    return decision
+    return checked, decision
 
 
 def conclude(
@@ -177,8 +184,16 @@ def exporting(
         lifecycle.release(exports, heartbeat)
 
 
-@io_task("publish-export", timeout_seconds=120)
-def publish_export(settings: Settings, heartbeat: Heartbeat, written: WrittenFile) -> ExportResult:
+@io_task("publish-export", timeout_seconds=300)
+def publish_export(
+    settings: Settings,
+    request: ExportRequest,
+    checked: CourseRequest,
+    heartbeat: Heartbeat,
+    written: WrittenFile,
+) -> ExportResult:
+    """Mark the export ``ready``, then tell (summary artifact, ready mail): one task, since
+    each task run costs API calls (issue 10), and telling can never fail the export."""
     record = heartbeat.stop()  # no progress write may land after "ready"
     ready = registry.publish(
         settings.exports(),
@@ -188,7 +203,7 @@ def publish_export(settings: Settings, heartbeat: Heartbeat, written: WrittenFil
         counts=written.counts,
         details=written.details,
     )
-    return result_for(settings, ready)
+    return _tell(settings, request, checked, result_for(settings, ready))
 
 
 @task(name="fail-export", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -229,18 +244,21 @@ def summary_markdown(settings: Settings, result: ExportResult, contents: str) ->
     )
 
 
-@task(name="tell-requester", cache_policy=NO_CACHE, timeout_seconds=300)
-def tell_requester(
+def _tell(
     settings: Settings, request: ExportRequest, checked: CourseRequest, result: ExportResult
 ) -> ExportResult:
     """A markdown summary for the Prefect UI (no link that downloads anything) and, if
-    asked for, the ready mail to the requester."""
+    asked for, the ready mail to the requester. Neither can fail the export: a mail that
+    cannot be delivered is logged by the mail step, an artifact that cannot be written here."""
     contents = contents_of(result)
-    create_markdown_artifact(
-        markdown=summary_markdown(settings, result, contents),
-        key=f"{result.kind}-course-{result.course_id}",
-        description=f"{result.kind} export {result.export_id} of course {result.course_id}",
-    )
+    try:
+        create_markdown_artifact(
+            markdown=summary_markdown(settings, result, contents),
+            key=f"{result.kind}-course-{result.course_id}",
+            description=f"{result.kind} export {result.export_id} of course {result.course_id}",
+        )
+    except Exception as exc:
+        get_run_logger().error("summary artifact not written: %s: %s", type(exc).__name__, exc)
     if request.notify:
         send_ready_mail.fn(settings, checked.requester, result, contents, checked.course.timezone)
     print(
@@ -248,3 +266,7 @@ def tell_requester(
         f"({result.size_bytes:,} bytes)"
     )
     return result
+
+
+#: The telling of a request that joined another's export (the writer tells in publish).
+tell_requester = task(name="tell-requester", cache_policy=NO_CACHE, timeout_seconds=300)(_tell)
