@@ -62,7 +62,7 @@ def measure(tree: Path, runs: int, profile: int = 0) -> None:
         {
             "PREFECT_HOME": str(work / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600",
             "PREFECT_LOGGING_LEVEL": "WARNING",
             "COURSE_EXPORT_LAKE_URL": str(work / "lake"),
             "COURSE_EXPORT_EXPORTS_URL": str(work / "exports"),
