@@ -13,6 +13,7 @@ from course_exports.access_log import indexer
 from course_exports.access_log.indexer import CopyDay, CopyPlan, CopyResult
 from course_exports.humanize import human_size
 from course_exports.settings import Settings
+from course_exports.text import markdown_text
 from tasks.retry import io_task
 
 
@@ -92,7 +93,8 @@ def copy_markdown(summary: CopySummary) -> str:
     ]
     if summary.not_copied:
         lines += ["", "**Left on the source (broken rows):**"]
-        lines += [f"- {line}" for line in summary.not_copied]
+        # A problem quotes the broken row's values: escaped, so none becomes markdown.
+        lines += [f"- {markdown_text(line, limit=500)}" for line in summary.not_copied]
     return "\n".join(lines) + "\n"
 
 

@@ -145,3 +145,15 @@ def test_export_summary_markdown_is_inert() -> None:
     markdown = summary_markdown(settings, result, f"3 workspaces of {HOSTILE}")
     assert_inert_markdown(markdown)
     assert "c" * 32 in markdown
+
+
+def test_access_copy_markdown_is_inert() -> None:
+    from tasks.access_copy import CopySummary, copy_markdown
+
+    summary = CopySummary(
+        now=NOW, copied=0, not_copied=[f"2026-11-27: unknown access type {HOSTILE!s}"],
+        rows=0, source_bytes=0, copy_bytes=0, seconds=0.0, removed=0, current=0, remaining=0,
+    )  # fmt: skip
+    markdown = copy_markdown(summary)
+    assert_inert_markdown(markdown)
+    assert "2026" in markdown
