@@ -70,10 +70,12 @@ sample-lake: setup
 
 bench-access: setup
 	$(BIN)/python benchmarks/access_export.py
+	$(BIN)/python benchmarks/access_export_s3.py
 
 bench-course: setup
 	$(BIN)/python benchmarks/course_mixes.py
 	$(BIN)/python benchmarks/course_export.py
+	$(BIN)/python benchmarks/course_export_s3.py
 
 bench-archive: setup
 	$(BIN)/python benchmarks/archive_throughput.py

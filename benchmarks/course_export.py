@@ -1,4 +1,4 @@
-"""Benchmark: the course zip from a local lake and from S3 (not run by the tests).
+"""Benchmark: the course zip from a local lake (not run by the tests).
 
     .venv/bin/python benchmarks/course_export.py                 # 300 students x 10 assignments
     .venv/bin/python benchmarks/course_export.py --students 60   # quicker
@@ -8,13 +8,8 @@ by the real export code (``write_course_zip``, the one the flow runs) beside the
 baselines, in one run, each case in a fresh subprocess so its peak RSS is its own:
 
 - local lake: plain sequential ``zipfile`` at its default deflate level
-- S3 lake (SeaweedFS on 127.0.0.1, started here: tests/seaweed.py; as is and behind a
-  proxy adding S3-like first-byte latency): fetching the same objects one after another
 
-The S3 case writes the zip to an S3 exports bucket, as production does (multipart). For
-S3 rows the table also gives the CPU seconds spent by the case's process and by the server:
-when a sequential fetch's wall time is all CPU, there is no waiting for concurrency to
-hide, and 2 cores cap any speed-up at (wall) / (CPU / 2): the "2-core ceiling" line.
+The same course from S3 (SeaweedFS) is benchmarks/course_export_s3.py.
 """
 
 from __future__ import annotations
@@ -88,21 +83,12 @@ def case_zipfile(lake: Location, out: Path) -> dict[str, Any]:
     started = time.perf_counter()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for file in plan.files():
-            zf.write(file.path, f"course/workspaces/{file.arcname}")
+            zf.write(lake.path(file.path), f"course/workspaces/{file.arcname}")
     return {
         "seconds": time.perf_counter() - started,
         "input": plan.total_bytes,
         "output": out.stat().st_size,
     }
-
-
-def case_fetch_sequential(lake: Location) -> dict[str, Any]:
-    _, plan = plan_for(lake)
-    started = time.perf_counter()
-    # One GET per object, as the export makes (s3fs's default would HEAD each first).
-    total = sum(len(lake.fs.cat_file(file.path, max_concurrency=1)) for file in plan.files())
-    assert total == plan.total_bytes
-    return {"seconds": time.perf_counter() - started, "input": total, "output": 0}
 
 
 def case_export(lake: Location, exports: Location) -> dict[str, Any]:
@@ -133,8 +119,6 @@ def run_case(args: argparse.Namespace) -> None:
     cpu_before = os.times()
     if args.case == "zipfile":
         result = case_zipfile(lake, Path(args.target))
-    elif args.case == "fetch":
-        result = case_fetch_sequential(lake)
     else:
         result = case_export(lake, open_location(args.target, s3_endpoint_url=args.endpoint))
     result["peak_mb"] = peak_rss_mb()
@@ -188,55 +172,11 @@ def row(name: str, source: str, r: dict[str, Any], base: dict[str, Any] | None) 
     )
 
 
-def ceiling(source: str, fetch: dict[str, Any], cores: int = 2) -> str:
-    """The best speed-up any concurrency could give over ``fetch`` on ``cores`` cores,
-    if its CPU (client and server) stayed the same per object."""
-    cpu = fetch["cpu_s"] + fetch.get("server_cpu_s", 0.0)
-    best = fetch["seconds"] / max(cpu / cores, fetch.get("server_cpu_s", 0.0))
-    return (
-        f"{source}: the sequential fetch spent {cpu:.0f} s of CPU in {fetch['seconds']:.0f} s; "
-        f"the {cores}-core ceiling for any concurrent reader is {best:.1f}x"
-    )
-
-
-def s3_rows(students: int, latency_students: int, latency_ms: float) -> tuple[list[str], list[str]]:
-    """Sequential fetching against the export, straight to the server and behind a proxy that
-    adds S3's first-byte latency to every request. Waiting 20 ms per object takes long,
-    so the latency rows use a smaller course of the same shape."""
-    from faults import faulty_proxy
-    from seaweed import AWS_ENV, seaweedfs
-
-    rows, notes = [], []
-    settings: list[tuple[str, int, float]] = [("SeaweedFS", students, 0.0)]
-    if latency_ms:
-        settings.append((f"SeaweedFS +{latency_ms:g} ms", latency_students, latency_ms / 1000))
-    os.environ.update(AWS_ENV)  # the cases (child processes) sign with the server's keys
-    with seaweedfs(("bench-lake", "bench-exports")) as server:
-        endpoint, pid = server.endpoint_url, server.pid
-        for label, size, latency in settings:
-            lake = f"s3://bench-lake/lake-{size}"
-            ensure_lake(open_location(lake, s3_endpoint_url=endpoint), size)
-            with faulty_proxy(endpoint, latency_s=latency) as proxy:
-                target = proxy.url if latency else endpoint
-                fetch = child("fetch", lake, "-", target, pid)
-                rows.append(row("sequential fetch, no zip", label, fetch, None))
-                ours = child("export", lake, "s3://bench-exports/exports", target, pid)
-                rows.append(row("course export to S3", label, ours, fetch))
-                notes.append(ceiling(label, fetch))
-    return rows, notes
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--students", type=int, default=300)
-    parser.add_argument("--s3-students", type=int, default=None, help="default: --students")
-    parser.add_argument(
-        "--latency-students", type=int, default=30, help="course size behind the latency proxy"
-    )
-    parser.add_argument("--skip-s3", action="store_true")
-    parser.add_argument("--latency-ms", type=float, default=20.0, help="added S3 latency (0: off)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--lake", help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
@@ -251,21 +191,13 @@ def main() -> int:
     ensure_lake(local, args.students)
     rows = ["| lake | engine | input MB | output MB | seconds | MB/s in | peak MB | CPU s | ratio |",
             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    notes: list[str] = []
     base = child("zipfile", local.url, str(OUT / "zipfile.zip"), None)
     rows.append(row("sequential zipfile (deflate 6)", "local", base, None))
     ours = child("export", local.url, str(OUT / "exports"), None)
     rows.append(row("course export", "local", ours, base))
     size_delta = ours["output"] / base["output"] - 1
-    if not args.skip_s3:
-        s3, notes = s3_rows(
-            args.s3_students or args.students, args.latency_students, args.latency_ms
-        )
-        rows += s3
     print("\n".join(rows))
     print(f"\ncourse export output is {size_delta:+.1%} the size of sequential zipfile's")
-    for note in notes:
-        print(note)
     return 0
 
 

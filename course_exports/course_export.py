@@ -78,7 +78,7 @@ def workspace_sources(
         yield Source(
             f"{top}/workspaces/{file.arcname}",
             file.size,
-            partial(lake.open_read, file.path, file.size),
+            partial(lake.open_read, file.path),
             read=partial(lake.read_file, file.path, file.size),
         )
 

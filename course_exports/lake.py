@@ -116,27 +116,30 @@ def check_assignment_ids(course: Course, assignment_ids: Sequence[int] | None) -
         )
 
 
-def course_path(lake: Location, course_id: int, name: str) -> str:
-    return lake.path("courses", course_id, name)
+def course_path(course_id: int, name: str) -> str:
+    """A course file's path relative to the lake."""
+    return f"courses/{course_id}/{name}"
 
 
 def read_course(lake: Location, course_id: int) -> Course:
     """The course's ``course.json``; NotFoundError when the course does not exist."""
-    path = course_path(lake, course_id, "course.json")
+    path = course_path(course_id, "course.json")
     try:
-        raw = lake.fs.cat_file(path)
+        raw = lake.read_bytes(path)
     except FileNotFoundError:
-        raise NotFoundError(f"course {course_id}", f"no {lake.url_of(path)}") from None
+        raise NotFoundError(f"course {course_id}", f"no {lake.url_for(path)}") from None
     try:
         course = Course.model_validate(json.loads(raw))
     except json.JSONDecodeError as exc:
-        raise LakeDataError(lake.url_of(path), f"not valid JSON ({exc})") from None
+        raise LakeDataError(lake.url_for(path), f"not valid JSON ({exc})") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "document"
-        raise LakeDataError(lake.url_of(path), f"{where}: {err['msg']}") from None
+        raise LakeDataError(lake.url_for(path), f"{where}: {err['msg']}") from None
     if course.id != course_id:
-        raise LakeDataError(lake.url_of(path), f"holds course id {course.id}, expected {course_id}")
+        raise LakeDataError(
+            lake.url_for(path), f"holds course id {course.id}, expected {course_id}"
+        )
     return course
 
 
@@ -151,10 +154,10 @@ def _read_table(lake: Location, path: str, columns: dict[str, type[pl.DataType]]
     Read with Polars alone: pyarrow would add ~130 MB to every process that exports a
     course, for tables of a few thousand rows.
     """
-    url = lake.url_of(path)
+    url = lake.url_for(path)
     try:
         # Read once: Polars reads a file object whole anyway, for its schema as for its data.
-        data = lake.fs.cat_file(path)
+        data = lake.read_bytes(path)
         schema = pl.read_parquet_schema(io.BytesIO(data))
         for name, expected in columns.items():
             if name not in schema:
@@ -179,30 +182,30 @@ def _read_table(lake: Location, path: str, columns: dict[str, type[pl.DataType]]
 
 def read_roster(lake: Location, course_id: int) -> pl.DataFrame:
     """``user_id, role`` of the course's current members."""
-    path = course_path(lake, course_id, "roster.parquet")
+    path = course_path(course_id, "roster.parquet")
     frame = _read_table(lake, path, ROSTER_COLUMNS)
     bad = frame.filter(~pl.col("role").is_in(ROLES) | pl.col("role").is_null())
     if bad.height:
         raise LakeDataError(
-            lake.url_of(path), f"unknown role {bad['role'][0]!r} for user {bad['user_id'][0]}"
+            lake.url_for(path), f"unknown role {bad['role'][0]!r} for user {bad['user_id'][0]}"
         )
     if frame["user_id"].null_count():
-        raise LakeDataError(lake.url_of(path), "user_id has nulls")
+        raise LakeDataError(lake.url_for(path), "user_id has nulls")
     dupes = frame.filter(pl.col("user_id").is_duplicated())
     if dupes.height:
-        raise LakeDataError(lake.url_of(path), f"user {dupes['user_id'][0]} is listed twice")
+        raise LakeDataError(lake.url_for(path), f"user {dupes['user_id'][0]} is listed twice")
     return frame
 
 
 def read_users(lake: Location) -> pl.DataFrame:
     """The platform directory: ``user_id, username, email, first_name, last_name``."""
-    path = lake.path("directory", "users.parquet")
+    path = "directory/users.parquet"
     frame = _read_table(lake, path, USER_COLUMNS)
     if frame["user_id"].null_count():
-        raise LakeDataError(lake.url_of(path), "user_id has nulls")
+        raise LakeDataError(lake.url_for(path), "user_id has nulls")
     if frame["user_id"].n_unique() != frame.height:
         dupe = frame.filter(pl.col("user_id").is_duplicated())["user_id"][0]
-        raise LakeDataError(lake.url_of(path), f"user_id {dupe} is not unique")
+        raise LakeDataError(lake.url_for(path), f"user_id {dupe} is not unique")
     return frame
 
 

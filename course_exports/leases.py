@@ -139,7 +139,7 @@ class Lease:
     def _remove_if(self, holder: Holder) -> None:
         current = self.read()
         if current is not None and current.token == holder.token:
-            self.exports.remove(*self.parts)
+            self.exports.delete(*self.parts)
 
 
 def course_lease(exports: Location, course_id: int) -> Lease:

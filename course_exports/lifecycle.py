@@ -204,7 +204,7 @@ def _decide(
                 joined.joined_at,
                 moment,
             )
-        exports.remove(*_joined_parts(request))  # it died: this request starts over
+        exports.delete(*_joined_parts(request))  # it died: this request starts over
 
     # A waiting run holds its job lease across its sleep: long enough to come back.
     waiting_ttl = LEASE_TTL + timedelta(seconds=4 * wait_s)
@@ -220,7 +220,7 @@ def _decide(
             and own.flow_run_id == request.flow_run_id
         ):
             # This run had queued its own export; another identical one got going first.
-            exports.remove(request.course_id, request.export_id, registry.MANIFEST)
+            exports.delete(request.course_id, request.export_id, registry.MANIFEST)
         mark = Joined(export_id=job.owner, job_key=request.job_key, joined_at=moment)
         exports.write_bytes_atomic(mark.model_dump_json().encode(), *_joined_parts(request))
         return _wait(f"the same export {job.owner}, asked for by someone else", moment, moment)

@@ -36,7 +36,7 @@ from course_exports.export_reader import (
     safe_relative,
 )
 from course_exports.registry import MANIFEST, ExportKind, ExportRecord, file_path, read_record
-from course_exports.storage import Location, TooLargeError
+from course_exports.storage import Location, ObjectTooLargeError
 
 __all__ = [
     "PROJECTS",
@@ -84,9 +84,11 @@ def find_export(exports: Location, export_id: str) -> ExportRecord:
     """The ready course export with this id, wherever its course is."""
     if not export_id or any(c not in "0123456789abcdef" for c in export_id) or len(export_id) != 32:
         raise InputError("export_id", f"{export_id!r} is not an export id (32 hex digits)")
-    exports.refresh()
-    courses = [p.split("/")[0] for p in exports.glob("*", export_id, MANIFEST)]
-    course_ids = [int(c) for c in courses if c.isdigit()]
+    course_ids = [
+        int(name)
+        for name in exports.list_names()
+        if name.isdigit() and exports.exists(name, export_id, MANIFEST)
+    ]
     if not course_ids:
         raise NotFoundError(f"export {export_id}")
     record = read_record(exports, course_ids[0], export_id)
@@ -208,8 +210,8 @@ def import_workspace(
     copy = new_copy_name(moment)
 
     with (
-        exports.open_read(archive_path, record.size_bytes) as raw,
-        ExportArchive(raw, record, exports.url_of(archive_path), limits or ImportLimits()) as zf,
+        exports.open_seekable(archive_path) as raw,
+        ExportArchive(raw, record, exports.url_for(archive_path), limits or ImportLimits()) as zf,
     ):
         manifest = zf.manifest(assignment_id, student_id)
         chosen = select_workspace(
@@ -231,9 +233,9 @@ def import_workspace(
                     total += zf.copy_entry(entry.path, entry, out)
             project = ImportedProject(
                 project_id=project_id,
-                project_url=exports.url_of(exports.path(PROJECTS, project_id)),
+                project_url=exports.url_for(PROJECTS, project_id),
                 workspace=copy,
-                workspace_url=exports.url_of(exports.path(PROJECTS, project_id, copy)),
+                workspace_url=exports.url_for(PROJECTS, project_id, copy),
                 export_id=record.export_id,
                 course_id=record.course_id,
                 assignment_id=assignment_id,
@@ -270,7 +272,7 @@ def committed_copy(exports: Location, project_id: str) -> str | None:
         return _Pointer.model_validate_json(raw).workspace
     except FileNotFoundError:
         return None
-    except (TooLargeError, ValidationError) as exc:
+    except (ObjectTooLargeError, ValidationError) as exc:
         log.warning(
             "project %s: unreadable %s, its copies go once stale (%s)",
             project_id,
@@ -301,6 +303,6 @@ def remove_replaced_copies(
 def _remove_quietly(exports: Location, project_id: str, copy: str) -> None:
     """Best effort: a copy no project.json names is harmless, and goes once stale."""
     try:
-        exports.remove_tree(PROJECTS, project_id, copy)
+        exports.delete_tree(PROJECTS, project_id, copy)
     except Exception as exc:  # the import's own outcome is what to report
         log.warning("project %s: could not remove %s: %s", project_id, copy, exc)

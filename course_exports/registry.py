@@ -21,13 +21,14 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import IO, Any
 
-from fsspec.spec import AbstractBufferedFile
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from course_exports.errors import ConflictError, LakeDataError
 from course_exports.storage import Location
 
 MANIFEST = "manifest.json"
+#: A manifest is a few kB; anything far larger is not one (and is not read whole).
+MANIFEST_MAX_BYTES = 2**20
 #: S3 multipart part size: 10,000 parts of 16 MiB allow a 160 GB export, and a part
 #: that fails is re-sent alone. Local files ignore it.
 UPLOAD_PART_BYTES = 16 * 2**20
@@ -124,24 +125,25 @@ def canonical_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def export_dir(exports: Location, course_id: int, export_id: str) -> str:
-    return exports.path(course_id, export_id)
+    """The export's folder, relative to the exports root."""
+    return f"{course_id}/{export_id}"
 
 
 def read_record(exports: Location, course_id: int, export_id: str) -> ExportRecord | None:
     path = posixpath.join(export_dir(exports, course_id, export_id), MANIFEST)
     try:
-        raw = exports.fs.cat_file(path)
+        raw = exports.read_bytes(path, max_bytes=MANIFEST_MAX_BYTES)
     except FileNotFoundError:
         return None
     try:
         return ExportRecord.model_validate_json(raw)
     except ValidationError as exc:
-        raise LakeDataError(exports.url_of(path), f"not a valid export manifest ({exc})") from None
+        raise LakeDataError(exports.url_for(path), f"not a valid export manifest ({exc})") from None
 
 
 def write_record(exports: Location, record: ExportRecord) -> None:
     path = posixpath.join(export_dir(exports, record.course_id, record.export_id), MANIFEST)
-    exports.write_bytes_atomic(record.model_dump_json(indent=2).encode(), exports.relative(path))
+    exports.write_bytes_atomic(record.model_dump_json(indent=2).encode(), path)
 
 
 @dataclass(frozen=True)
@@ -285,7 +287,7 @@ def take_over(
     is gone (its lease expired) or failed, so its partial file is removed here.
     """
     if previous.file_name:
-        exports.remove(previous.course_id, previous.export_id, previous.file_name)
+        exports.delete(previous.course_id, previous.export_id, previous.file_name)
     record = _pending_record(exports, request, previous.course_name, ttl, now)
     write_record(exports, record)
     return record
@@ -294,7 +296,7 @@ def take_over(
 def name_file(exports: Location, record: ExportRecord, file_name: str) -> ExportRecord:
     """Record the file's name before its first byte, so a cleanup knows what to remove."""
     path = posixpath.join(export_dir(exports, record.course_id, record.export_id), file_name)
-    named = record.model_copy(update={"file_name": file_name, "file_url": exports.url_of(path)})
+    named = record.model_copy(update={"file_name": file_name, "file_url": exports.url_for(path)})
     write_record(exports, named)
     return named
 
@@ -336,7 +338,7 @@ def fail(
         return None
     assert current is not None  # is_ours
     if current.file_name:
-        exports.remove(current.course_id, current.export_id, current.file_name)
+        exports.delete(current.course_id, current.export_id, current.file_name)
     failed = current.model_copy(
         update={
             "status": ExportStatus.FAILED,
@@ -358,8 +360,8 @@ def discard(exports: Location, record: ExportRecord) -> bool:
         return False
     assert current is not None  # is_ours
     if current.file_name:
-        exports.remove(current.course_id, current.export_id, current.file_name)
-    exports.remove(*_manifest_parts(current.course_id, current.export_id))
+        exports.delete(current.course_id, current.export_id, current.file_name)
+    exports.delete(*_manifest_parts(current.course_id, current.export_id))
     return True
 
 
@@ -415,29 +417,8 @@ class HashingWriter:
 @contextmanager
 def open_export_file(exports: Location, record: ExportRecord) -> Iterator[HashingWriter]:
     """The export's file for writing, hashed as it streams (S3: a multipart upload)."""
-    path = file_path(exports, record)
-    exports.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    raw = exports.fs.open(path, "wb", block_size=UPLOAD_PART_BYTES)
-    try:
+    with exports.open_write(file_path(exports, record), part_bytes=UPLOAD_PART_BYTES) as raw:
         yield HashingWriter(raw)
-    except BaseException:
-        _abandon(raw)
-        raise
-    raw.close()
-
-
-def _abandon(raw: IO[bytes]) -> None:
-    """Close a failed write without completing it.
-
-    Closing an fsspec S3 writer completes its multipart upload, which would turn half a
-    file into an object; abort the upload instead. A local file is closed and later
-    removed with the rest of the export.
-    """
-    if isinstance(raw, AbstractBufferedFile):
-        raw.discard()
-        raw.closed = True
-    else:
-        raw.close()
 
 
 def publish(
@@ -483,11 +464,13 @@ def publish(
 
 def list_records(exports: Location, course_id: int) -> list[ExportRecord]:
     """Every export manifest of the course, whatever its state, newest first."""
-    exports.refresh()
     records = []
-    for path in exports.fs.glob(exports.path(course_id, "*", MANIFEST)):
+    for entry in exports.iter_files(course_id):
+        folder, _, name = entry.path.rpartition("/")
+        if name != MANIFEST or folder.count("/") != 1:  # <course>/<export>/manifest.json
+            continue
         try:
-            record = read_record(exports, course_id, posixpath.basename(posixpath.dirname(path)))
+            record = read_record(exports, course_id, folder.rpartition("/")[2])
         except LakeDataError as exc:
             # One damaged manifest must not hide the course's other exports.
             log.warning("skipping export: %s", exc)

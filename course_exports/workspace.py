@@ -178,28 +178,29 @@ def assignment_folders(course: Course, selected: Iterable[int] | None = None) ->
 def list_workspace_files(
     lake: Location, course_id: int
 ) -> Iterable[tuple[int, int, str, str, int]]:
-    """``(assignment_id, user_id, relative path, fs path, size)`` for every workspace file.
+    """``(assignment_id, user_id, path in the workspace, path in the lake, size)`` for
+    every workspace file, streamed.
 
-    One recursive listing of the course's prefix (paginated by s3fs), not one per
-    workspace: on S3 that is the difference between one request per 1,000 files and one
-    per student.
+    One recursive listing of the course's prefix (a request per 1,000 objects on S3),
+    not one per workspace: on S3 that is the difference between one request per 1,000
+    files and one per student.
     """
-    root = lake.path("workspaces", course_id) + "/"
-    for path, size in lake.iter_files("workspaces", course_id):
-        rel = path.removeprefix(root)  # listed under the root: cheaper than relpath
-        parts = rel.split("/", 2)
+    root = f"workspaces/{course_id}/"
+    for entry in lake.iter_files("workspaces", course_id):
+        path = entry.path
+        parts = path.removeprefix(root).split("/", 2)
         if len(parts) < 3:
-            raise LakeDataError(lake.url_of(path), "a file outside any workspace folder")
+            raise LakeDataError(lake.url_for(path), "a file outside any workspace folder")
         try:
             assignment_id, user_id = int(parts[0]), int(parts[1])
         except ValueError:
             raise LakeDataError(
-                lake.url_of(path), "workspace folders must be <assignment_id>/<user_id>"
+                lake.url_for(path), "workspace folders must be <assignment_id>/<user_id>"
             ) from None
         if _UNDECODABLE.search(parts[2]):
             # A local file whose name is not UTF-8: no zip name or manifest can hold it.
-            raise LakeDataError(lake.url_of(path), "a file name that is not valid UTF-8")
-        yield assignment_id, user_id, parts[2], path, size
+            raise LakeDataError(lake.url_for(path), "a file name that is not valid UTF-8")
+        yield assignment_id, user_id, parts[2], path, entry.size
 
 
 def plan_workspaces(

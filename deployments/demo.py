@@ -60,7 +60,12 @@ def ensure_sample_lake(settings: Settings) -> tuple[int, int]:
         print(f"writing a sample lake to {lake.url} ...")
         summary = generate_lake(lake, DEMO_SPEC, now=datetime.now(UTC))
         print(f"  {summary.events:,} access events, {len(summary.course_ids)} courses")
-    course_id = min(int(p.rsplit("/", 1)[-1]) for p in lake.fs.ls(lake.path("courses")))
+    # courses/<id>/course.json: the smallest id is the demo's course
+    course_id = min(
+        int(e.path.split("/")[1])
+        for e in lake.iter_files("courses")
+        if e.path.endswith("/course.json")
+    )
     teachers = read_roster(lake, course_id).filter(pl.col("role") == "Teacher")["user_id"]
     return course_id, int(teachers.sort()[0])
 

@@ -18,7 +18,6 @@ import logging
 import mimetypes
 import os
 import re
-import stat
 import sys
 import unicodedata
 from collections.abc import Callable
@@ -31,9 +30,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import (
-    FileResponse,
     PlainTextResponse,
-    RedirectResponse,
     Response,
 )
 from starlette.routing import Route
@@ -42,7 +39,7 @@ from course_exports import links, registry
 from course_exports.errors import ExportError, LakeDataError, SettingsError
 from course_exports.registry import ExportRecord, ExportStatus
 from course_exports.settings import Settings, load_settings
-from course_exports.storage import Location
+from course_exports.storage import Download, Location
 from course_exports.text import one_line, strip_bidi
 from deployments.lms_client import LmsClient
 from deployments.web.course_facts import CourseFacts
@@ -123,11 +120,6 @@ def _etag(record: ExportRecord) -> str | None:
     return f'"{record.sha256}"' if record.sha256 else None
 
 
-def _matches(header: str, etag: str) -> bool:
-    tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
-    return "*" in tags or etag in tags
-
-
 class _Service:
     def __init__(self, settings: Settings, clock: Clock) -> None:
         self.settings = settings
@@ -163,95 +155,42 @@ class _Service:
             return _not_found()
         if not record.is_live(now):
             return _gone()
-        if self.exports.is_local:
-            return await self._stream_local(request, record)
-        return await self._redirect_presigned(record)
-
-    def _local_file(self, record: ExportRecord) -> tuple[str, os.stat_result] | None:
-        """The real path and stat of the export's file, or None unless it is a regular
-        file inside the real exports root (a symlink must not lead out of it)."""
-        root = os.path.realpath(self.exports.root)
-        real = os.path.realpath(registry.file_path(self.exports, record))
-        if os.path.commonpath([root, real]) != root:
-            log.warning(
-                "export %s: %s lies outside the exports root", record.export_id, one_line(real)
-            )
-            return None
         try:
-            st = os.stat(real)
-        except OSError:
-            log.warning(
-                "export %s is ready but its file %s is missing", record.export_id, one_line(real)
-            )
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            log.warning("export %s: %s is not a regular file", record.export_id, one_line(real))
-            return None
-        return real, st
-
-    async def _stream_local(self, request: Request, record: ExportRecord) -> Response:
-        found = await run_in_threadpool(self._local_file, record)
-        if found is None:
-            return _not_found()
-        real, st = found
-        if st.st_size != record.size_bytes:
-            # Never hand out a file that is not the one the manifest (and ETag) describe.
-            log.error(
-                "export %s: file has %d bytes, manifest says %d",
-                record.export_id,
-                st.st_size,
-                record.size_bytes,
-            )
+            handle = await run_in_threadpool(self._handle, record)
+        except Exception:
+            log.exception("export %s: no download", record.export_id)
             return _server_error()
-        headers = {**_PRIVATE, "Content-Disposition": content_disposition(record.file_name)}
-        etag = _etag(record)
-        if etag:
-            headers["ETag"] = etag
-            if_none_match = request.headers.get("if-none-match")
-            if if_none_match and _matches(if_none_match, etag):
-                return Response(status_code=304, headers=headers)
-        # FileResponse answers HEAD and Range/If-Range itself. It opens the resolved
-        # path, the one just checked, not the manifest's (which may be a symlink).
-        return FileResponse(
-            real,
+        if handle is None:
+            return _not_found()
+        return handle.respond(
+            request,
+            headers={**_PRIVATE, "Content-Disposition": content_disposition(record.file_name)},
             media_type=content_type_for(record.file_name),
-            headers=headers,
-            stat_result=st,
+            etag=_etag(record),
         )
 
-    def _presign(self, record: ExportRecord) -> str | None:
+    def _handle(self, record: ExportRecord) -> Download | None:
+        """The stored file's download handle (a presigned S3 URL or the local file), or
+        None when it is missing. Never a file that is not the one the manifest (and
+        ETag) describe."""
         path = registry.file_path(self.exports, record)
-        try:
-            # refresh: a listing cached by the course list may predate a purge.
-            info = self.exports.fs.info(path, refresh=True)
-        except FileNotFoundError:
+        handle = self.exports.download(
+            path,
+            content_disposition=content_disposition(record.file_name),
+            content_type=content_type_for(record.file_name),
+            expires_s=PRESIGN_SECONDS,
+        )
+        if handle is None:
             log.warning(
                 "export %s is ready but its file %s is missing", record.export_id, one_line(path)
             )
             return None
-        if int(info.get("size", -1)) != record.size_bytes:
+        if handle.size != record.size_bytes:
             raise RuntimeError(
-                f"export {record.export_id}: object has {info.get('size')} bytes, "
+                f"export {record.export_id}: file has {handle.size} bytes, "
                 f"manifest says {record.size_bytes}"
             )
-        url: str = self.exports.fs.sign(
-            path,
-            expiration=PRESIGN_SECONDS,
-            # S3 echoes these back, so the browser saves the file under its real name.
-            ResponseContentDisposition=content_disposition(record.file_name),
-            ResponseContentType=content_type_for(record.file_name),
-        )
-        return url
-
-    async def _redirect_presigned(self, record: ExportRecord) -> Response:
-        try:
-            url = await run_in_threadpool(self._presign, record)
-        except Exception:
-            log.exception("export %s: no presigned URL", record.export_id)
-            return _server_error()
-        if url is None:
-            return _not_found()
-        return RedirectResponse(url, status_code=307, headers=_PRIVATE)
+        return handle
 
 
 async def _healthz(request: Request) -> Response:

@@ -283,7 +283,7 @@ def _epoch_us(moment: datetime) -> int:
 
 
 def write_access_log(
-    lake: Location, spec: LakeSpec, model: _LogModel, now: datetime, made: set[str]
+    lake: Location, spec: LakeSpec, model: _LogModel, now: datetime
 ) -> tuple[IntArray, int]:
     rng = rng_for(spec, STREAM_LOG, 1)
     shuffle_rng = rng_for(spec, STREAM_LOG, 2)
@@ -306,7 +306,7 @@ def write_access_log(
         per_course += counts
         folder = lake.path("access_log", f"event_date={day.isoformat()}")
         for name, chunk, row_group in _day_files(spec, table, day_start_us, shuffle_rng):
-            write_parquet(lake, chunk, f"{folder}/{name}", made, row_group_size=row_group)
+            write_parquet(lake, chunk, f"{folder}/{name}", row_group_size=row_group)
         written_days += 1
     return per_course, written_days
 

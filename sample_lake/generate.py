@@ -30,7 +30,7 @@ def _check_spec(spec: LakeSpec) -> None:
 
 
 def _clear_or_refuse(lake: Location, overwrite: bool) -> None:
-    existing = [name for name in LAKE_TOP_LEVEL if lake.exists(name)]
+    existing = [name for name in LAKE_TOP_LEVEL if name in lake.list_names()]
     if not existing:
         return
     if not overwrite:
@@ -38,8 +38,7 @@ def _clear_or_refuse(lake: Location, overwrite: bool) -> None:
             f"{lake.url} already holds {', '.join(existing)}; pass overwrite=True to replace them"
         )
     for name in existing:
-        lake.fs.rm(lake.path(name), recursive=True)
-    lake.refresh()
+        lake.delete_tree(name)
 
 
 def generate_lake(
@@ -54,19 +53,18 @@ def generate_lake(
     _check_spec(spec)
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
     _clear_or_refuse(lake, overwrite)
-    made: set[str] = set()
     people, membership = build_people(spec)
     courses = build_courses(spec, membership)
-    write_directory(lake, people, made)
+    write_directory(lake, people)
     roster_rng = rng_for(spec, STREAM_COURSES)
     for course in courses:
-        write_course(lake, course, people, roster_rng, made)
+        write_course(lake, course, people, roster_rng)
     model = build_log_model(spec, courses, people, membership.outsiders)
-    per_course, days = write_access_log(lake, spec, model, now, made)
+    per_course, days = write_access_log(lake, spec, model, now)
     files = total_bytes = 0
     without: dict[int, list[int]] = {}
     if spec.workspaces:
-        files, total_bytes, without = write_workspaces(lake, spec, courses, people, made)
+        files, total_bytes, without = write_workspaces(lake, spec, courses, people)
 
     def ids(users: list[int]) -> list[int]:
         return [int(people.user_ids[u]) for u in users]

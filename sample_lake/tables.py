@@ -26,29 +26,23 @@ ROSTER_SCHEMA = pa.schema([("user_id", pa.int64()), ("role", pa.string())])
 # --------------------------------------------------------------------------- writing
 
 
-def open_for_write(lake: Location, path: str, made: set[str]) -> Any:
-    # Local folders must exist first; S3 has no folders (and makedirs would list the bucket).
-    if lake.is_local:
-        parent = path.rsplit("/", 1)[0]
-        if parent not in made:
-            lake.fs.makedirs(parent, exist_ok=True)
-            made.add(parent)
-    return lake.fs.open(path, "wb")
+def open_for_write(lake: Location, path: str) -> Any:
+    """A new file at ``path`` (a :meth:`Location.path`) that appears once written."""
+    return lake.open_write(lake.relative(path))
 
 
 def write_parquet(
     lake: Location,
     table: pa.Table,
     path: str,
-    made: set[str],
     *,
     row_group_size: int | None = None,
 ) -> None:
-    with open_for_write(lake, path, made) as fh:
+    with open_for_write(lake, path) as fh:
         pq.write_table(table, fh, row_group_size=row_group_size)
 
 
-def write_directory(lake: Location, people: People, made: set[str]) -> None:
+def write_directory(lake: Location, people: People) -> None:
     table = pa.Table.from_arrays(
         [
             pa.array(people.user_ids, pa.int64()),
@@ -59,14 +53,14 @@ def write_directory(lake: Location, people: People, made: set[str]) -> None:
         ],
         schema=USERS_SCHEMA,
     )
-    write_parquet(lake, table, lake.path("directory", "users.parquet"), made)
+    write_parquet(lake, table, lake.path("directory", "users.parquet"))
 
 
 def write_course(
-    lake: Location, course: SampleCourse, people: People, rng: np.random.Generator, made: set[str]
+    lake: Location, course: SampleCourse, people: People, rng: np.random.Generator
 ) -> None:
     text = json.dumps(course.document, ensure_ascii=False, indent=2) + "\n"
-    with open_for_write(lake, lake.path("courses", course.course_id, "course.json"), made) as fh:
+    with open_for_write(lake, lake.path("courses", course.course_id, "course.json")) as fh:
         fh.write(text.encode("utf-8"))
     members = np.array(course.teachers + course.students, dtype=np.int64)
     roles = ["Teacher"] * len(course.teachers) + ["Student"] * len(course.students)
@@ -78,4 +72,4 @@ def write_course(
         ],
         schema=ROSTER_SCHEMA,
     )
-    write_parquet(lake, table, lake.path("courses", course.course_id, "roster.parquet"), made)
+    write_parquet(lake, table, lake.path("courses", course.course_id, "roster.parquet"))

@@ -51,30 +51,29 @@ def _text_block(rng: np.random.Generator) -> bytes:
 
 @dataclass
 class _WorkspaceWriter:
-    """Writes workspace files; on object stores small files go up in concurrent batches.
+    """Writes workspace files; small files go in batches (``Location.write_many``).
 
-    One PUT at a time would make tens of thousands of files take many minutes on S3;
-    ``fs.pipe`` of a batch runs its uploads concurrently (s3fs is async underneath).
-    Memory is bounded by the batch, large files are streamed.
+    One PUT at a time would make tens of thousands of files take many minutes on S3, and
+    a synced write per file as many on a disk; a batch goes up concurrently (S3) or
+    unsynced (disk). Memory is bounded by the batch, large files are streamed.
     """
 
     lake: Location
     rng: np.random.Generator
     block: bytes
-    made: set[str]
     files: int = 0
     written_bytes: int = 0
     pending: dict[str, bytes] = field(default_factory=dict)
     pending_bytes: int = 0
 
     def write(self, path: str, kind: str, size: int) -> None:
-        if not self.lake.is_local and size <= PIPE_FILE_BYTES:
-            self.pending[path] = b"".join(self._chunks(kind, size))
+        if size <= PIPE_FILE_BYTES:
+            self.pending[self.lake.relative(path)] = b"".join(self._chunks(kind, size))
             self.pending_bytes += size
             if len(self.pending) >= PIPE_BATCH_FILES or self.pending_bytes >= PIPE_BATCH_BYTES:
                 self.flush()
         else:
-            with open_for_write(self.lake, path, self.made) as fh:
+            with open_for_write(self.lake, path) as fh:
                 for chunk in self._chunks(kind, size):
                     fh.write(chunk)
         self.files += 1
@@ -82,7 +81,7 @@ class _WorkspaceWriter:
 
     def flush(self) -> None:
         if self.pending:
-            self.lake.fs.pipe(self.pending)
+            self.lake.write_many(self.pending)
         self.pending = {}
         self.pending_bytes = 0
 
@@ -130,14 +129,14 @@ def _workspace_files(rng: np.random.Generator, spec: LakeSpec) -> list[tuple[str
 
 
 def write_workspaces(
-    lake: Location, spec: LakeSpec, courses: list[SampleCourse], people: People, made: set[str]
+    lake: Location, spec: LakeSpec, courses: list[SampleCourse], people: People
 ) -> tuple[int, int, dict[int, list[int]]]:
     block = _text_block(rng_for(spec, STREAM_WORKSPACES, 0))
     files = total_bytes = 0
     without: dict[int, list[int]] = {}
     for course in courses:
         rng = rng_for(spec, STREAM_WORKSPACES, 1, course.index)
-        writer = _WorkspaceWriter(lake, rng, block, made)
+        writer = _WorkspaceWriter(lake, rng, block)
         never = course.never_started
         without[course.course_id] = [] if never is None else [int(people.user_ids[never])]
         for a_pos, aid in enumerate(course.assignment_ids):

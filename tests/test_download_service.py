@@ -238,13 +238,13 @@ def test_manifest_marked_expired_gets_410(local: Service) -> None:
 
 def test_ready_export_whose_file_is_gone_gets_404(local: Service) -> None:
     record = local.publish(payload(100))
-    os.remove(registry.file_path(local.exports, record))
+    os.remove(local.exports.path(registry.file_path(local.exports, record)))
     assert httpx.get(local.link(record)).status_code == 404
 
 
 def test_file_changed_after_publish_is_not_served(local: Service) -> None:
     record = local.publish(payload(100))
-    Path(registry.file_path(local.exports, record)).write_bytes(b"truncated")
+    Path(local.exports.path(registry.file_path(local.exports, record))).write_bytes(b"truncated")
     assert httpx.get(local.link(record)).status_code == 500
 
 
@@ -254,7 +254,7 @@ def test_symlink_out_of_the_exports_root_gets_404(local: Service, tmp_path: Path
     secret = tmp_path / "outside" / "secret.csv"
     secret.parent.mkdir()
     secret.write_bytes(data)  # same size and hash: only the location is wrong
-    inside = Path(registry.file_path(local.exports, record))
+    inside = Path(local.exports.path(registry.file_path(local.exports, record)))
     inside.unlink()
     inside.symlink_to(secret)
     assert httpx.get(local.link(record)).status_code == 404
@@ -263,7 +263,9 @@ def test_symlink_out_of_the_exports_root_gets_404(local: Service, tmp_path: Path
 
 def test_symlinked_export_folder_out_of_the_root_gets_404(local: Service, tmp_path: Path) -> None:
     record = local.publish(payload(100))
-    folder = Path(registry.export_dir(local.exports, record.course_id, record.export_id))
+    folder = Path(
+        local.exports.path(registry.export_dir(local.exports, record.course_id, record.export_id))
+    )
     moved = tmp_path / "moved"
     folder.rename(moved)
     folder.symlink_to(moved, target_is_directory=True)
@@ -274,8 +276,8 @@ def point_manifest_at(exports: Location, record: ExportRecord, file_name: str) -
     """Rewrite ``record``'s manifest on storage as a careless or hostile writer would,
     past the model's own checks."""
     path = f"{registry.export_dir(exports, record.course_id, record.export_id)}/manifest.json"
-    document = json.loads(exports.fs.cat_file(path))
-    exports.fs.pipe_file(path, json.dumps({**document, "file_name": file_name}).encode())
+    document = json.loads(exports.read_bytes(path))
+    exports.write_bytes_atomic(json.dumps({**document, "file_name": file_name}).encode(), path)
 
 
 @pytest.mark.parametrize("shape", ["../{other}/access.csv", "..", "/etc/passwd", "a\\b.csv"])
@@ -323,7 +325,6 @@ def test_content_disposition_drops_bidi_controls() -> None:
 def test_s3_download_redirects_to_a_sigv4_presigned_url(s3: Service) -> None:
     data = payload(200_000)
     record = s3.publish(data, file_name="Zugriffe Ü.csv")
-    s3.exports.refresh()
     response = httpx.get(s3.link(record))
     assert response.status_code == 307
     assert "no-store" in response.headers["cache-control"]
@@ -348,7 +349,7 @@ def test_s3_checks_the_manifest_too(s3: Service) -> None:
     later = datetime.now(UTC) + timedelta(days=1)
     assert httpx.get(s3.link(old, expires_at=later)).status_code == 410
     gone = s3.publish(payload(10))
-    s3.exports.fs.rm(registry.file_path(s3.exports, gone))
+    s3.exports.delete(registry.file_path(s3.exports, gone))
     assert httpx.get(s3.link(gone)).status_code == 404
 
 

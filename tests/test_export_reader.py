@@ -253,8 +253,8 @@ def test_a_storage_failure_is_not_taken_for_damage(exports: Location) -> None:
             self.location = location
             self.reads = 0
 
-        def open_read(self, *parts: Any) -> Any:
-            raw = self.location.open_read(*parts)
+        def open_seekable(self, *parts: Any) -> Any:
+            raw = self.location.open_seekable(*parts)
             outer = self
 
             class Stream:

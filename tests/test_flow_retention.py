@@ -73,7 +73,7 @@ def test_purge_expired_exports(site: LocalSite) -> None:
     assert registry.read_record(exports, 7, dead.export_id) is None
     for kept in (alive, writing):
         assert registry.read_record(exports, 7, kept.export_id) == kept
-        assert Path(registry.file_path(exports, kept)).read_bytes() == DATA
+        assert Path(exports.path(registry.file_path(exports, kept))).read_bytes() == DATA
 
     again, _, _ = run(purge_expired_exports, now=NOW)
     assert (again.expired, again.leftovers_removed, again.bytes_freed) == (0, 0, 0)

@@ -234,11 +234,10 @@ def test_course_zip_on_s3_survives_faults_and_imports(
             )
             assert imported.project_url.startswith(site.exports_url + "/projects/")
             exports = open_location(site.exports_url, s3_endpoint_url=s3_server.endpoint_url)
-            workspace = imported.workspace_url.removeprefix("s3://")
-            exports.refresh()
+            workspace = exports.relative(imported.workspace_url.removeprefix("s3://"))
             got = {
-                p.removeprefix(workspace + "/"): exports.fs.cat_file(p)
-                for p in exports.fs.find(workspace)
+                e.path.removeprefix(workspace + "/"): exports.read_bytes(e.path)
+                for e in exports.iter_files(workspace)
             }
             prefix = f"{src['assignment_id']}/{src['user_id']}/"
             want = {
@@ -255,11 +254,10 @@ def test_course_zip_on_s3_survives_faults_and_imports(
                 stack="java-21",
                 requested_by=site.teacher,
             )
-            exports.refresh()
             # Objects, not the listing: SeaweedFS (unlike S3) goes on listing a folder
             # whose objects are all deleted, as an empty common prefix.
-            root = again.project_url.removeprefix("s3://")
-            kept = {p.removeprefix(root + "/").split("/")[0] for p in exports.fs.find(root)}
+            root = exports.relative(again.project_url.removeprefix("s3://"))
+            kept = {e.path.removeprefix(root + "/").split("/")[0] for e in exports.iter_files(root)}
             assert (
                 kept == {"project.json", again.workspace} and again.workspace != imported.workspace
             )

@@ -170,7 +170,7 @@ def test_a_dead_runs_leases_run_out_and_are_taken_over(exports: Location) -> Non
     dead = claim(exports, request("run-dead", request_id="r1"))
     assert dead.writes and dead.record is not None
     record = registry.name_file(exports, dead.record, "partial.zip")
-    Path(registry.file_path(exports, record)).write_bytes(b"half a zip")
+    Path(exports.path(registry.file_path(exports, record))).write_bytes(b"half a zip")
     # Within the lease, the request's next run waits for the one that holds it...
     assert claim(exports, request("run-new", request_id="r1")).outcome is Outcome.WAIT
     # ...and once the lease ran out (no heartbeat), takes the export over, partial file gone.
@@ -178,7 +178,7 @@ def test_a_dead_runs_leases_run_out_and_are_taken_over(exports: Location) -> Non
     taken = claim(exports, request("run-new", request_id="r1"), now=later)
     assert taken.writes and taken.record is not None
     assert taken.record.flow_run_id == "run-new"
-    assert not Path(registry.file_path(exports, record)).exists()
+    assert not Path(exports.path(registry.file_path(exports, record))).exists()
     # The dead run, were it to wake, can neither publish nor clean up the new run's work.
     assert registry.fail(exports, record, "boom") is None
     with pytest.raises(ConflictError, match="taken over"):

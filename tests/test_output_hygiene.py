@@ -123,7 +123,7 @@ def test_download_service_log_lines_stay_one_line(
     )  # fmt: skip
     service = _Service(settings, lambda: NOW)
     with caplog.at_level(logging.WARNING, logger="deployments.download_service"):
-        assert service._local_file(record) is None  # its file was never written
+        assert service._handle(record) is None  # its file was never written
     assert_one_line(caplog.records)
     assert "\u202e" not in caplog.records[0].getMessage()
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fsspec.implementations.local import LocalFileSystem
 from importkit import (
     GOOD,
     STACK,
@@ -36,7 +35,7 @@ from importkit import (
 from course_exports.errors import InputError, NotFoundError
 from course_exports.project import ImportLimits, UnsafeArchiveError
 from course_exports.registry import ExportRecord
-from course_exports.storage import Location, open_location
+from course_exports.storage import LocalLocation, Location, open_location
 
 
 @pytest.fixture
@@ -134,23 +133,20 @@ def test_missing_workspace_and_missing_stack(exports: Location) -> None:
 # -- item 8: a re-import replaces the earlier copy only once the new one is complete ----------
 
 
-class FailingFileSystem(LocalFileSystem):
-    """The real local filesystem, except that the n-th file opened for writing fails
-    (a full disk, a dropped connection): a fault injected in the middle of an import."""
+class FailingLocation(LocalLocation):
+    """The real local folder, except that the n-th file opened for writing fails (a full
+    disk, a dropped connection): a fault injected in the middle of an import."""
 
-    cachable = False  # fsspec would otherwise hand this instance out for every "file" URL
-
-    def __init__(self, fail_at: int) -> None:
-        super().__init__()
+    def __init__(self, root: str, fail_at: int) -> None:
+        super().__init__(root)
         self.fail_at = fail_at
         self.writes = 0
 
-    def _open(self, path: str, mode: str = "rb", *args: Any, **kwargs: Any) -> Any:
-        if "w" in mode:
-            self.writes += 1
-            if self.writes == self.fail_at:
-                raise OSError(errno.ENOSPC, "No space left on device (injected)", path)
-        return super()._open(path, mode, *args, **kwargs)
+    def open_write(self, *parts: Any, part_bytes: int = 16 * 2**20) -> Any:
+        self.writes += 1
+        if self.writes == self.fail_at:
+            raise OSError(errno.ENOSPC, "No space left on device (injected)", self.url_for(*parts))
+        return super().open_write(*parts, part_bytes=part_bytes)
 
 
 def imported_once(exports: Location) -> tuple[ExportRecord, Path, dict[str, bytes]]:
@@ -163,10 +159,10 @@ def imported_once(exports: Location) -> tuple[ExportRecord, Path, dict[str, byte
 
 def test_a_reimport_failing_midway_keeps_the_earlier_copy(exports: Location) -> None:
     record, root, before = imported_once(exports)
-    flaky = Location(FailingFileSystem(fail_at=2), exports.root, exports.url)
+    flaky = FailingLocation(exports.root, fail_at=2)
     with pytest.raises(OSError, match="injected"):
         import_(flaky, record, stack="java-21")
-    assert flaky.fs.writes == 2  # one file of the new copy was written before the failure
+    assert flaky.writes == 2  # one file of the new copy was written before the failure
     assert snapshot(root) == before  # the earlier project, byte for byte, and nothing else
 
 
@@ -211,7 +207,7 @@ def test_a_project_of_the_first_layout_is_replaced(exports: Location) -> None:
     assert sorted(p.name for p in root.iterdir()) == sorted(["project.json", again.workspace])
 
 
-class FailingCommit(Location):
+class FailingCommit(LocalLocation):
     """Real storage whose atomic writes fail: the commit itself does not happen."""
 
     def write_bytes_atomic(self, data: bytes, *parts: str | int) -> None:
@@ -221,7 +217,7 @@ class FailingCommit(Location):
 def test_a_reimport_failing_at_the_commit_keeps_the_earlier_copy(exports: Location) -> None:
     record, root, before = imported_once(exports)
     with pytest.raises(OSError, match="injected"):
-        import_(FailingCommit(exports.fs, exports.root, exports.url), record, stack="java-21")
+        import_(FailingCommit(exports.root), record, stack="java-21")
     assert snapshot(root) == before  # the staged copy, complete but uncommitted, is gone
 
 

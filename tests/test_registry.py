@@ -125,18 +125,20 @@ def test_failed_write_leaves_a_tombstone(exports: Location) -> None:
 
 def test_fail_never_touches_an_export_another_run_took_over(exports: Location) -> None:
     mine = begin(exports)
-    Path(registry.file_path(exports, mine)).write_bytes(b"mine, half")
+    Path(exports.path(registry.file_path(exports, mine))).write_bytes(b"mine, half")
     theirs = registry.take_over(
         exports, mine, request({"excel": False}, run="run-b"), ttl=timedelta(days=7), now=NOW
     )
     theirs = registry.name_file(exports, theirs, "b.csv")
-    Path(registry.file_path(exports, theirs)).write_bytes(b"theirs")
-    assert not Path(registry.file_path(exports, mine)).exists()  # the take-over cleaned up
+    Path(exports.path(registry.file_path(exports, theirs))).write_bytes(b"theirs")
+    assert not Path(
+        exports.path(registry.file_path(exports, mine))
+    ).exists()  # the take-over cleaned up
     assert registry.fail(exports, mine, "boom") is None
     with pytest.raises(ConflictError, match="taken over"):
         registry.publish(exports, mine, size_bytes=1, sha256="x", counts={})
     assert registry.read_record(exports, 7, mine.export_id) == theirs
-    assert Path(registry.file_path(exports, theirs)).read_bytes() == b"theirs"
+    assert Path(exports.path(registry.file_path(exports, theirs))).read_bytes() == b"theirs"
 
 
 def test_progress_is_written_into_the_pending_manifest(exports: Location) -> None:

@@ -173,8 +173,7 @@ def find_current_days(
     wanted = {p.day: p for p in partitions}
     sizes: dict[str, int] = {}
     indexes: dict[date, str] = {}
-    store.refresh()
-    for entry in store.list(COPY_DIR):
+    for entry in store.iter_files(COPY_DIR):
         sizes[entry.path] = entry.size
         folder, _, name = entry.path.removeprefix(f"{COPY_DIR}/").partition("/")
         day = _folder_day(folder)

@@ -130,9 +130,8 @@ def plan_copy(
 
 def _survey(store: Location) -> dict[date, dict[str, int]]:
     """Every copied day's files and sizes, from one listing."""
-    store.refresh()
     days: dict[date, dict[str, int]] = {}
-    for entry in store.list(COPY_DIR):
+    for entry in store.iter_files(COPY_DIR):
         folder, _, name = entry.path.removeprefix(f"{COPY_DIR}/").partition("/")
         if not folder.startswith("event_date=") or "/" in name:
             continue
@@ -225,7 +224,7 @@ def build_day(lake: Location, store: Location, partition: DayPartition) -> CopyR
         build_seconds=time.perf_counter() - started,
     )
     store.write_bytes_atomic(index_bytes(index), COPY_DIR, folder, INDEX)
-    for entry in list(store.list(COPY_DIR, folder)):
+    for entry in list(store.iter_files(COPY_DIR, folder)):
         if entry.path.rsplit("/", 1)[-1] not in (name, INDEX):
             store.delete(entry.path)
     return CopyResult(
@@ -304,7 +303,7 @@ def _footer(data: bytes) -> tuple[int, int]:
 
 def remove_day(store: Location, day: date) -> None:
     """Delete one day of the copy (the purge drops it with the source's day)."""
-    store.remove_tree(COPY_DIR, day_folder(day))
+    store.delete_tree(COPY_DIR, day_folder(day))
 
 
 def copy_sizes(store: Location) -> dict[date, int]:

@@ -6,11 +6,10 @@ import posixpath
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 from course_exports.access_log.window import AccessWindow
 from course_exports.errors import LakeDataError
-from course_exports.storage import Location, content_tag
+from course_exports.storage import Location
 
 ACCESS_LOG_DIR = "access_log"
 
@@ -58,17 +57,6 @@ def _partition_day(lake: Location, path: str, name: str) -> date:
         raise LakeDataError(lake.url_of(path), f"{match.group(1)} is not a date") from None
 
 
-def _list_access_log(lake: Location) -> dict[str, dict[str, Any]]:
-    lake.refresh()
-    try:
-        found: dict[str, dict[str, Any]] = lake.fs.find(
-            lake.path(ACCESS_LOG_DIR), withdirs=True, detail=True
-        )
-    except FileNotFoundError:
-        return {}
-    return found
-
-
 def list_day_partitions(lake: Location, window: AccessWindow) -> list[DayPartition]:
     """The day partitions whose UTC day intersects ``window``, oldest first.
 
@@ -77,27 +65,23 @@ def list_day_partitions(lake: Location, window: AccessWindow) -> list[DayPartiti
     folder not named ``event_date=YYYY-MM-DD``, a folder inside a partition, a data file
     outside one) raises LakeDataError naming it. No ``access_log/`` means no events.
     """
-    base = lake.path(ACCESS_LOG_DIR)
     days: dict[date, list[tuple[str, int, str | None]]] = {}
-    for path, info in _list_access_log(lake).items():
-        path = path.rstrip("/")
-        rel = posixpath.relpath(path, base)
-        if rel == ".":
-            continue
-        parts = rel.split("/")
+    for entry in lake.iter_files(ACCESS_LOG_DIR):
+        path = lake.path(entry.path)
+        parts = entry.path.split("/")[1:]  # below access_log/
         if any(_is_hidden(p) for p in parts):
             continue
-        is_dir = info.get("type") == "directory"
-        if len(parts) == 1 and not is_dir:
+        if len(parts) == 1:
             if parts[0].endswith(".parquet"):
                 raise LakeDataError(lake.url_of(path), "data file outside a day partition")
             continue
-        day = _partition_day(lake, posixpath.join(base, parts[0]), parts[0])
-        if len(parts) > 2 or (len(parts) == 2 and is_dir):
-            raise LakeDataError(lake.url_of(path), "unexpected folder inside a day partition")
+        day = _partition_day(lake, lake.path(ACCESS_LOG_DIR, parts[0]), parts[0])
+        if len(parts) > 2:
+            folder = lake.path(ACCESS_LOG_DIR, parts[0], parts[1])
+            raise LakeDataError(lake.url_of(folder), "unexpected folder inside a day partition")
         entries = days.setdefault(day, [])
-        if len(parts) == 2 and parts[1].endswith(".parquet"):
-            entries.append((path, int(info.get("size") or 0), content_tag(info)))
+        if parts[1].endswith(".parquet"):
+            entries.append((path, entry.size, entry.etag))
     partitions = []
     for day in sorted(days):
         files = sorted(days[day])

@@ -122,23 +122,20 @@ def scan_sources(lake: Location, files: list[str]) -> list[str] | list[bytes]:
 class _Sources:
     """What Polars scans: local paths, or the bytes of remote objects.
 
-    Remote objects are fetched whole with one call (s3fs fetches them concurrently):
+    Remote objects are fetched whole and concurrently (the storage's ``scan_sources``):
     every file holds all courses and the course's rows can be in any row group. The
     last fetch is kept (an error report reads the batch's files again).
     """
 
     def __init__(self, lake: Location) -> None:
         self._lake = lake
-        self._last: tuple[tuple[str, ...], list[bytes]] | None = None
+        self._last: tuple[tuple[str, ...], list[str] | list[bytes]] | None = None
 
     def get(self, files: list[str]) -> list[str] | list[bytes]:
-        if self._lake.is_local:
-            return list(files)
         key = tuple(files)
         if self._last is None or self._last[0] != key:
             self._last = None  # let the old bytes go before fetching the new ones
-            blobs: dict[str, bytes] = self._lake.fs.cat(files, on_error="raise")
-            self._last = (key, [blobs[path] for path in files])
+            self._last = (key, self._lake.scan_sources([self._lake.relative(f) for f in files]))
         return self._last[1]
 
 

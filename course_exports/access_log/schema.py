@@ -83,7 +83,9 @@ def _type_problem(name: str, actual: pa.DataType) -> str | None:
 def check_footer(lake: Location, path: str) -> None:
     url = lake.url_of(path)
     try:
-        schema = pq.read_schema(path, filesystem=lake.fs)
+        # The footer only: a ranged read from the end, not the whole file.
+        with lake.open_seekable(lake.relative(path)) as fh:
+            schema = pq.read_schema(fh)
     except FileNotFoundError:
         raise LakeDataError(url, "file disappeared while reading (is a purge running?)") from None
     except (pa.ArrowException, OSError, ValueError) as exc:

@@ -90,8 +90,7 @@ def drop_partition(lake: Location, store: Location, drop: PartitionDrop) -> None
     # The copy first: a copied day without its source is never read, but it would hold
     # events past the retention until the next run.
     remove_day(store, drop.day)
-    lake.remove_tree(lake.relative(folder))
-    lake.refresh()
+    lake.delete_tree(lake.relative(folder))
 
 
 class AccessPurgeSummary(BaseModel):

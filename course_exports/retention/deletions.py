@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import posixpath
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 from course_exports.access_log import as_utc
 from course_exports.project import PROJECT_JSON
 from course_exports.registry import ExportRecord, ExportStatus, read_record, write_record
 from course_exports.retention.exports import is_stale, last_sign_of_life
 from course_exports.retention.steps import ProjectStamp, PurgeStep, StepKind
-from course_exports.retention.survey import find_files, stored_file
+from course_exports.retention.survey import find_files
 from course_exports.storage import Location
 from course_exports.text import one_line
 
@@ -31,7 +29,6 @@ def apply_steps(exports: Location, steps: Iterable[PurgeStep], now: datetime) ->
     an export id over (a retried request) or an import that restarted is left alone.
     Safe to call again with the same steps: a retry counts what the first attempt did.
     """
-    exports.refresh()
     done = []
     for step in steps:
         if _apply(exports, step, as_utc(now)):
@@ -104,11 +101,11 @@ def _remove_project(exports: Location, step: PurgeStep, now: datetime) -> bool:
     if step.stamp is None and not _quiet_since(exports, step.folder, now):
         return False  # the import was restarted
     path = posixpath.join(step.folder, PROJECT_JSON)
-    if step.stamp is None and exports.fs.exists(path):
+    if step.stamp is None and exports.exists(exports.relative(path)):
         return False  # and finished since the listing
     if step.stamp is not None:
         try:
-            current = ProjectStamp.model_validate_json(exports.fs.cat_file(path))
+            current = ProjectStamp.model_validate_json(exports.read_bytes(exports.relative(path)))
         except FileNotFoundError:
             current = None
         if current is not None and current != step.stamp:
@@ -119,38 +116,23 @@ def _remove_project(exports: Location, step: PurgeStep, now: datetime) -> bool:
 
 def _quiet_since(exports: Location, folder: str, now: datetime) -> bool:
     """No file of ``folder`` was written in the last :data:`STALE_AFTER` (listed again)."""
-    files = [stored_file(p, i) for p, i in find_files(exports, folder).items()]
+    files = find_files(exports, folder)
     if not files:
         return True
     return is_stale(last_sign_of_life(files, []), now)
 
 
 def _abort_upload(exports: Location, step: PurgeStep) -> bool:
-    s3: Any = exports.fs
-    bucket, _, key = step.item.partition("/")
-    with contextlib.suppress(FileNotFoundError):  # aborted already (s3fs maps NoSuchUpload)
-        s3.abort_mpu(bucket, key, step.upload_id)
+    if step.upload_id is None:  # not an upload step (never decided so)
+        return False
+    exports.abort_upload(exports.relative(step.item), step.upload_id)  # gone already: fine
     return True
 
 
 def _remove_files(exports: Location, paths: Iterable[str]) -> None:
-    paths = list(paths)
-    if not paths:
-        return
-    if exports.is_local:
-        for path in paths:
-            with contextlib.suppress(FileNotFoundError):
-                exports.fs.rm_file(path)
-    else:
-        exports.fs.rm(paths)  # one bulk delete; missing keys are not an error on S3
-    exports.refresh()
+    exports.delete_many(exports.relative(p) for p in paths)  # bulk; missing ones are fine
 
 
 def _remove_folder(exports: Location, folder: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        exports.fs.rm(folder, recursive=True)
-    if exports.is_local:
-        # The course folder goes with its last export; rmdir fails while others remain.
-        with contextlib.suppress(OSError):
-            exports.fs.rmdir(posixpath.dirname(folder))
-    exports.refresh()
+    # On a disk the course folder goes with its last export.
+    exports.delete_tree(exports.relative(folder))

@@ -5,17 +5,15 @@ from __future__ import annotations
 import posixpath
 import re
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from pydantic import BaseModel, ValidationError
 
-from course_exports.access_log import as_utc
 from course_exports.errors import LakeDataError
 from course_exports.project import PROJECT_JSON, PROJECTS
 from course_exports.registry import MANIFEST, ExportRecord, read_record
 from course_exports.retention.steps import ProjectStamp, StoredFile
-from course_exports.storage import Location
+from course_exports.storage import Entry, Location
 
 _ID_RE = re.compile(r"[0-9a-f]{32}")
 _COURSE_RE = re.compile(r"[1-9][0-9]*")
@@ -60,25 +58,13 @@ class ExportsSurvey(BaseModel):
     uploads: list[PendingUpload]
 
 
-def _modified(info: dict[str, Any]) -> datetime | None:
-    value = info.get("LastModified", info.get("mtime"))
-    if isinstance(value, datetime):
-        return as_utc(value)
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC)
-    return None
+def stored_file(location: Location, entry: Entry) -> StoredFile:
+    return StoredFile(path=location.path(entry.path), size=entry.size, modified=entry.mtime)
 
 
-def stored_file(path: str, info: dict[str, Any]) -> StoredFile:
-    return StoredFile(path=path, size=int(info.get("size") or 0), modified=_modified(info))
-
-
-def find_files(location: Location, path: str) -> dict[str, dict[str, Any]]:
-    try:
-        found: dict[str, dict[str, Any]] = location.fs.find(path, detail=True)
-    except FileNotFoundError:
-        return {}
-    return {p: i for p, i in found.items() if i.get("type") != "directory"}
+def find_files(location: Location, folder: str) -> list[StoredFile]:
+    """Every file under ``folder`` (a backend name, as the purge's models hold them)."""
+    return [stored_file(location, e) for e in location.iter_files(location.relative(folder))]
 
 
 def _owner(location: Location, path: str) -> tuple[str, str] | None:
@@ -98,16 +84,15 @@ def _owner(location: Location, path: str) -> tuple[str, str] | None:
 
 def survey_exports(exports: Location) -> ExportsSurvey:
     """Every export and project folder from one recursive listing, with its manifest."""
-    exports.refresh()
     export_files: dict[str, list[StoredFile]] = {}
     project_files: dict[str, list[StoredFile]] = {}
-    for path, info in find_files(exports, exports.root).items():
-        owner = _owner(exports, path)
+    for stored in find_files(exports, exports.root):
+        owner = _owner(exports, stored.path)
         if owner is None:
             continue  # not ours to judge
         kind, key = owner
         target = export_files if kind == "export" else project_files
-        target.setdefault(key, []).append(stored_file(path, info))
+        target.setdefault(key, []).append(stored)
     folders = [_export_folder(exports, key, files) for key, files in sorted(export_files.items())]
     projects = [
         ProjectFolder(project_id=key, path=exports.path(PROJECTS, key), files=files)
@@ -157,7 +142,7 @@ def _read_stamp(exports: Location, project: ProjectFolder) -> ProjectFolder:
     if not _has(project.files, project.path, PROJECT_JSON):
         return project
     try:
-        raw = exports.fs.cat_file(posixpath.join(project.path, PROJECT_JSON))
+        raw = exports.read_bytes(exports.relative(project.path), PROJECT_JSON)
     except FileNotFoundError:
         return project  # removed since the listing; judged as an unfinished import
     try:
@@ -168,42 +153,19 @@ def _read_stamp(exports: Location, project: ProjectFolder) -> ProjectFolder:
     return project.model_copy(update={"stamp": stamp})
 
 
-def _bucket_and_prefix(exports: Location) -> tuple[str, str]:
-    bucket, _, prefix = exports.root.partition("/")
-    return bucket, f"{prefix}/" if prefix else ""
-
-
 def list_uploads(exports: Location) -> list[PendingUpload]:
-    """Unfinished S3 multipart uploads into our export and project folders.
-
-    s3fs's ``list_multipart_uploads`` lists the whole bucket and only its first page, and
-    ``clear_multipart_uploads`` would abort the uploads of running exports too: the S3
-    call is made here, with the exports prefix and every page.
-    """
-    if exports.is_local:
-        return []
-    s3: Any = exports.fs
-    bucket, prefix = _bucket_and_prefix(exports)
+    """Unfinished multipart uploads into our export and project folders (S3 only)."""
     uploads: list[PendingUpload] = []
-    request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-    while True:
-        page = s3.call_s3("list_multipart_uploads", **request)
-        for upload in page.get("Uploads", []):
-            path = f"{bucket}/{upload['Key']}"
-            owner = _owner(exports, path)
-            if owner is None:
-                continue
-            kind, key = owner
-            folder = exports.path(PROJECTS, key) if kind == "project" else exports.path(key)
-            uploads.append(
-                PendingUpload(
-                    path=path,
-                    upload_id=upload["UploadId"],
-                    initiated=as_utc(upload["Initiated"]),
-                    folder=folder,
-                )
+    for upload in exports.pending_uploads():
+        path = exports.path(upload.path)
+        owner = _owner(exports, path)
+        if owner is None:
+            continue
+        kind, key = owner
+        folder = exports.path(PROJECTS, key) if kind == "project" else exports.path(key)
+        uploads.append(
+            PendingUpload(
+                path=path, upload_id=upload.upload_id, initiated=upload.initiated, folder=folder
             )
-        if not page.get("IsTruncated"):
-            return uploads
-        request["KeyMarker"] = page.get("NextKeyMarker", "")
-        request["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+        )
+    return uploads

@@ -1,0 +1,216 @@
+"""The storage interface: what the code above asks of a folder or a bucket prefix.
+
+A :class:`Location` is a root (``./var/lake``, ``s3://bucket/prefix``) opened once;
+every operation names an object by parts relative to that root (``("courses", 7,
+"course.json")``), so the same code runs on both backends and never branches on which
+one it has. Listings are streamed :class:`Entry` tuples, never a dict per object.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+
+from course_exports.errors import ExportError
+
+if TYPE_CHECKING:
+    from course_exports.storage.download import Download
+
+Part = str | int
+
+
+class Entry(NamedTuple):
+    """One object of a listing: its path relative to the location's root, its size, its
+    modification time, and a tag that changes when its content does (the ETag on S3;
+    a stamp of mtime, size and inode on a local disk)."""
+
+    path: str
+    size: int
+    mtime: datetime
+    etag: str | None
+
+
+class PendingUpload(NamedTuple):
+    """A multipart upload that was started and neither completed nor aborted."""
+
+    path: str  # relative to the root
+    upload_id: str
+    initiated: datetime
+
+
+class ObjectTooLargeError(ExportError):
+    """A bounded read found more bytes than the caller accepts."""
+
+    def __init__(self, url: str, size: int, limit: int) -> None:
+        super().__init__(f"{url}: {size} bytes, more than the {limit} accepted")
+        self.url = url
+        self.size = size
+        self.limit = limit
+
+
+def join(*parts: Part) -> str:
+    """Parts joined with ``/`` (parts are trusted names, never empty, ``.`` or ``..``)."""
+    return "/".join(str(p).strip("/") for p in parts if str(p) not in ("", "/"))
+
+
+class Location(ABC):
+    """A storage root. Paths given to and returned by its methods are relative to it."""
+
+    #: The URL it was opened from (``s3://bucket/prefix`` or an absolute local path).
+    url: str
+    #: The root as the backend names it (see :meth:`path`).
+    root: str
+    #: How many reads of small objects are worth running at once.
+    parallel_reads: int
+
+    # -- names ---------------------------------------------------------------------------
+
+    def url_for(self, *parts: Part) -> str:
+        """The URL of ``parts``, for messages and records (``s3://…`` or a local path)."""
+        rel = join(*parts)
+        return f"{self.url}/{rel}" if rel else self.url
+
+    # -- reads -------------------------------------------------------------------------
+
+    @abstractmethod
+    def exists(self, *parts: Part) -> bool:
+        """Whether an object (a file) is stored at ``parts``."""
+
+    @abstractmethod
+    def read_bytes(self, *parts: Part, max_bytes: int | None = None) -> bytes:
+        """The whole object; FileNotFoundError if absent; ObjectTooLargeError when it
+        holds more than ``max_bytes`` (checked before its body is read)."""
+
+    @abstractmethod
+    def read_file(self, path: str, size: int) -> bytes:
+        """An object whose size a listing gave, read whole in one call (one GET on S3).
+        At most ``size + 1`` bytes are asked for locally, so a file that grew shows it."""
+
+    @abstractmethod
+    def open_read(self, *parts: Part) -> BinaryIO:
+        """A sequential stream of the object (one GET on S3, read as it is consumed)."""
+
+    @abstractmethod
+    def open_seekable(self, *parts: Part) -> BinaryIO:
+        """A seekable file of the object (ranged GETs on S3), for formats read from the
+        end or out of order (zip directories, parquet footers)."""
+
+    @abstractmethod
+    def read_many(self, paths: Iterable[str]) -> list[bytes]:
+        """The objects at ``paths`` (relative), in that order, fetched concurrently."""
+
+    @abstractmethod
+    def scan_sources(self, paths: list[str]) -> list[str] | list[bytes]:
+        """What a Polars or Arrow scan of ``paths`` reads: the local files' paths, or
+        the remote objects' bytes (fetched concurrently)."""
+
+    # -- listings ----------------------------------------------------------------------
+
+    @abstractmethod
+    def iter_files(self, *parts: Part) -> Iterator[Entry]:
+        """Every object under the folder ``parts`` (recursively) as a stream: pages are
+        fetched as the caller consumes them. Empty if it is absent. In no promised order
+        (AWS lists in key order, SeaweedFS folder by folder): sort if it matters."""
+
+    @abstractmethod
+    def list_names(self, *parts: Part) -> list[str]:
+        """The names directly in the folder ``parts`` (objects and subfolders), sorted;
+        none if it is absent. On S3 a subfolder is a common prefix of keys."""
+
+    # -- writes ------------------------------------------------------------------------
+
+    @abstractmethod
+    def write_bytes_atomic(self, data: bytes, *parts: Part) -> None:
+        """Write a small object so readers see the old or the new content, never half."""
+
+    @abstractmethod
+    def write_many(self, items: Mapping[str, bytes]) -> None:
+        """Bulk load: write many small objects at once (relative path -> content),
+        concurrently on S3. Not synced one by one on a disk: for data generated in bulk,
+        never for what a reader trusts as soon as the call returns."""
+
+    @abstractmethod
+    def create_exclusive(self, data: bytes, *parts: Part) -> bool:
+        """Write the object only if nothing is stored at ``parts`` yet, atomically
+        (local: hard link of a finished file; S3: PUT with ``If-None-Match: *``).
+        True if this call created it, False if it was there already."""
+
+    @abstractmethod
+    def open_write(
+        self, *parts: Part, part_bytes: int = 16 * 2**20
+    ) -> AbstractContextManager[BinaryIO]:
+        """``with loc.open_write(...) as out:`` streams an object. It appears under its
+        name only when the block ends without an exception; an exception leaves nothing
+        (S3: the multipart upload is aborted; local: the temporary file is removed)."""
+
+    # -- deletes -----------------------------------------------------------------------
+
+    @abstractmethod
+    def delete(self, *parts: Part) -> None:
+        """Remove one object; nothing happens if it is absent."""
+
+    @abstractmethod
+    def delete_many(self, paths: Iterable[str]) -> None:
+        """Remove these objects (relative paths), in bulk requests; absent ones are fine."""
+
+    def delete_tree(self, *parts: Part) -> int:
+        """Remove every object under the folder ``parts``; returns how many."""
+        count = 0
+        batch: list[str] = []
+        for entry in self.iter_files(*parts):
+            batch.append(entry.path)
+            if len(batch) == 1000:
+                self.delete_many(batch)
+                count += len(batch)
+                batch = []
+        self.delete_many(batch)
+        self._prune(*parts)
+        return count + len(batch)
+
+    def _prune(self, *parts: Part) -> None:
+        """Drop empty folders left at and above ``parts`` (only local disks have them)."""
+        return None
+
+    # -- multipart uploads -------------------------------------------------------------
+
+    @abstractmethod
+    def pending_uploads(self, *parts: Part) -> Iterator[PendingUpload]:
+        """Multipart uploads under ``parts`` that were never completed (S3 only)."""
+
+    @abstractmethod
+    def abort_upload(self, path: str, upload_id: str) -> None:
+        """Abort the upload ``upload_id`` to ``path`` (its parts stop being stored);
+        one that is gone already is fine."""
+
+    # -- downloads ---------------------------------------------------------------------
+
+    @abstractmethod
+    def download(
+        self, *parts: Part, content_disposition: str, content_type: str, expires_s: int
+    ) -> Download | None:
+        """How a browser gets the object, or None when it is not there: a presigned URL
+        valid ``expires_s`` that makes S3 answer with these headers, or the local file."""
+
+    # -- backend names -----------------------------------------------------------------
+
+    def path(self, *parts: Part) -> str:
+        """The backend's own name of ``parts`` (an absolute local path, or
+        ``bucket/key``): what the purge's models and the access-log partitions hold."""
+        rel = join(*parts)
+        return posixpath.join(self.root, rel) if rel else self.root
+
+    def url_of(self, path: str) -> str:
+        """The URL of a backend name (see :meth:`path`)."""
+        return self.url_for(self.relative(path))
+
+    def relative(self, path: str) -> str:
+        """A backend name (see :meth:`path`) relative to the root; ValueError if it lies
+        outside."""
+        rel = posixpath.relpath(path, self.root)
+        if rel == ".." or rel.startswith("../"):
+            raise ValueError(f"{path} is outside {self.root}")
+        return "" if rel == "." else rel

@@ -1,0 +1,233 @@
+"""The local-folder backend of :class:`~course_exports.storage.base.Location`."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import posixpath
+import stat
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import BinaryIO
+
+from course_exports.storage.base import (
+    Entry,
+    Location,
+    ObjectTooLargeError,
+    Part,
+    PendingUpload,
+    join,
+)
+from course_exports.storage.download import Download, FileDownload
+from course_exports.text import one_line
+
+log = logging.getLogger(__name__)
+
+
+class LocalLocation(Location):
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/") or "/"
+        self.url = self.root
+
+    def __repr__(self) -> str:
+        return f"LocalLocation({self.root!r})"
+
+    def _abs(self, *parts: Part) -> str:
+        rel = join(*parts)
+        return posixpath.join(self.root, rel) if rel else self.root
+
+    #: How many reads are worth running at once: local reads hardly wait, and every thread costs a malloc arena.
+    parallel_reads = 4
+
+    # -- reads -------------------------------------------------------------------------
+
+    def exists(self, *parts: Part) -> bool:
+        return os.path.isfile(self._abs(*parts))
+
+    def read_bytes(self, *parts: Part, max_bytes: int | None = None) -> bytes:
+        with open(self._abs(*parts), "rb") as fh:
+            if max_bytes is None:
+                return fh.read()
+            size = os.fstat(fh.fileno()).st_size
+            data = fh.read(max_bytes + 1)  # the file may have grown since fstat
+            if max(size, len(data)) > max_bytes:
+                raise ObjectTooLargeError(self.url_for(*parts), max(size, len(data)), max_bytes)
+            return data
+
+    def read_file(self, path: str, size: int) -> bytes:
+        fd = os.open(self._abs(path), os.O_RDONLY)
+        try:
+            data = os.read(fd, size + 1)  # a regular file reads whole unless it changed
+            while len(data) <= size and (more := os.read(fd, size + 1 - len(data))):
+                data += more
+            return data
+        finally:
+            os.close(fd)
+
+    def open_read(self, *parts: Part) -> BinaryIO:
+        # Unbuffered: the reader asks for the whole file (or a chunk) at once, and
+        # open()'s buffer costs more than it saves; 500,000 files add up.
+        return io.FileIO(self._abs(*parts), "r")  # type: ignore[return-value]
+
+    def open_seekable(self, *parts: Part) -> BinaryIO:
+        return open(self._abs(*parts), "rb")
+
+    def read_many(self, paths: Iterable[str]) -> list[bytes]:
+        return [self.read_bytes(p) for p in paths]
+
+    def scan_sources(self, paths: list[str]) -> list[str]:
+        return [self._abs(p) for p in paths]
+
+    # -- listings ----------------------------------------------------------------------
+
+    def iter_files(self, *parts: Part) -> Iterator[Entry]:
+        base = join(*parts)
+        yield from self._walk(self._abs(*parts), base)
+
+    def _walk(self, folder: str, rel: str) -> Iterator[Entry]:
+        try:
+            with os.scandir(folder) as it:
+                items = list(it)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        # Key order, as AWS lists (a folder sorts as its name + "/"): stable output.
+        # Links are left out: a link in a workspace could point anywhere on this machine.
+        keyed = []
+        for item in items:
+            is_dir = item.is_dir(follow_symlinks=False)
+            keyed.append((item.name + "/" if is_dir else item.name, is_dir, item))
+        keyed.sort(key=lambda k: k[0])
+        for _, is_dir, item in keyed:
+            path = f"{rel}/{item.name}" if rel else item.name
+            if is_dir:
+                yield from self._walk(item.path, path)
+                continue
+            try:
+                st = item.stat(follow_symlinks=False)
+            except FileNotFoundError:  # removed while listing
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            yield Entry(
+                path,
+                st.st_size,
+                datetime.fromtimestamp(st.st_mtime, UTC),
+                f"{st.st_mtime_ns:x}-{st.st_size:x}-{st.st_ino:x}",
+            )
+
+    def list_names(self, *parts: Part) -> list[str]:
+        try:
+            return sorted(os.listdir(self._abs(*parts)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    # -- writes ------------------------------------------------------------------------
+
+    def _temp_beside(self, target: str) -> str:
+        parent = posixpath.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        return posixpath.join(parent, f".{posixpath.basename(target)}.{uuid.uuid4().hex}.tmp")
+
+    def _write_temp(self, target: str, data: bytes) -> str:
+        tmp = self._temp_beside(target)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return tmp
+
+    def write_bytes_atomic(self, data: bytes, *parts: Part) -> None:
+        target = self._abs(*parts)
+        os.replace(self._write_temp(target, data), target)
+
+    def write_many(self, items: Mapping[str, bytes]) -> None:
+        made: set[str] = set()
+        for rel, data in items.items():
+            target = self._abs(rel)
+            parent = posixpath.dirname(target)
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            with open(target, "wb") as fh:
+                fh.write(data)
+
+    def create_exclusive(self, data: bytes, *parts: Part) -> bool:
+        target = self._abs(*parts)
+        tmp = self._write_temp(target, data)
+        try:
+            os.link(tmp, target)  # fails if the target exists; readers never see half
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
+
+    @contextlib.contextmanager
+    def open_write(self, *parts: Part, part_bytes: int = 16 * 2**20) -> Iterator[BinaryIO]:
+        target = self._abs(*parts)
+        tmp = self._temp_beside(target)
+        try:
+            with open(tmp, "wb") as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    # -- deletes -----------------------------------------------------------------------
+
+    def delete(self, *parts: Part) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._abs(*parts))
+
+    def delete_many(self, paths: Iterable[str]) -> None:
+        for path in paths:
+            self.delete(path)
+
+    def _prune(self, *parts: Part) -> None:
+        # The emptied folders, deepest first, then the empty ones above: a folder left
+        # behind would still look like an export (or a course) to a listing of names.
+        top = self._abs(*parts)
+        for folder, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        parent = posixpath.dirname(top)
+        while parent != self.root and parent.startswith(self.root + "/"):
+            try:
+                os.rmdir(parent)
+            except OSError:
+                break
+            parent = posixpath.dirname(parent)
+
+    # -- multipart uploads (none on a disk) ----------------------------------------------
+
+    def pending_uploads(self, *parts: Part) -> Iterator[PendingUpload]:
+        return iter(())
+
+    def abort_upload(self, path: str, upload_id: str) -> None:
+        return None
+
+    # -- downloads ---------------------------------------------------------------------
+
+    def download(
+        self, *parts: Part, content_disposition: str, content_type: str, expires_s: int
+    ) -> Download | None:
+        """The regular file inside the real root (a symlink must not lead out of it)."""
+        root = os.path.realpath(self.root)
+        real = os.path.realpath(self._abs(*parts))
+        if os.path.commonpath([root, real]) != root:
+            log.warning("%s lies outside the root %s: not handed out", one_line(real), root)
+            return None
+        try:
+            st = os.stat(real)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return FileDownload(st.st_size, real, st)
