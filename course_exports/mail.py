@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from course_exports import mail_headers
+from course_exports import links, mail_headers
 from course_exports.humanize import human_size
 from course_exports.lake import Person
 from course_exports.mail_headers import plain_text
@@ -170,6 +170,7 @@ def ready_mail(
     size = human_size(result.size_bytes)
     expiry = format_expiry(result.expires_at, timezone)
     holds = contents.strip().rstrip(".")  # the sentence gets its full stop here
+    page = links.course_page_url(settings.public_url, result.course_id)  # no secret in it
     msg = _new_message(settings, recipient, f"Your {label} of “{_subject_name(course)}” is ready")
     text = (
         f"{_greeting(recipient)}\n\n"
@@ -180,6 +181,8 @@ def ready_mail(
         f"The link works until {expiry}.\n"
         "After that the file is deleted; ask for a new export if you need it again.\n"
         "Anyone who has this link can download the file, so do not forward it.\n\n"
+        "The course's exports are also listed, to download again or to export anew, on its "
+        f"Course Data page (the course's Admin tab in the LMS):\n{page}\n\n"
         f"SHA-256 of the file: {result.sha256}\n"
         f"Export id: {result.export_id}\n"
     )
@@ -194,6 +197,9 @@ def ready_mail(
         f"<p>The link works until <strong>{e(expiry)}</strong>. After that the file is "
         "deleted; ask for a new export if you need it again. Anyone who has this link can "
         "download the file, so do not forward it.</p>"
+        "<p>The course's exports are also listed, to download again or to export anew, on "
+        f'its <a href="{e(page, quote=True)}">Course Data page</a> (the course\'s Admin tab '
+        "in the LMS).</p>"
         f"<p><small>SHA-256: {e(result.sha256)}<br>Export id: {e(result.export_id)}</small></p>"
     )
     msg.add_alternative(f"<!DOCTYPE html><html><body>{body}</body></html>", subtype="html")
@@ -225,8 +231,8 @@ def failure_mail(
         f"{_greeting(recipient)}\n\n"
         f"The {label} of the course “{course}” that you asked for could not be produced.\n\n"
         f"Reason: {why}\n\n"
-        "Nothing was exported. You can ask for the export again once the reason above is "
-        "resolved; if it keeps failing, contact your platform's support and quote the "
+        "Nothing was exported. You can ask for the export again (Course Data, in the "
+        "course's Admin tab) once the reason above is resolved; if it keeps failing, contact your platform's support and quote the "
         "course name and the time of this mail.\n"
     )
     return msg

@@ -57,12 +57,6 @@ def result_for(settings: Settings, record: ExportRecord) -> ExportResult:
     return ExportResult(**record.model_dump(), download_url=url)
 
 
-def course_page_url(settings: Settings, course_id: int) -> str:
-    """The course's Course Data page: it needs a teacher's session, so it is no key by
-    itself (CONTRACT 5.1), unlike a signed list link."""
-    return f"{settings.public_url}/courses/{course_id}"
-
-
 def contents_of(record: ExportRecord) -> str:
     """What the file holds, in a sentence for the mail and the artifact (from the record,
     so a request that joined another's export can say it too)."""
@@ -227,7 +221,7 @@ def fail_export(
 
 def summary_markdown(settings: Settings, result: ExportResult, contents: str) -> str:
     counts = "\n".join(f"| {name} | {value:,} |" for name, value in result.counts.items())
-    page = course_page_url(settings, result.course_id)
+    page = links.course_page_url(settings.public_url, result.course_id)  # no secret in it
     return (
         f"# {result.kind} export of course {result.course_id}: "
         f"{markdown_text(result.course_name)}\n\n"

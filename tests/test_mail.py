@@ -126,10 +126,13 @@ def test_ready_mail_delivered_by_smtp(smtp_server: Any, tmp_path: Path) -> None:
         "3.4 MB",
         LINK,
         "Saturday 5 December 2026, 18:17 UTC (13:17 America/New_York)",
+        "Course Data page (the course's Admin tab in the LMS):",
+        f"{settings.public_url}/courses/1042\r\n",
     ):
         assert expected in body
     html = received.get_body(preferencelist=("html",))
     assert html is not None and f'href="{LINK}"' in html.get_content()
+    assert f'href="{settings.public_url}/courses/1042">Course Data page' in html.get_content()
 
 
 def test_smtp_login(smtp_server: Any, tmp_path: Path) -> None:
