@@ -62,7 +62,10 @@ def up(home: Path, *, prefect_port: int, host: str | None, port: int | None) -> 
     web_port = port or public.port or 8765
     print(f"starting a Prefect server (SQLite under {home / 'server'}) ...", flush=True)
     with run_server(
-        home / "server", port=prefect_port, extra_env={"PREFECT_UI_ENABLED": "true"}
+        home / "server",
+        port=prefect_port,
+        extra_env={"PREFECT_UI_ENABLED": "true"},
+        timeout_s=300,  # a first start migrates a new database: minutes on a busy machine
     ) as server:
         print("serving the deployments of prefect.yaml, with their schedules ...", flush=True)
         with (

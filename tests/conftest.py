@@ -231,7 +231,9 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     off), once per session; yields the API URL (``http://127.0.0.1:PORT/api``)."""
     from deployments.local_stack import run_server
 
-    with run_server(tmp_path_factory.mktemp("prefect-server"), timeout_s=120) as server:
+    # A fresh SQLite database migrates at start: 115 s were seen on this shared 2-core
+    # machine under load, so leave room (a healthy server answers sooner).
+    with run_server(tmp_path_factory.mktemp("prefect-server"), timeout_s=300) as server:
         yield server.api_url
 
 
