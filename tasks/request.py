@@ -10,7 +10,6 @@ from typing import Any
 import polars as pl
 from prefect.runtime import flow_run
 
-from course_exports.access_log import access_window, parse_timezone
 from course_exports.errors import InputError
 from course_exports.lake import (
     Course,
@@ -85,6 +84,10 @@ def _check_selection(
             course, roster, selection.get("assignment_ids"), selection.get("student_ids")
         )
     elif request.kind is ExportKind.ACCESS_DATA:
+        # Imported here: the access log's package loads pyarrow (~65 MB), which the
+        # course zip's process (500,000 files in < 300 MB) must not carry for nothing.
+        from course_exports.access_log import access_window, parse_timezone
+
         parse_timezone(selection.get("timezone"))
         check_assignment_ids(course, selection.get("assignment_ids"))
         since, until = (_instant(selection.get(name)) for name in ("since", "until"))
