@@ -305,3 +305,26 @@ def test_s3_faults_are_retried_then_raised_as_os_errors(s3_server: SeaweedFS) ->
         assert not isinstance(caught.value, FileNotFoundError)
         with pytest.raises(FileNotFoundError):
             loc.read_bytes("missing.txt")
+
+
+def test_s3_failed_write_leaves_no_upload_even_through_an_outage(s3_server: SeaweedFS) -> None:
+    """The write fails while S3 answers 503 to everything, so the abort fails too: the
+    upload is aborted once S3 is back, not left stored."""
+    import time
+
+    from faults import faulty_proxy
+
+    bucket = s3_server.make_bucket("outage")
+    direct = open_location(f"s3://{bucket}/r", s3_endpoint_url=s3_server.endpoint_url)
+    with faulty_proxy(s3_server.endpoint_url) as proxy:
+        loc = open_location(f"s3://{bucket}/r", s3_endpoint_url=proxy.url)
+        with pytest.raises(RuntimeError), loc.open_write("big.bin", part_bytes=5 * 2**20) as out:
+            out.write(b"x" * 11 * 2**20)  # the multipart upload starts
+            deadline = time.monotonic() + 30
+            while not list(direct.pending_uploads()):
+                assert time.monotonic() < deadline, "no multipart upload was started"
+                time.sleep(0.2)
+            proxy.outage(20)  # longer than the client's own retries
+            raise RuntimeError("the pipeline failed during the outage")
+    assert list(direct.pending_uploads()) == []
+    assert not direct.exists("big.bin")

@@ -22,6 +22,7 @@ import contextlib
 import errno
 import functools
 import io
+import logging
 import os
 import threading
 import time
@@ -67,6 +68,8 @@ READ_CONCURRENCY = 16
 #: Objects up to this size are fetched whole by :meth:`S3Location.open_read`.
 WHOLE_READ_BYTES = 4 * 2**20
 DEFAULT_REGION = "us-east-1"
+#: How long a failed streaming write keeps trying to abort its multipart upload.
+ABORT_DEADLINE_S = 150
 #: A conditional PUT that meets a racing one in flight (409) is tried again this often.
 CONDITIONAL_PUT_ATTEMPTS = 5
 F = TypeVar("F", bound=Callable[..., Any])
@@ -92,6 +95,7 @@ class S3Settings:
         return cls(endpoint, region)
 
 
+log = logging.getLogger(__name__)
 _SESSION_LOCK = threading.Lock()
 _SESSIONS: dict[int, Any] = {}
 
@@ -499,12 +503,36 @@ class S3Location(Location):
         try:
             yield _Writable(writer)  # type: ignore[misc]
         except BaseException as exc:
-            writer.__exit__(type(exc), exc, exc.__traceback__)
+            with contextlib.suppress(BaseError):  # the abort failed too: see below
+                writer.__exit__(type(exc), exc, exc.__traceback__)
+            # obstore's abort is one request: during an outage it fails and the upload's
+            # parts would stay stored (and billed). Make sure, for a while, that no
+            # upload to this key is left; a cancelled run gets one attempt.
+            self._abort_uploads_to(
+                join(*parts), ABORT_DEADLINE_S if isinstance(exc, Exception) else 0
+            )
             raise
         try:
             writer.__exit__(None, None, None)  # the last part, then the completion
         except BaseError as exc:
             raise _os_error(exc) from exc
+
+    def _abort_uploads_to(self, rel: str, deadline_s: float) -> None:
+        key = self._key(rel)
+        give_up = time.monotonic() + deadline_s
+        pause = 1.0
+        while True:
+            try:
+                for upload in self.pending_uploads(*rel.split("/")[:-1]):
+                    if upload.path == rel:
+                        self.abort_upload(upload.path, upload.upload_id)
+                return
+            except Exception as exc:
+                if time.monotonic() + pause > give_up:
+                    log.warning("multipart upload to %s may be left: %s", key, exc)
+                    return  # the purge aborts it once it is a day old
+                time.sleep(pause)
+                pause = min(pause * 2, 15.0)
 
     # -- deletes -----------------------------------------------------------------------
 
