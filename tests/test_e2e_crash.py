@@ -58,6 +58,8 @@ NEEDS_LIFECYCLE = pytest.mark.skip(reason="needs the registry leases of issue 11
 COURSE = "export-course/export-course"
 ZOMBIE_AFTER = timedelta(seconds=60)
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+#: A server start took over 120 s while the machine was shared; these tests restart one.
+SERVER_START_S = 300
 #: Courses of about 30 MB in 200 files: a zip takes a second or two, long enough to be
 #: caught mid-write, short enough for the suite.
 SPEC = LakeSpec(
@@ -76,7 +78,7 @@ SPEC = LakeSpec(
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     home = tmp_path_factory.mktemp("crash-server")
-    with run_server(home) as server:
+    with run_server(home, timeout_s=SERVER_START_S) as server:
         set_up(server.api_url, home, zombie_after=ZOMBIE_AFTER)
         yield server
 
@@ -251,7 +253,7 @@ def test_export_survives_the_server_stopped_for_30_s(
     course = site.summary.course_ids[1]
     teacher, email = teacher_of(site, course)
     with (
-        run_server(tmp_path / "server") as server,
+        run_server(tmp_path / "server", timeout_s=SERVER_START_S) as server,
         LmsClient(server.api_url) as lms,
     ):
         set_up(server.api_url, server.home)
