@@ -51,9 +51,6 @@ from deployments.local_stack import LocalServer, LocalWorker, run_server, run_wo
 from sample_lake import LakeSpec, generate_lake
 
 pytestmark = [pytest.mark.e2e]
-#: Temporary, until the export lifecycle (registry leases instead of the per-course Prefect
-#: limit, failed tombstones) is on main: today a retry waits for the killed run's slot.
-NEEDS_LIFECYCLE = pytest.mark.skip(reason="needs the registry leases of issue 11's lifecycle")
 
 COURSE = "export-course/export-course"
 ZOMBIE_AFTER = timedelta(seconds=60)
@@ -169,7 +166,6 @@ def test_automations_are_installed_once(server: LocalServer) -> None:
     assert zombie["trigger"]["within"] == ZOMBIE_AFTER.total_seconds()
 
 
-@NEEDS_LIFECYCLE
 def test_killed_flow_run_is_retried_once_and_mailed_once(
     server: LocalServer, site: Site, smtp_server: SmtpServer, lms: LmsClient
 ) -> None:
@@ -208,7 +204,6 @@ def test_killed_flow_run_is_retried_once_and_mailed_once(
     assert "is ready" in subject
 
 
-@NEEDS_LIFECYCLE
 def test_killed_worker_runs_are_found_by_their_heartbeats_and_retried(
     server: LocalServer, site: Site, smtp_server: SmtpServer, lms: LmsClient
 ) -> None:
@@ -292,7 +287,6 @@ S3_SPEC = LakeSpec(
 )
 
 
-@NEEDS_LIFECYCLE
 def test_s3_down_for_60_s_mid_zip(
     tmp_path: Path, server: LocalServer, s3_server: Any, smtp_server: SmtpServer
 ) -> None:
