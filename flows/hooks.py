@@ -33,7 +33,7 @@ from prefect.flows import FlowStateHook
 from prefect.logging.loggers import flow_run_logger
 
 from course_exports import webhook
-from course_exports.lifecycle import CRASH_REASON, TRANSIENT_REASON, teacher_reason
+from course_exports.lifecycle import TRANSIENT_REASON, teacher_reason
 from course_exports.registry import ExportKind, ExportRequest, ExportResult
 from course_exports.settings import load_settings
 from course_exports.text import one_line
@@ -45,12 +45,12 @@ R = TypeVar("R")
 RESULT_ARTIFACT_TYPE = "result"
 
 
-def _logger(flow: Flow[Any, Any], flow_run: FlowRun) -> Any:
+def _logger(flow: Flow[Any, Any] | None, flow_run: FlowRun) -> Any:
     return flow_run_logger(flow_run, flow)
 
 
 def _attempt(
-    flow: Flow[Any, Any], flow_run: FlowRun, what: str, step: Callable[[], object]
+    flow: Flow[Any, Any] | None, flow_run: FlowRun, what: str, step: Callable[[], object]
 ) -> None:
     try:
         step()
@@ -113,7 +113,7 @@ def _course_resource(course_id: Any, role: str | None = "course") -> dict[str, s
     return resource
 
 
-def _post_webhook(flow: Flow[Any, Any], flow_run: FlowRun, payload: dict[str, Any]) -> None:
+def _post_webhook(flow: Flow[Any, Any] | None, flow_run: FlowRun, payload: dict[str, Any]) -> None:
     settings = load_settings()
     if settings.webhook_url is None or settings.webhook_secret is None:
         return
@@ -170,8 +170,6 @@ def report_completed(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> N
 
 
 def _failure_reason(state: State) -> str:
-    if state.is_crashed():
-        return CRASH_REASON
     try:
         exc = state.result(raise_on_failure=False)
     except Exception:
@@ -179,49 +177,66 @@ def _failure_reason(state: State) -> str:
     return teacher_reason(exc if isinstance(exc, BaseException) else None)
 
 
+def report_failure(
+    kind: ExportKind,
+    flow_run: FlowRun,
+    reason: str,
+    flow: Flow[Any, Any] | None = None,
+) -> None:
+    """The ``course-export.failed`` event and webhook of a run of the ``kind`` export flow
+    (from its failure hook, or from the recovery flow when a retry crashed)."""
+    parameters = flow_run.parameters or {}
+    course_id = parameters.get("course_id")
+    request_id = parameters.get("request_id")
+    payload = webhook.failed_payload(
+        course_id=course_id,
+        kind=str(kind),
+        request_id=request_id,
+        requested_by=parameters.get("requested_by"),
+        reason=reason,
+        flow_run_id=str(flow_run.id),
+    )
+    related = [_flow_run_resource(flow_run)]
+    if course_id is not None:
+        export_id = ExportRequest(
+            kind,
+            int(course_id),
+            int(parameters.get("requested_by") or 0),
+            None if request_id is None else str(request_id),
+            flow_run_id=str(flow_run.id),
+        ).export_id
+        related.append(
+            {
+                "prefect.resource.id": f"course-export.{export_id}",
+                "prefect.resource.role": "export",
+            }
+        )
+    _attempt(
+        flow,
+        flow_run,
+        "event",
+        lambda: emit_event(
+            event=webhook.FAILED,
+            resource=_course_resource(course_id, role=None),
+            related=related,
+            payload={k: v for k, v in payload.items() if k != "event"},
+        ),
+    )
+    _attempt(flow, flow_run, "webhook", lambda: _post_webhook(flow, flow_run, payload))
+
+
 def report_failed(kind: ExportKind) -> FlowStateHook[..., Any]:
-    """on_failure / on_crashed of the ``kind`` export flow: the event and the webhook."""
+    """on_failure / on_crashed of the ``kind`` export flow: the event and the webhook.
+
+    Not for a crash: a crashed export runs again once (flows/recovery.py), and the
+    retry's hooks, or the recovery when the retry crashed too, report how it ended. The
+    LMS hears of the request's outcome, never of a crash that was retried."""
 
     def report_export_failed(flow: Flow[Any, Any], flow_run: FlowRun, state: State) -> None:
-        parameters = flow_run.parameters or {}
-        course_id = parameters.get("course_id")
-        request_id = parameters.get("request_id")
-        reason = _failure_reason(state)
-        payload = webhook.failed_payload(
-            course_id=course_id,
-            kind=str(kind),
-            request_id=request_id,
-            requested_by=parameters.get("requested_by"),
-            reason=reason,
-            flow_run_id=str(flow_run.id),
-        )
-        related = [_flow_run_resource(flow_run)]
-        if course_id is not None:
-            export_id = ExportRequest(
-                kind,
-                int(course_id),
-                int(parameters.get("requested_by") or 0),
-                None if request_id is None else str(request_id),
-                flow_run_id=str(flow_run.id),
-            ).export_id
-            related.append(
-                {
-                    "prefect.resource.id": f"course-export.{export_id}",
-                    "prefect.resource.role": "export",
-                }
-            )
-        _attempt(
-            flow,
-            flow_run,
-            "event",
-            lambda: emit_event(
-                event=webhook.FAILED,
-                resource=_course_resource(course_id, role=None),
-                related=related,
-                payload={k: v for k, v in payload.items() if k != "event"},
-            ),
-        )
-        _attempt(flow, flow_run, "webhook", lambda: _post_webhook(flow, flow_run, payload))
+        if state.is_crashed():
+            _logger(flow, flow_run).info("crashed: the recovery flow retries or reports it")
+            return
+        report_failure(kind, flow_run, _failure_reason(state), flow)
 
     return report_export_failed
 

@@ -17,6 +17,7 @@ from course_exports.lifecycle import CRASH_REASON
 from course_exports.registry import ExportKind, ExportRequest
 from course_exports.settings import Settings, load_settings
 from course_exports.text import one_line
+from flows.hooks import report_failure
 from flows.parameters import param
 from tasks.mail import send_failure_mail
 from tasks.recovery import (
@@ -56,13 +57,21 @@ def release_crashed_export(settings: Settings, run: CrashedRun, kind: ExportKind
 
 
 def fail_crashed_export(settings: Settings, run: CrashedRun, kind: ExportKind) -> None:
-    """The retry died too: its export becomes a ``failed`` tombstone and the teacher gets
-    the failure mail."""
+    """The retry died too: its export becomes a ``failed`` tombstone, the teacher gets the
+    failure mail and the LMS the failure event and webhook (the crash hooks say nothing).
+    A retry that died after publishing its export leaves nothing to fail or tell."""
     request = crashed_request(run, kind)
     exports = settings.exports()
     record = lifecycle.abandon_run(exports, request)
     if record is not None:
         registry.fail(exports, record, CRASH_REASON)
+    else:
+        current = registry.read_record(exports, request.course_id, request.export_id)
+        if current is not None and current.status is registry.ExportStatus.READY:
+            print(f"export {current.export_id} was published before its run died")
+            return
+    if run.flow_run is not None:
+        report_failure(kind, run.flow_run, CRASH_REASON)
     if request.notify:
         checked = check_request_task(settings, request)
         send_failure_mail(

@@ -56,6 +56,8 @@ class CrashedRun:
     parameters: dict[str, Any]
     idempotency_key: str | None
     tags: frozenset[str] = field(default_factory=frozenset)
+    #: The run as the API gave it (what the failure event and webhook describe).
+    flow_run: FlowRun | None = None
 
     @property
     def kind(self) -> ExportKind | None:
@@ -91,6 +93,7 @@ def _crashed_run(run: FlowRun) -> CrashedRun:
         parameters=dict(run.parameters or {}),
         idempotency_key=run.idempotency_key,
         tags=frozenset(run.tags or ()),
+        flow_run=run,
     )
 
 

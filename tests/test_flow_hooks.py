@@ -18,9 +18,10 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from standardwebhooks import Webhook
 
 from course_exports import webhook
+from course_exports.lifecycle import CRASH_REASON
 from course_exports.registry import ExportResult
 from flows.export_lti_settings import export_lti_settings
-from flows.hooks import CRASH_REASON, RESULT_ARTIFACT_TYPE
+from flows.hooks import RESULT_ARTIFACT_TYPE
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_harness")]
 SECRET = webhook.new_secret()
