@@ -47,7 +47,14 @@ from course_exports.lake import read_users
 from course_exports.storage import open_location
 from deployments import automations
 from deployments.lms_client import CRASH_RETRY_TAG, FlowRunRef, LmsClient, RunFailed
-from deployments.local_stack import LocalServer, LocalWorker, run_server, run_worker, set_up
+from deployments.local_stack import (
+    LocalServer,
+    LocalWorker,
+    install_automations,
+    run_server,
+    run_worker,
+    set_up,
+)
 from sample_lake import LakeSpec, generate_lake
 
 pytestmark = [pytest.mark.e2e]
@@ -156,7 +163,7 @@ def check_one_good_export(site: Site, course: int, result: dict[str, Any]) -> No
 
 def test_automations_are_installed_once(server: LocalServer) -> None:
     # set_up ran once for the fixture; run the installer again, as a second `make deploy`.
-    set_up(server.api_url, server.home, zombie_after=ZOMBIE_AFTER)
+    install_automations(server.api_url, server.home, ZOMBIE_AFTER)
     response = httpx.post(f"{server.api_url}/automations/filter", json={}, timeout=30)
     response.raise_for_status()
     names = sorted(a["name"] for a in response.json())
