@@ -25,6 +25,7 @@ from tasks.recovery import (
     find_crashed_runs_task,
     mark_handled_task,
     notify_requested,
+    read_flow_run,
     start_retry_task,
 )
 from tasks.request import check_request_task
@@ -70,8 +71,7 @@ def fail_crashed_export(settings: Settings, run: CrashedRun, kind: ExportKind) -
         if current is not None and current.status is registry.ExportStatus.READY:
             print(f"export {current.export_id} was published before its run died")
             return
-    if run.flow_run is not None:
-        report_failure(kind, run.flow_run, CRASH_REASON)
+    report_failure(kind, read_flow_run(run.id), CRASH_REASON)
     if request.notify:
         checked = check_request_task(settings, request)
         send_failure_mail(

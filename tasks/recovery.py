@@ -56,8 +56,6 @@ class CrashedRun:
     parameters: dict[str, Any]
     idempotency_key: str | None
     tags: frozenset[str] = field(default_factory=frozenset)
-    #: The run as the API gave it (what the failure event and webhook describe).
-    flow_run: FlowRun | None = None
 
     @property
     def kind(self) -> ExportKind | None:
@@ -93,7 +91,6 @@ def _crashed_run(run: FlowRun) -> CrashedRun:
         parameters=dict(run.parameters or {}),
         idempotency_key=run.idempotency_key,
         tags=frozenset(run.tags or ()),
-        flow_run=run,
     )
 
 
@@ -130,6 +127,12 @@ def start_retry(run: CrashedRun) -> UUID:
             tags=sorted((run.tags - {HANDLED_TAG}) | {CRASH_RETRY_TAG}),
         )
     return retry.id
+
+
+def read_flow_run(run_id: UUID) -> FlowRun:
+    """The run as the API has it (what a failure event and webhook describe)."""
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
 
 
 def mark_handled(run: CrashedRun) -> None:
