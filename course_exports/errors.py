@@ -18,6 +18,9 @@ class ExportError(Exception):
 
     #: What a teacher can be told (no paths, no internals).
     reason: str = "the export could not be produced"
+    #: True for the few errors of ours that a later attempt may cure (storage that kept
+    #: failing); the task retry policy (tasks/retry.py) retries only those.
+    transient: bool = False
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         # Messages quote names and data from the lake; Prefect logs them when a run

@@ -18,8 +18,8 @@ def transient(task: Any, task_run: Any, state: Any) -> bool:
     """Retry I/O hiccups, never a refusal or bad data: those fail the same way again."""
     try:
         state.result()
-    except ExportError:
-        return False
+    except ExportError as exc:
+        return exc.transient
     except Exception:
         return True
     return False

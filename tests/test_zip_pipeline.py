@@ -411,3 +411,22 @@ def test_sources_read_whole_through_their_read_callable(tmp_path: Path) -> None:
     ))  # fmt: skip
     with pytest.raises(ArchiveError, match="changed during the export"):
         build([grown])
+
+
+def test_a_read_that_keeps_failing_is_a_storage_problem_worth_a_later_try() -> None:
+    """The task retry policy retries it (an unreadable *file* is not retried: see above)."""
+    from course_exports.zipstream.reading import ReadFailedError
+    from tasks.retry import transient
+
+    open_bad, _ = flaky(b"x", failing_opens=99)
+    with pytest.raises(ReadFailedError) as caught:
+        write_entries(
+            ZipStreamWriter(io.BytesIO()), [Source("c/bad.txt", 1, open_bad)], read_attempts=2
+        )
+    assert caught.value.transient and "storage service" in caught.value.reason
+
+    class Failed:
+        def result(self) -> None:
+            raise caught.value
+
+    assert transient(None, None, Failed())

@@ -19,6 +19,17 @@ def _unused_open() -> BinaryIO:
     raise AssertionError("a Source with data is never opened")
 
 
+class ReadFailedError(ArchiveError):
+    """A file kept failing to read (timeouts, resets, 5xx from S3): the storage, not the
+    file, is the problem, so the whole step may be tried again later (``transient``)."""
+
+    transient = True
+
+    def __init__(self, arcname: str | None, problem: str) -> None:
+        super().__init__(arcname, problem)
+        self.reason = "the storage service did not answer in time; please request the export again"
+
+
 class Source(NamedTuple):
     """One entry to write: where it goes in the zip and how to read it.
 
@@ -89,7 +100,7 @@ class Reader:
         if isinstance(exc, FileNotFoundError):
             raise ArchiveError(source.arcname, "the file disappeared during the export") from exc
         if attempt >= self._attempts:
-            raise ArchiveError(
+            raise ReadFailedError(
                 source.arcname, f"reading failed {attempt} times; last error: {exc!r}"
             ) from exc
         if self._cancelled.wait(RETRY_BACKOFF_S * 2 ** (attempt - 1)):
