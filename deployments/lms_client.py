@@ -222,6 +222,7 @@ class LmsClient:
         retries: int = 3,
         retry_delay_s: float = 0.5,
         result_grace_s: float = 15.0,
+        crash_grace_s: float = 300.0,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         signing_key: str | bytes | None = None,
@@ -246,6 +247,9 @@ class LmsClient:
         self._retries = retries
         self._retry_delay_s = retry_delay_s
         self._result_grace_s = result_grace_s
+        #: How long a crashed first attempt may go without its automatic retry before
+        #: ``wait`` reports the crash (the recovery is a flow run: it takes a while).
+        self._crash_grace_s = crash_grace_s
         self._sleep = sleep
         self._deployments: dict[str, dict[str, Any]] = {}
         if (signing_key is None) != (public_url is None):
@@ -422,16 +426,18 @@ class LmsClient:
         return run, response.status_code == 201
 
     def _follow_crash(self, run: dict[str, Any]) -> dict[str, Any]:
-        """The run itself, or for a crashed first attempt its automatic retry (created with
-        the retry's key if the project's automation has not made it yet)."""
-        while _crashed_first_attempt(run) and run.get("deployment_id"):
-            run, _ = self._create_run(
-                str(run["deployment_id"]),
-                str(run["deployment_id"]),
-                run.get("parameters") or {},
-                retry_key(run),
-                [CRASH_RETRY_TAG, *course_tags(run.get("tags") or [])],
+        """The run itself, or for a crashed first attempt its automatic retry once the
+        project's recovery has made it (found by the retry's idempotency key). The client
+        never makes it: the recovery first gives back the dead run's leases."""
+        while _crashed_first_attempt(run):
+            found = self._json(
+                "POST",
+                "flow_runs/filter",
+                {"flow_runs": {"idempotency_key": {"any_": [retry_key(run)]}}, "limit": 1},
             )
+            if not found:
+                return run
+            run = found[0]
         return run
 
     def course_runs(
@@ -459,11 +465,16 @@ class LmsClient:
         when ``timeout_s`` passes first (the run goes on). A crashed first attempt is
         followed to its automatic retry: the FinalState's ``run_id`` is then the retry's."""
         deadline = time.monotonic() + timeout_s
+        crashed_at: float | None = None
         while True:
             run = self._follow_crash(self.read_run(run_id))
             run_id = str(run["id"])
             state = run.get("state") or {}
             state_type = run.get("state_type") or state.get("type")
+            if _crashed_first_attempt(run):  # its retry is being made: wait for it
+                crashed_at = crashed_at or time.monotonic()
+                if time.monotonic() - crashed_at < self._crash_grace_s:
+                    state_type = None
             if state_type in TERMINAL_STATES:
                 _raise_for_state(run_id, state_type, state)
                 return FinalState(

@@ -97,6 +97,10 @@ class FakeApi:
                 "state": {"type": "SCHEDULED", "name": "Scheduled", "message": None},
             }
             return httpx.Response(201, json=self.runs[run_id])
+        if path == "flow_runs/filter":
+            [key] = body["flow_runs"]["idempotency_key"]["any_"]
+            matches = [run for run in self.runs.values() if run["idempotency_key"] == key]
+            return httpx.Response(200, json=matches)
         if path.startswith("flow_runs/"):
             run = self.runs[path.removeprefix("flow_runs/")]
             if run["state_type"] == "SCHEDULED" and self.polls_until_done:
@@ -204,39 +208,56 @@ def test_a_failed_request_gets_a_new_run_when_triggered_again(api: FakeApi) -> N
     assert (kept.id, kept.state_type) == (first.id, "CRASHED")  # the request's first run
 
 
+def recovery_retries(api: FakeApi, run_id: str) -> str:
+    """What flows/recovery.py does for a crashed run: its one retry, with the retry key."""
+    crashed = api.runs[run_id]
+    response = client(api)._request(
+        "POST",
+        f"deployments/{crashed['deployment_id']}/create_flow_run",
+        {
+            "parameters": crashed["parameters"],
+            "idempotency_key": lms_client.retry_key(crashed),
+            "tags": [lms_client.CRASH_RETRY_TAG],
+        },
+    )
+    return str(response.json()["id"])
+
+
 def test_a_crashed_first_attempt_is_followed_to_its_one_retry(api: FakeApi) -> None:
     lms = client(api)
     ref = lms.trigger(COURSE, {"course_id": 1}, request_id="r")
     api.finish(ref.id, "CRASHED", "process killed")
-    api.polls_until_done = 2  # no retry yet: the client makes it, with the recovery's key
+    with pytest.raises(WaitTimeout):  # no retry yet: the client waits for the recovery's
+        lms.wait(ref.id, timeout_s=0)
+    assert len(api.runs) == 1  # the client never makes the retry itself
+    retry_id = recovery_retries(api, ref.id)
+    api.polls_until_done = 2
     final = lms.wait(ref.id, timeout_s=5, poll_s=0)
-    retry = api.runs[final.run_id]
-    assert final.type == "COMPLETED" and final.run_id != ref.id
-    assert retry["idempotency_key"] == f"{ref.idempotency_key}:after:{ref.id}"
-    assert retry["tags"] == [lms_client.CRASH_RETRY_TAG, "course:1"]  # the page shows it
-    assert retry["parameters"] == ref.parameters
-    api.artifacts[retry["id"]] = [{"type": "result", "data": {"export_id": "e"}}]
+    assert final.type == "COMPLETED" and final.run_id == retry_id
+    api.artifacts[retry_id] = [{"type": "result", "data": {"export_id": "e"}}]
     assert lms.result(ref.id) == {"export_id": "e"}  # the request's outcome, not the crash
-    assert len(api.runs) == 2  # waiting and reading again made no third run
-    again = lms.trigger(COURSE, {"course_id": 1}, request_id="r")
-    assert again.id == retry["id"] and not again.created  # the LMS asking again: same retry
+    assert len(api.runs) == 2
+
+
+def test_a_crash_nobody_retries_is_reported_after_the_grace(api: FakeApi) -> None:
+    lms = client(api, crash_grace_s=0)
+    ref = lms.trigger(COURSE, {"course_id": 1}, request_id="r")
+    api.finish(ref.id, "CRASHED", "process killed")
+    with pytest.raises(RunCrashed, match="process killed"):
+        lms.wait(ref.id, timeout_s=5)
 
 
 def test_a_crashed_retry_is_the_outcome(api: FakeApi) -> None:
     lms = client(api)
     ref = lms.trigger(COURSE, {"course_id": 1}, request_id="r")
     api.finish(ref.id, "CRASHED", "process killed")
-    with pytest.raises(WaitTimeout):
-        lms.wait(ref.id, timeout_s=0)
-    [retry_id] = [run_id for run_id in api.runs if run_id != ref.id]
+    retry_id = recovery_retries(api, ref.id)
     api.finish(retry_id, "CRASHED", "killed again")
     with pytest.raises(RunCrashed, match=f"{retry_id} .*killed again"):
         lms.wait(ref.id, timeout_s=5)
     with pytest.raises(RunCrashed):
         lms.result(ref.id)
     assert len(api.runs) == 2  # one retry, never a second
-    fresh = lms.trigger(COURSE, {"course_id": 1}, request_id="r")  # the LMS asks again
-    assert fresh.created and api.runs[fresh.id]["tags"] == ["course:1"]
 
 
 def test_parameters_rejected_by_the_schema(api: FakeApi) -> None:
