@@ -12,13 +12,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, NoReturn
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State
+from prefect.client.schemas.responses import SetStateStatus
 from prefect.context import FlowRunContext
+from prefect.exceptions import Abort
 from prefect.states import Scheduled
 
 from course_exports import lifecycle, links, registry
@@ -119,23 +122,42 @@ def claim_export(settings: Settings, request: ExportRequest) -> tuple[CourseRequ
     return checked, decision
 
 
+def give_back_worker(later: datetime, reason: str) -> NoReturn:
+    """End this attempt as a ``Scheduled`` run a worker starts again at ``later``.
+
+    The state is proposed here, not returned from the flow: a flow that returns a
+    non-final state makes Prefect's engine raise ``UnfinishedRun`` on its way out, the
+    process exits with status 1, and the worker then reports the run Crashed (which the
+    crash recovery would "retry"). ``Abort`` is the engine's own signal for "the
+    orchestrator took this run over": no hook runs and the process exits with status 0.
+    The server releases the run's deployment slot on Running -> Scheduled.
+    """
+    context = FlowRunContext.get()
+    assert context is not None and context.flow_run is not None  # only deployment runs wait
+    state: State[Any] = Scheduled(scheduled_time=later, name="AwaitingExport", message=reason)
+    with get_client(sync_client=True) as client:
+        response = client.set_flow_run_state(context.flow_run.id, state)
+    if response.status is not SetStateStatus.ACCEPT:
+        raise RuntimeError(  # transient for the caller: the orchestrator refused the wait
+            f"Prefect did not accept AwaitingExport ({response.status.value}: {response.details})"
+        )
+    raise Abort(f"waiting for the course: {one_line(reason)}")
+
+
 def conclude(
     settings: Settings, request: ExportRequest, checked: CourseRequest, decision: Claim
 ) -> ExportResult:
     """The end of a run that writes nothing: the export made before (the same request, or
     the identical one this request joined), its failure, or a later try.
 
-    A later try is a ``Scheduled`` state the flow returns for itself: Prefect takes it as
-    the run's state, releases the run's deployment slot, the process exits, and a worker
-    starts the run again at ``scheduled_time``. Nothing waits in a worker meanwhile.
+    A later try ends the attempt as a ``Scheduled`` run (``give_back_worker``): Prefect
+    releases the run's deployment slot, the process exits, and a worker starts the run
+    again at ``scheduled_time``. Nothing waits in a worker meanwhile.
     """
     if decision.outcome is Outcome.WAIT:
         print(f"{one_line(decision.reason)}; looking again in {settings.busy_retry_seconds} s")
         later = datetime.now(UTC) + timedelta(seconds=settings.busy_retry_seconds)
-        state: State[Any] = Scheduled(
-            scheduled_time=later, name="AwaitingExport", message=decision.reason
-        )
-        return cast(ExportResult, state)  # Prefect's contract for a flow's returned State
+        give_back_worker(later, decision.reason)
     record = decision.record
     assert record is not None  # a DONE claim carries the export it found
     joined = record.export_id != request.export_id
