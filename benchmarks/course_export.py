@@ -32,7 +32,7 @@ for path in (ROOT, ROOT / "tests"):  # tests/faults.py, tests/seaweed.py
         sys.path.insert(0, str(path))
 
 from course_exports import registry, workspace  # noqa: E402
-from course_exports.course_export import write_course_zip  # noqa: E402
+from course_exports.course_export import export_course_zip  # noqa: E402
 from course_exports.lake import read_course, read_roster, read_users  # noqa: E402
 from course_exports.registry import ExportKind  # noqa: E402
 from course_exports.storage import Location, open_location  # noqa: E402
@@ -100,14 +100,11 @@ def case_export(lake: Location, exports: Location) -> dict[str, Any]:
     )  # fmt: skip
     started = time.perf_counter()
     with registry.open_export_file(exports, record) as out:
-        write_course_zip(
+        export_course_zip(
             out,  # type: ignore[arg-type]
             lake,
             record=record,
             course=course,
-            course_json=lake.read_bytes("courses", course.id, "course.json"),
-            roster=read_roster(lake, course.id),
-            users=read_users(lake),
             plan=plan,
             level=int(os.environ.get("BENCH_LEVEL", DEFAULT_LEVEL)),
         )

@@ -189,8 +189,7 @@ def course_of(lake_root: Path) -> int:
 
 def case_function(lake_root: Path, target: Path) -> dict[str, Any]:
     from course_exports import registry
-    from course_exports.course_export import write_course_zip
-    from course_exports.lake import read_roster, read_users
+    from course_exports.course_export import export_course_zip
     from course_exports.registry import ExportKind
     from course_exports.storage import open_location
 
@@ -203,14 +202,11 @@ def case_function(lake_root: Path, target: Path) -> dict[str, Any]:
         ttl=timedelta(days=7),
     )  # fmt: skip
     with registry.open_export_file(exports, record) as out:
-        write_course_zip(
+        export_course_zip(
             out,  # type: ignore[arg-type]
             lake,
             record=record,
             course=course,
-            course_json=lake.read_bytes("courses", course.id, "course.json"),
-            roster=read_roster(lake, course.id),
-            users=read_users(lake),
             plan=plan,
         )
     return {"seconds": time.perf_counter() - started, "output": out.size}

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 
 import polars as pl
 
-from course_exports.lake import Course
+from course_exports.lake import Course, read_roster, read_users
 from course_exports.registry import ExportRecord
 from course_exports.spill import Spill
 from course_exports.storage import Location
@@ -225,4 +225,28 @@ def write_course_zip(
         workspaces=len(plan.workspaces),
         assignments=len(plan.assignment_folders),
         bytes_in=plan.total_bytes,
+    )
+
+
+def export_course_zip(
+    out: BinaryIO,
+    lake: Location,
+    *,
+    record: ExportRecord,
+    course: Course,
+    plan: WorkspacePlan,
+    **options: Any,
+) -> CourseZipStats:
+    """``write_course_zip`` with the course's own data read from the lake: what the flow
+    (and the benchmarks, which must measure the same thing) run."""
+    return write_course_zip(
+        out,
+        lake,
+        record=record,
+        course=course,
+        course_json=lake.read_bytes("courses", course.id, "course.json"),
+        roster=read_roster(lake, course.id),
+        users=read_users(lake),
+        plan=plan,
+        **options,
     )

@@ -116,14 +116,11 @@ def pack_course_zip(
     progress = _Progress(plan, heartbeat)
     try:
         with registry.open_export_file(settings.exports(), record) as out:
-            stats = course_export.write_course_zip(
+            stats = course_export.export_course_zip(
                 cast(BinaryIO, out),  # HashingWriter is a write-only binary stream
                 lake,
                 record=record,
                 course=course,
-                course_json=lake.read_bytes("courses", course.id, "course.json"),
-                roster=read_roster(lake, course.id),
-                users=read_users(lake),
                 plan=plan,
                 on_progress=progress,
             )
