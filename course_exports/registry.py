@@ -24,7 +24,7 @@ from typing import IO, Any
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from course_exports.errors import ConflictError, LakeDataError
-from course_exports.storage import Location
+from course_exports.storage import Location, ObjectTooLargeError
 
 MANIFEST = "manifest.json"
 #: A manifest is a few kB; anything far larger is not one (and is not read whole).
@@ -135,6 +135,13 @@ def read_record(exports: Location, course_id: int, export_id: str) -> ExportReco
         raw = exports.read_bytes(path, max_bytes=MANIFEST_MAX_BYTES)
     except FileNotFoundError:
         return None
+    except ObjectTooLargeError as exc:
+        # Damage like any other: one oversized manifest must not hide the course's others.
+        raise LakeDataError(
+            exc.url,
+            f"not a valid export manifest ({exc.size:,} bytes, "
+            f"more than the {exc.limit:,} a manifest may have)",
+        ) from None
     try:
         return ExportRecord.model_validate_json(raw)
     except ValidationError as exc:

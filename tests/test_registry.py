@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from course_exports import registry
-from course_exports.errors import ConflictError
+from course_exports.errors import ConflictError, LakeDataError
 from course_exports.registry import ExportKind, ExportStatus
 from course_exports.storage import Location, open_location
 
@@ -175,3 +175,15 @@ def test_only_a_queued_export_may_have_no_file_name(exports: Location) -> None:
         registry.ExportRecord.model_validate(
             {**record.model_dump(), "file_name": "", "status": "ready"}
         )
+
+
+def test_an_oversized_manifest_is_damage_not_a_read(exports: Location, tmp_path: Path) -> None:
+    """Manifests are read with a cap (issue 8.5: every metadata read is bounded): a huge one
+    is refused before its body is read, and does not hide the course's other exports."""
+    good = begin(exports, request_id="good")
+    bad = begin(exports, request_id="bad")
+    manifest = tmp_path / "exports" / "7" / bad.export_id / registry.MANIFEST
+    manifest.write_bytes(b" " * (registry.MANIFEST_MAX_BYTES + 1))
+    with pytest.raises(LakeDataError, match="more than the 1,048,576"):
+        registry.read_record(exports, 7, bad.export_id)
+    assert [r.export_id for r in registry.list_records(exports, 7)] == [good.export_id]
