@@ -291,10 +291,12 @@ def take_over(
     """Make a ``pending`` or ``failed`` export of the same request this run's again.
 
     Only for a run that holds the request's job lease: the run that wrote ``previous``
-    is gone (its lease expired) or failed, so its partial file is removed here.
+    is gone (its lease expired) or failed, so whatever it left in the folder is removed
+    here: its partial file, and a storage temporary file if it was killed mid-write.
     """
-    if previous.file_name:
-        exports.delete(previous.course_id, previous.export_id, previous.file_name)
+    folder = export_dir(exports, previous.course_id, previous.export_id)
+    manifest = posixpath.join(folder, MANIFEST)
+    exports.delete_many(e.path for e in exports.iter_files(folder) if e.path != manifest)
     record = _pending_record(exports, request, previous.course_name, ttl, now)
     write_record(exports, record)
     return record

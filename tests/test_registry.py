@@ -187,3 +187,17 @@ def test_an_oversized_manifest_is_damage_not_a_read(exports: Location, tmp_path:
     with pytest.raises(LakeDataError, match="more than the 1,048,576"):
         registry.read_record(exports, 7, bad.export_id)
     assert [r.export_id for r in registry.list_records(exports, 7)] == [good.export_id]
+
+
+def test_a_take_over_removes_what_a_killed_writer_left(exports: Location) -> None:
+    """A writer killed mid-write leaves its storage temporary file (a local streaming
+    write goes to ``.<name>.<hex>.tmp`` until it completes) beside the manifest; the run
+    that takes the export over removes it with the partial file."""
+    dead = begin(exports)
+    folder = Path(exports.path(registry.export_dir(exports, 7, dead.export_id)))
+    (folder / ".a.csv.0123abcd.tmp").write_bytes(b"half a file")
+    (folder / dead.file_name).write_bytes(b"half")
+    registry.take_over(
+        exports, dead, request({"excel": False}, run="run-b"), ttl=timedelta(days=7), now=NOW
+    )
+    assert sorted(p.name for p in folder.iterdir()) == [registry.MANIFEST]
