@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 import zipfile
@@ -27,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-for path in (ROOT, ROOT / "tests"):  # tests/faults.py, tests/seaweed.py
+for path in (ROOT, ROOT / "tests", ROOT / "benchmarks"):  # tests/seaweed.py, harness
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
+
+from harness import case_parser, report_case, run_case_process  # noqa: E402
 
 from course_exports import registry, workspace  # noqa: E402
 from course_exports.course_export import export_course_zip  # noqa: E402
@@ -111,46 +111,11 @@ def case_export(lake: Location, exports: Location) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "input": plan.total_bytes, "output": out.size}
 
 
-def run_case(args: argparse.Namespace) -> None:
+def run_case(args: argparse.Namespace) -> dict[str, Any]:
     lake = open_location(args.lake, s3_endpoint_url=args.endpoint)
-    cpu_before = os.times()
     if args.case == "zipfile":
-        result = case_zipfile(lake, Path(args.target))
-    else:
-        result = case_export(lake, open_location(args.target, s3_endpoint_url=args.endpoint))
-    result["peak_mb"] = peak_rss_mb()
-    cpu_after = os.times()
-    result["cpu_s"] = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
-    print(json.dumps(result))
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak RSS. ``ru_maxrss`` would not do: Linux carries it over
-    fork and exec, so a child would report its parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def child(
-    case: str, lake: str, target: str, endpoint: str | None, server_pid: int | None = None
-) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--case", case, "--lake", lake, "--target", target]
-    if endpoint:
-        command += ["--endpoint", endpoint]
-    server_before = process_cpu_s(server_pid) if server_pid else 0.0
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    if server_pid:
-        result["server_cpu_s"] = process_cpu_s(server_pid) - server_before
-    return result
+        return case_zipfile(lake, Path(args.target))
+    return case_export(lake, open_location(args.target, s3_endpoint_url=args.endpoint))
 
 
 # ----------------------------------------------------------------------------- the table
@@ -170,27 +135,20 @@ def row(name: str, source: str, r: dict[str, Any], base: dict[str, Any] | None) 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = case_parser(__doc__)
     parser.add_argument("--students", type=int, default=300)
-    parser.add_argument("--case", help=argparse.SUPPRESS)
-    parser.add_argument("--lake", help=argparse.SUPPRESS)
-    parser.add_argument("--target", help=argparse.SUPPRESS)
-    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        run_case(args)
-        return 0
+        return report_case(lambda: run_case(args))
 
     OUT.mkdir(parents=True, exist_ok=True)
     local = open_location(str(OUT / "lake"))
     ensure_lake(local, args.students)
     rows = ["| lake | engine | input MB | output MB | seconds | MB/s in | peak MB | CPU s | ratio |",
             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    base = child("zipfile", local.url, str(OUT / "zipfile.zip"), None)
+    base = run_case_process(__file__, "zipfile", local.url, str(OUT / "zipfile.zip"))
     rows.append(row("sequential zipfile (deflate 6)", "local", base, None))
-    ours = child("export", local.url, str(OUT / "exports"), None)
+    ours = run_case_process(__file__, "export", local.url, str(OUT / "exports"))
     rows.append(row("course export", "local", ours, base))
     size_delta = ours["output"] / base["output"] - 1
     print("\n".join(rows))

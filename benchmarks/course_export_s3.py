@@ -25,9 +25,7 @@ for S3 <= 1 ms per object, S3 export wall time <= 2.5x the local export's.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,15 +37,8 @@ for path in (ROOT, ROOT / "tests", ROOT / "benchmarks"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from course_export import (  # noqa: E402
-    NOW,
-    OUT,
-    case_export,
-    ensure_lake,
-    peak_rss_mb,
-    plan_for,
-    process_cpu_s,
-)
+from course_export import NOW, OUT, case_export, ensure_lake, plan_for  # noqa: E402
+from harness import case_parser, report_case, run_case_process  # noqa: E402
 
 from course_exports.storage import Location, open_location  # noqa: E402
 
@@ -72,28 +63,12 @@ def case_boto3(lake: Location, endpoint: str) -> dict[str, Any]:
     return {"seconds": seconds, "input": total, "output": 0, "objects": plan.file_count}
 
 
-def run_case(args: argparse.Namespace) -> None:
+def run_case(args: argparse.Namespace) -> dict[str, Any]:
     lake = open_location(args.lake, s3_endpoint_url=args.endpoint)
-    cpu_before = os.times()
     if args.case == "boto3":
-        result = case_boto3(lake, args.endpoint)
-    else:
-        exports = open_location(args.target, s3_endpoint_url=args.endpoint)
-        result = case_export(lake, exports)
-        result["objects"] = plan_for(lake)[1].file_count
-    cpu_after = os.times()
-    result["cpu_s"] = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
-    result["peak_mb"] = peak_rss_mb()
-    print(json.dumps(result))
-
-
-def child(case: str, lake: str, target: str, endpoint: str, server_pid: int) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--case", case, "--lake", lake, "--target", target]
-    command += ["--endpoint", endpoint]
-    before = process_cpu_s(server_pid)
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    result["server_cpu_s"] = process_cpu_s(server_pid) - before
+        return case_boto3(lake, args.endpoint)
+    result = case_export(lake, open_location(args.target, s3_endpoint_url=args.endpoint))
+    result["objects"] = plan_for(lake)[1].file_count
     return result
 
 
@@ -109,18 +84,11 @@ def row(name: str, r: dict[str, Any], base: dict[str, Any], extra_cpu_ms: str = 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = case_parser(__doc__)
     parser.add_argument("--students", type=int, default=300)
-    parser.add_argument("--case", help=argparse.SUPPRESS)
-    parser.add_argument("--lake", help=argparse.SUPPRESS)
-    parser.add_argument("--target", help=argparse.SUPPRESS)
-    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        run_case(args)
-        return 0
+        return report_case(lambda: run_case(args))
 
     from seaweed import AWS_ENV, seaweedfs
 
@@ -139,9 +107,13 @@ def main() -> int:
                       spec(args.students), now=NOW)  # fmt: skip
         print(f"  S3 lake generated in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         endpoint, pid = server.endpoint_url, server.pid
-        fetch = child("boto3", lake_url, "-", endpoint, pid)
-        ours_local = child("export", local.url, f"{scratch}/exports", endpoint, pid)
-        ours_s3 = child("export", lake_url, "s3://bench-exports/exports", endpoint, pid)
+        fetch = run_case_process(__file__, "boto3", lake_url, "-", endpoint, pid)
+        ours_local = run_case_process(
+            __file__, "export", local.url, f"{scratch}/exports", endpoint, pid
+        )
+        ours_s3 = run_case_process(
+            __file__, "export", lake_url, "s3://bench-exports/exports", endpoint, pid
+        )
 
     extra = (ours_s3["cpu_s"] - ours_local["cpu_s"]) * 1000 / ours_s3["objects"]
     print("| case | objects | MB | seconds | objects/s | MB/s | client CPU ms/object "
