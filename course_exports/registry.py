@@ -85,6 +85,10 @@ class ExportRecord(BaseModel):
     failed_at: datetime | None = None
     #: The Prefect flow run that made (or is making) this export.
     flow_run_id: str | None = None
+    #: When the requester's ready mail was delivered. A run of the same request that
+    #: finds the export ready mails only while this is unset: the run that published it
+    #: may have died before its mail (a crash between publish and tell).
+    notified_at: datetime | None = None
 
     @field_validator("file_name")
     @classmethod
@@ -317,6 +321,20 @@ def write_progress(
     updated = record.model_copy(
         update={"progress": dict(progress), "updated_at": now.replace(microsecond=0)}
     )
+    write_record(exports, updated)
+    return updated
+
+
+def mark_notified(
+    exports: Location, course_id: int, export_id: str, now: datetime | None = None
+) -> ExportRecord | None:
+    """Note in a ``ready`` manifest that its requester's mail went out (one small PUT);
+    None, touching nothing, when the export is no longer ready (purged meanwhile)."""
+    current = read_record(exports, course_id, export_id)
+    if current is None or current.status is not ExportStatus.READY:
+        return None
+    moment = (now or datetime.now(UTC)).replace(microsecond=0)
+    updated = current.model_copy(update={"notified_at": moment})
     write_record(exports, updated)
     return updated
 

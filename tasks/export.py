@@ -173,6 +173,11 @@ def conclude(
         # Someone else's identical export: this requester gets their own mail and summary.
         print(f"request joined export {record.export_id} made for another request")
         return tell_requester(settings, request, checked, result)
+    if request.notify and record.status is registry.ExportStatus.READY and not record.notified_at:
+        # The run that published it stopped before its mail (killed between the two):
+        # the teacher was never told, so this run tells.
+        print(f"export {record.export_id} is ready but its mail never went out: sending it")
+        return tell_requester(settings, request, checked, result)
     print(
         f"request {one_line(request.request_id)} was completed before as export {record.export_id}"
     )
@@ -276,7 +281,13 @@ def _tell(
     except Exception as exc:
         get_run_logger().error("summary artifact not written: %s: %s", type(exc).__name__, exc)
     if request.notify:
-        send_ready_mail.fn(settings, checked.requester, result, contents, checked.course.timezone)
+        delivery = send_ready_mail.fn(
+            settings, checked.requester, result, contents, checked.course.timezone
+        )
+        if delivery.delivered and result.export_id == request.export_id:
+            # Only the export's own request: a joined one's mail says nothing of the
+            # export's requester.
+            registry.mark_notified(settings.exports(), result.course_id, result.export_id)
     print(
         f"export {result.export_id} ready: {one_line(result.file_url, limit=400)} "
         f"({result.size_bytes:,} bytes)"

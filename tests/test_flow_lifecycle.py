@@ -179,3 +179,40 @@ def test_nothing_a_prefect_user_reads_holds_a_token(site: LocalSite) -> None:
     assert [t for t in texts if valid_tokens(t)] == []
     summary = next(a for a in artifacts if a.type == "markdown")
     assert f"/courses/{site.course})" in str(summary.data)  # the Course Data page instead
+
+
+class Killed(BaseException):
+    """Stands for the process dying: nothing after it runs, no handler turns it into a
+    failure."""
+
+
+def test_a_run_killed_between_publish_and_mail_is_told_by_the_next(
+    site: LocalSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export is ready but the teacher never got the mail (the run died in between):
+    the retry of the same request sends it, once; later repeats send nothing."""
+    import tasks.export
+
+    real = tasks.export.send_ready_mail
+
+    class DiesInMail:
+        @staticmethod
+        def fn(*args: Any, **kwargs: Any) -> Any:
+            raise Killed
+
+    monkeypatch.setattr(tasks.export, "send_ready_mail", DiesInMail)
+    with pytest.raises(Killed):
+        export_course(course_id=site.course, requested_by=site.teacher, request_id="r-mail")
+    [record] = manifests(site)
+    assert record.status is ExportStatus.READY and record.notified_at is None
+    assert site.mails() == []
+
+    monkeypatch.setattr(tasks.export, "send_ready_mail", real)
+    again = [
+        export_course(course_id=site.course, requested_by=site.teacher, request_id="r-mail")
+        for _ in range(2)
+    ]
+    assert {r.export_id for r in again} == {record.export_id}
+    assert len(site.mails()) == 1  # the first retry told the teacher, the second did not
+    [told] = manifests(site)
+    assert told.notified_at is not None and told.sha256 == record.sha256

@@ -152,6 +152,19 @@ def test_progress_is_written_into_the_pending_manifest(exports: Location) -> Non
     assert ready.progress == {}
 
 
+def test_only_a_ready_export_is_marked_as_mailed(exports: Location) -> None:
+    record = begin(exports)
+    assert registry.mark_notified(exports, 7, record.export_id, NOW) is None  # pending
+    assert registry.read_record(exports, 7, record.export_id).notified_at is None  # type: ignore[union-attr]
+    ready = registry.publish(exports, record, size_bytes=0, sha256="", counts={})
+    assert ready.notified_at is None
+    later = NOW + timedelta(seconds=3)
+    marked = registry.mark_notified(exports, 7, record.export_id, later)
+    assert marked is not None and marked.notified_at == later
+    assert registry.read_record(exports, 7, record.export_id) == marked
+    assert registry.mark_notified(exports, 7, "0" * 32, later) is None  # no such export
+
+
 def test_corrupt_manifest_names_the_file(exports: Location) -> None:
     record = begin(exports)
     Path(exports.path(7, record.export_id, "manifest.json")).write_text("{nope")
