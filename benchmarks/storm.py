@@ -184,13 +184,28 @@ def submit_all(lms: LmsClient, storm: list[Request]) -> list[Submitted]:
         return list(pool.map(one, storm))
 
 
+def post_filter(url: str, body: dict[str, Any]) -> Any:
+    """POST a filter query; a 5xx or a dropped connection is tried again (the server
+    under a storm can answer one poll with a 500, as an LMS poller would meet it)."""
+    for attempt in range(5):
+        try:
+            response = httpx.post(url, json=body, timeout=60)
+            if response.status_code < 500:
+                response.raise_for_status()
+                return response.json()
+            problem = f"{response.status_code}: {response.text[:300]}"
+        except httpx.TransportError as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        print(f"  {url.rsplit('/api', 1)[-1]} failed ({problem}); again", file=sys.stderr)
+        time.sleep(2 * (attempt + 1))
+    raise RuntimeError(f"{url} kept failing: {problem}")
+
+
 def runs_by_id(api_url: str, ids: list[str]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(ids), 200):
         body = {"flow_runs": {"id": {"any_": ids[start : start + 200]}}, "limit": 200}
-        response = httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=60)
-        response.raise_for_status()
-        found.update({run["id"]: run for run in response.json()})
+        found.update({run["id"]: run for run in post_filter(f"{api_url}/flow_runs/filter", body)})
     return found
 
 
@@ -212,9 +227,7 @@ def task_work_s(api_url: str, run_ids: list[str]) -> dict[str, float]:
     work: dict[str, float] = {}
     for start in range(0, len(run_ids), 10):  # a run has a dozen task runs at most
         body = {"flow_runs": {"id": {"any_": run_ids[start : start + 10]}}, "limit": 200}
-        response = httpx.post(f"{api_url}/task_runs/filter", json=body, timeout=60)
-        response.raise_for_status()
-        for task in response.json():
+        for task in post_filter(f"{api_url}/task_runs/filter", body):
             if task["name"].startswith(WORK_STEPS):
                 run = str(task["flow_run_id"])
                 work[run] = work.get(run, 0.0) + float(task["total_run_time"])
@@ -417,6 +430,11 @@ def main() -> int:
             for workers in args.workers.split(",")
         ]
         print_table(rows)
+    except BaseException:
+        for log in sorted(root.rglob("*.log")):  # the server's and workers' own story
+            lines = log.read_text(errors="replace").splitlines()
+            print(f"--- last lines of {log}", *lines[-40:], sep="\n", file=sys.stderr)
+        raise
     finally:
         if args.keep:
             print(f"kept {root}")
