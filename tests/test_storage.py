@@ -157,6 +157,34 @@ def test_seekable_reads(loc: Location) -> None:
         assert zf.read("x/y.txt") == b"inside"
 
 
+@pytest.mark.parametrize("name", ["plain.bin", "odd\x01name.bin"], ids=["obstore", "botocore"])
+def test_tail_and_range_reads(loc: Location, name: str) -> None:
+    """One request each: the end of an object with its size, and a byte range; past
+    the end they give what is there. The odd name is one object_store cannot name."""
+    data = bytes(range(256)) * 40  # 10,240 bytes
+    loc.write_bytes_atomic(data, "r", name)
+    path = f"r/{name}"
+    assert loc.read_tail(path, 100) == (data[-100:], len(data))
+    assert loc.read_tail(path, 1) == (data[-1:], len(data))
+    assert loc.read_tail(path, len(data)) == (data, len(data))
+    assert loc.read_tail(path, 10**9) == (data, len(data))  # more than the object holds
+    assert loc.read_range(path, 300, 4_000) == data[300:4_000]
+    assert loc.read_range(path, 10_000, 20_000) == data[10_000:]  # runs past the end
+    assert loc.read_range(path, len(data), len(data) + 5) == b""  # starts past it
+    loc.write_bytes_atomic(b"", "r", f"empty-{name}")
+    assert loc.read_tail(f"r/empty-{name}", 64) == (b"", 0)  # S3 answers 416 to any range
+    assert loc.read_range(f"r/empty-{name}", 0, 10) == b""
+    for missing in ("r/absent", "absent\x01"):
+        with pytest.raises(FileNotFoundError):
+            loc.read_tail(missing, 10)
+        with pytest.raises(FileNotFoundError):
+            loc.read_range(missing, 0, 10)
+    with pytest.raises(ValueError):
+        loc.read_tail(path, 0)
+    with pytest.raises(ValueError):
+        loc.read_range(path, 5, 5)
+
+
 def test_deletes(loc: Location) -> None:
     for name in ["d/1/a", "d/1/b", "d/2/c", "keep/x"]:
         loc.write_bytes_atomic(b"1", name)

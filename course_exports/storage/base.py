@@ -57,6 +57,16 @@ def join(*parts: Part) -> str:
     return "/".join(str(p).strip("/") for p in parts if str(p) not in ("", "/"))
 
 
+def validate_tail(n: int) -> None:
+    if n <= 0:
+        raise ValueError(f"a tail read needs a positive length, got {n}")
+
+
+def validate_range(start: int, end: int) -> None:
+    if not 0 <= start < end:
+        raise ValueError(f"not a byte range: {start} to {end}")
+
+
 class Location(ABC):
     """A storage root. Paths given to and returned by its methods are relative to it."""
 
@@ -98,6 +108,18 @@ class Location(ABC):
     def open_seekable(self, *parts: Part) -> BinaryIO:
         """A seekable file of the object (ranged GETs on S3), for formats read from the
         end or out of order (zip directories, parquet footers)."""
+
+    @abstractmethod
+    def read_tail(self, path: str, n: int) -> tuple[bytes, int]:
+        """The last ``n`` bytes of an object (all of it when it is shorter) and its total
+        size, in one request (a suffix-range GET on S3, no HEAD): formats read from the
+        end (parquet footers). FileNotFoundError if absent; ValueError unless ``n > 0``."""
+
+    @abstractmethod
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` (exclusive) of an object in one request (a ranged
+        GET on S3); fewer, maybe none, where the object ends sooner. FileNotFoundError
+        if absent; ValueError unless ``0 <= start < end``."""
 
     @abstractmethod
     def read_many(self, paths: Iterable[str]) -> list[bytes]:

@@ -19,6 +19,8 @@ from course_exports.storage.base import (
     ObjectTooLargeError,
     Part,
     PendingUpload,
+    validate_range,
+    validate_tail,
     join,
 )
 from course_exports.storage.download import Download, FileDownload
@@ -74,6 +76,19 @@ class LocalLocation(Location):
 
     def open_seekable(self, *parts: Part) -> BinaryIO:
         return open(self._abs(*parts), "rb")
+
+    def read_tail(self, path: str, n: int) -> tuple[bytes, int]:
+        validate_tail(n)
+        with open(self._abs(path), "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(0, size - n))
+            return fh.read(min(n, size)), size
+
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        validate_range(start, end)
+        with open(self._abs(path), "rb") as fh:
+            fh.seek(start)
+            return fh.read(end - start)
 
     def read_many(self, paths: Iterable[str]) -> list[bytes]:
         return [self.read_bytes(p) for p in paths]

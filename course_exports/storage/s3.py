@@ -53,6 +53,8 @@ from course_exports.storage.base import (
     Part,
     PendingUpload,
     join,
+    validate_range,
+    validate_tail,
 )
 from course_exports.storage.download import Download, RedirectDownload
 
@@ -406,6 +408,69 @@ class S3Location(Location):
         reader = obstore.open_reader(self.store, rel, buffer_size=2**20)
         return io.BufferedReader(_Seekable(reader), 2**16)
 
+    @_storage_errors
+    def read_tail(self, path: str, n: int) -> tuple[bytes, int]:
+        validate_tail(n)
+        if _obstore_can_name(path):
+            try:
+                result = obstore.get(self.store, path, options={"range": {"suffix": n}})
+                return bytes(result.bytes()), int(result.meta["size"])
+            except GenericError as exc:
+                if not _unsatisfiable(exc):
+                    raise
+        else:
+            response = self._boto_range(path, f"bytes=-{n}")
+            if response is not None:
+                data: bytes = response["Body"].read()
+                content_range = response.get("ContentRange")  # "bytes 6-9/10"
+                if content_range:
+                    return data, int(content_range.rsplit("/", 1)[1])
+                return data[-n:], len(data)  # the server ignored the range
+        # S3 refuses any range of an empty object (416), while a suffix of any other
+        # object is satisfiable: make sure it is empty (it may have been replaced).
+        if self._size(path) != 0:
+            raise OSError(errno.EIO, f"{self.url_for(path)}: 416 for the last {n} bytes")
+        return b"", 0
+
+    @_storage_errors
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        validate_range(start, end)
+        if _obstore_can_name(path):
+            try:
+                return bytes(obstore.get(self.store, path, options={"range": (start, end)}).bytes())
+            except GenericError as exc:
+                if _unsatisfiable(exc):
+                    return b""  # the object ends before start
+                raise
+        response = self._boto_range(path, f"bytes={start}-{end - 1}")
+        if response is None:
+            return b""
+        body: bytes = response["Body"].read()
+        # A server that ignores Range sends the whole object.
+        return body if response.get("ContentRange") else body[start:end]
+
+    def _boto_range(self, path: str, header: str) -> Any:
+        """A ranged GetObject's response, or None when S3 answers 416 (nothing there)."""
+        try:
+            return self._boto.get_object(Bucket=self.bucket, Key=self._key(path), Range=header)
+        except Exception as exc:
+            if _is_boto_missing(exc):
+                raise FileNotFoundError(self.url_for(path)) from None
+            if _boto_code(exc) == "InvalidRange":
+                return None
+            raise
+
+    def _size(self, path: str) -> int:
+        if _obstore_can_name(path):
+            return int(obstore.head(self.store, path)["size"])
+        try:
+            head = self._boto.head_object(Bucket=self.bucket, Key=self._key(path))
+        except Exception as exc:
+            if _is_boto_missing(exc):
+                raise FileNotFoundError(self.url_for(path)) from None
+            raise
+        return int(head["ContentLength"])
+
     def read_many(self, paths: Iterable[str]) -> list[bytes]:
         return list(_pool().map(self.read_bytes, paths))
 
@@ -601,10 +666,20 @@ class S3Location(Location):
         return RedirectDownload(int(head["ContentLength"]), url)
 
 
+def _unsatisfiable(exc: BaseError) -> bool:
+    """A 416 answer: the range starts past the object's end (or the object is empty)."""
+    text = str(exc)
+    return "416 Range Not Satisfiable" in text or "<Code>InvalidRange</Code>" in text
+
+
+def _boto_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
 def _is_boto_missing(exc: Exception) -> bool:
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):
         return False
-    code = str(response.get("Error", {}).get("Code", ""))
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code in ("404", "NoSuchKey", "NotFound", "NoSuchUpload") or status == 404
+    return _boto_code(exc) in ("404", "NoSuchKey", "NotFound", "NoSuchUpload") or status == 404
