@@ -21,8 +21,8 @@ never depends on whether or when the indexer ran, and is byte-identical either w
 
 Nothing read from the copy is trusted: the file's size must match the index, and every
 byte the export uses (the footer and the course's row groups) must match its crc32 in
-the index before Polars decodes it; the rows must then be of the day, with known access
-types. Anything else is a :class:`DamagedCopyError`: the reader reads that day from the
+the index before pyarrow decodes it, and only those bytes are fetched and decoded
+(``fetched``); the rows must then be of the day, with known access types. Anything else is a :class:`DamagedCopyError`: the reader reads that day from the
 source, and drops the index so the next indexer run rebuilds the day (``indexer``).
 """
 
@@ -38,8 +38,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 import polars as pl
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
 
+from course_exports.access_log.fetched import FetchedFile, footer_metadata
 from course_exports.access_log.partitions import DayPartition
 from course_exports.access_log.schema import ACCESS_TYPE_LABELS, SCAN_SCHEMA
 from course_exports.storage import Location
@@ -56,7 +58,7 @@ FORMAT = 1
 #: enough that a small course reads a few tens of KB a day, large enough that a day of
 #: 170,000 events keeps a footer of about 40 row groups.
 ROW_GROUP_ROWS = 4_096
-# Days checked at once: on S3 each is two ranged GETs, waiting on the network.
+# Days read at once: on S3 each is two ranged GETs, waiting on the network.
 _READ_THREADS = 8
 
 
@@ -207,69 +209,76 @@ def read_copied_rows(
 ) -> tuple[pl.DataFrame, list[tuple[CopiedDay, DamagedCopyError]]]:
     """The course's rows of ``days`` (all columns), and the days found damaged.
 
-    First every byte the read will use is checked against the index: the footer and
-    the course's row groups (one ranged read each, concurrently). Then one Polars scan
-    reads the verified files; the course predicate prunes row groups by the (verified)
-    footer statistics, so it decodes exactly the checked row groups. A damaged day
-    contributes no rows: the caller reads it from the source instead.
+    Each day is two ranged reads, concurrently with the other days: the course's row
+    groups (one span) and the footer. Both are checked against the index, then pyarrow
+    decodes exactly those row groups from exactly those bytes (a :class:`FetchedFile`
+    refuses any other read). So an export reads what its course costs, never the whole
+    copy, on any storage. A damaged day contributes no rows: the caller reads it from
+    the source instead.
     """
     wanted = [day for day in days if day.row_groups]
-    damaged: list[tuple[CopiedDay, DamagedCopyError]] = []
-    if wanted:
-        with ThreadPoolExecutor(min(_READ_THREADS, len(wanted))) as pool:
-            problems = list(pool.map(lambda day: _verify(store, day), wanted))
-        damaged = [(d, p) for d, p in zip(wanted, problems, strict=True) if p is not None]
-        wanted = [d for d, p in zip(wanted, problems, strict=True) if p is None]
     if not wanted:
-        return SCAN_SCHEMA.to_frame(), damaged
+        return SCAN_SCHEMA.to_frame(), []
+    with ThreadPoolExecutor(min(_READ_THREADS, len(wanted))) as pool:
+        results = list(pool.map(lambda day: _read_day(store, day, course_id), wanted))
+    damaged = [(d, r) for d, r in zip(wanted, results, strict=True) if isinstance(r, Exception)]
+    frames = [r for r in results if isinstance(r, pl.DataFrame)]
+    return (pl.concat(frames) if frames else SCAN_SCHEMA.to_frame()), damaged
+
+
+def _read_day(store: Location, day: CopiedDay, course_id: int) -> pl.DataFrame | DamagedCopyError:
+    """The course's rows of one copied day, or why the day cannot be trusted."""
+    url = store.url_for(day.path)
     try:
-        frame = (
-            pl.scan_parquet(
-                store.scan_sources([day.path for day in wanted]),
-                schema=SCAN_SCHEMA,
-                hive_partitioning=False,
-            )
-            .filter(pl.col("course_id") == course_id)
-            .collect()
+        fetched = _fetch_verified(store, day)
+        table = pq.ParquetFile(fetched, metadata=footer_metadata(fetched.footer)).read_row_groups(
+            list(day.row_groups), columns=SCAN_SCHEMA.names(), use_threads=False
         )
-        _check_rows(frame, wanted)
-    except Exception as exc:  # verified bytes that still do not read: trust none of them
-        problem = DamagedCopyError(f"{type(exc).__name__}: {exc}")
-        return SCAN_SCHEMA.to_frame(), damaged + [(day, problem) for day in wanted]
-    return frame, damaged
+        frame = pl.DataFrame(table).select(SCAN_SCHEMA.names())
+        if frame.schema != SCAN_SCHEMA:
+            raise DamagedCopyError(f"columns {frame.schema} are not the log's")
+        frame = frame.filter(pl.col("course_id") == course_id)
+        _check_rows(frame, day)
+    except DamagedCopyError as exc:
+        return DamagedCopyError(f"{url}: {exc}")
+    except Exception as exc:  # gone (rebuilt meanwhile), unreadable, undecodable
+        return DamagedCopyError(f"{url}: {type(exc).__name__}: {exc}")
+    return frame
 
 
-def _verify(store: Location, day: CopiedDay) -> DamagedCopyError | None:
-    """Check the footer's and the course's row groups' bytes against their crc32."""
+class _Verified(FetchedFile):
+    """The course's row groups and the footer of a copied day, checked."""
+
+    def __init__(self, size: int, span: tuple[int, bytes], footer: tuple[int, bytes]) -> None:
+        super().__init__(size, [span, footer])
+        self.footer = footer[1]
+
+
+def _fetch_verified(store: Location, day: CopiedDay) -> _Verified:
+    """Fetch the course's row groups (one span) and the footer; check both against
+    their crc32 in the index (DamagedCopyError if one fails)."""
     index = day.index
     groups = [index.row_groups[i] for i in day.row_groups]
     start = groups[0][3]
-    end = groups[-1][3] + groups[-1][4]
+    span = store.read_range(day.path, start, groups[-1][3] + groups[-1][4])
     footer_offset, footer_crc = index.footer
-    try:
-        with store.open_seekable(day.path) as handle:
-            handle.seek(start)
-            span = handle.read(end - start)
-            handle.seek(footer_offset)
-            footer = handle.read(index.size - footer_offset + 1)
-    except Exception as exc:  # gone (rebuilt meanwhile), unreadable
-        return DamagedCopyError(f"{store.url_for(day.path)}: {type(exc).__name__}: {exc}")
-    if len(footer) != index.size - footer_offset or zlib.crc32(footer) != footer_crc:
-        return DamagedCopyError(f"{store.url_for(day.path)}: the footer fails its checksum")
+    footer, size = store.read_tail(day.path, index.size - footer_offset)
+    if size != index.size:
+        raise DamagedCopyError(f"the file is {size} bytes, the index says {index.size}")
+    if zlib.crc32(footer) != footer_crc:
+        raise DamagedCopyError("the footer fails its checksum")
     for number, group in zip(day.row_groups, groups, strict=True):
         offset, length, crc = group[3:]
         chunk = span[offset - start : offset - start + length]
         if len(chunk) != length or zlib.crc32(chunk) != crc:
-            return DamagedCopyError(
-                f"{store.url_for(day.path)}: row group {number} fails its checksum"
-            )
-    return None
+            raise DamagedCopyError(f"row group {number} fails its checksum")
+    return _Verified(size, (start, span), (footer_offset, footer))
 
 
-def _check_rows(frame: pl.DataFrame, days: Sequence[CopiedDay]) -> None:
-    """Belt and braces after the checksums: the rows are of these days, of known kinds."""
+def _check_rows(frame: pl.DataFrame, day: CopiedDay) -> None:
+    """Belt and braces after the checksums: the rows are of the day, of known kinds."""
     time = pl.col("event_time")
-    first, last = days[0].partition.start, days[-1].partition.end
+    first, last = day.partition.start, day.partition.end
     problems = frame.select(
         (~pl.col("access_type").is_in(list(ACCESS_TYPE_LABELS)).fill_null(False))
         .any()

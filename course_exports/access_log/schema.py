@@ -9,6 +9,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from course_exports.access_log.fetched import fetch_footer
 from course_exports.errors import LakeDataError
 from course_exports.storage import Location
 
@@ -83,9 +84,9 @@ def _type_problem(name: str, actual: pa.DataType) -> str | None:
 def check_footer(lake: Location, path: str) -> None:
     url = lake.url_of(path)
     try:
-        # The footer only: a ranged read from the end, not the whole file.
-        with lake.open_seekable(lake.relative(path)) as fh:
-            schema = pq.read_schema(fh)
+        # The footer only: one suffix-range read of the file's end (two for a long
+        # footer), no HEAD and no read-ahead.
+        schema = pq.read_schema(fetch_footer(lake, lake.relative(path)))
     except FileNotFoundError:
         raise LakeDataError(url, "file disappeared while reading (is a purge running?)") from None
     except (pa.ArrowException, OSError, ValueError) as exc:
