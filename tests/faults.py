@@ -45,6 +45,11 @@ class FaultyProxy:
     url: str
     rules: list[Rule]
     seen: list[tuple[str, str]]  # every request that reached the proxy: (method, path)
+    #: every answer passed on from the server: (method, path, bytes of its body)
+    answered: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def body_bytes(self, method: str = "GET") -> int:
+        return sum(n for m, _, n in list(self.answered) if m == method)
 
     def fail(self, matches: Matcher, times: int = 1, status: int = 500) -> Rule:
         rule = Rule(matches, times, status=status)
@@ -61,6 +66,7 @@ def _handler(
     upstream: str,
     rules: list[Rule],
     seen: list[tuple[str, str]],
+    answered: list[tuple[str, str, int]],
     lock: threading.Lock,
     latency_s: float,
 ) -> type[BaseHTTPRequestHandler]:
@@ -112,6 +118,8 @@ def _handler(
             if self.command != "HEAD":
                 self.wfile.write(data)
             conn.close()
+            with lock:
+                answered.append((self.command, self.path, len(data)))
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _proxy
 
@@ -124,13 +132,14 @@ def faulty_proxy(upstream: str, *, latency_s: float = 0.0) -> Iterator[FaultyPro
     every request (the benchmark uses that to stand in for S3's first-byte latency)."""
     rules: list[Rule] = []
     seen: list[tuple[str, str]] = []
-    handler = _handler(upstream, rules, seen, threading.Lock(), latency_s)
+    answered: list[tuple[str, str, int]] = []
+    handler = _handler(upstream, rules, seen, answered, threading.Lock(), latency_s)
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield FaultyProxy(f"http://127.0.0.1:{server.server_address[1]}", rules, seen)
+        yield FaultyProxy(f"http://127.0.0.1:{server.server_address[1]}", rules, seen, answered)
     finally:
         server.shutdown()
         server.server_close()

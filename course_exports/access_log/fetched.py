@@ -32,14 +32,15 @@ class UnfetchedReadError(OSError):
 
 class FetchedFile(io.RawIOBase):
     """A read-only file of ``size`` bytes of which only ``pieces`` (offset, bytes) are
-    known. A read must lie inside the known bytes (adjacent pieces join); any other
+    known. A read must lie inside the known bytes (pieces that touch join); any other
     read raises :class:`UnfetchedReadError` (an OSError) rather than invent bytes."""
 
     def __init__(self, size: int, pieces: Sequence[tuple[int, bytes]]) -> None:
         joined: list[tuple[int, bytes]] = []
         for offset, data in sorted((o, d) for o, d in pieces if d):
-            if joined and joined[-1][0] + len(joined[-1][1]) == offset:
-                joined[-1] = (joined[-1][0], joined[-1][1] + data)
+            end = joined[-1][0] + len(joined[-1][1]) if joined else -1
+            if offset <= end:  # adjacent or overlapping: bytes of the same file
+                joined[-1] = (joined[-1][0], joined[-1][1] + data[end - offset :])
             else:
                 joined.append((offset, data))
         self._pieces = [(offset, memoryview(data)) for offset, data in joined]

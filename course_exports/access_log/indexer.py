@@ -172,13 +172,15 @@ def check_copy(store: Location, index: DayIndex, *, full: bool) -> None:
     path = f"{COPY_DIR}/{day_folder(index.day)}/{index.file}"
     offset, crc = index.footer
     try:
-        with store.open_seekable(path) as handle:
-            handle.seek(0 if full else offset)
-            data = handle.read()
+        if full:
+            data = store.read_bytes(path)
+            size = len(data)
+        else:  # the footer only: one suffix-range read, which also gives the size
+            data, size = store.read_tail(path, index.size - offset)
     except Exception as exc:
         raise DamagedCopyError(f"{type(exc).__name__}: {exc}") from exc
     footer = data[offset:] if full else data
-    if len(footer) != index.size - offset or zlib.crc32(footer) != crc:
+    if size != index.size or zlib.crc32(footer) != crc:
         raise DamagedCopyError("its footer fails its checksum")
     if full:
         for number, group in enumerate(index.row_groups):
