@@ -22,7 +22,7 @@ from course_exports.access_log.clustered import COPY_DIR, CourseCopy, DayIndex
 from course_exports.errors import LakeDataError
 from course_exports.lake import read_course, read_roster, read_users
 from course_exports.storage import Location, open_location
-from sample_lake import LakeSummary, LogLayout, generate_lake, tiny_lake_spec
+from sample_lake import LakeSpec, LakeSummary, LogLayout, generate_lake, tiny_lake_spec
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 WINDOW = access_log.access_window(NOW, 6, None, None)
@@ -330,3 +330,39 @@ def test_the_access_purge_drops_the_copys_days_with_the_sources(
 
 def copied_days_folder(store: Location, day: date) -> Path:
     return Path(store.path(COPY_DIR, clustered.day_folder(day)))
+
+
+def test_a_small_course_reads_a_sliver_of_the_copy_on_s3(
+    tmp_path: Path, s3_server: Any
+) -> None:
+    """On S3 an export from the copy fetches the footer and its course's row groups of
+    each day (two ranged GETs), never whole files: O(course), not O(log)."""
+    from faults import faulty_proxy
+
+    spec = LakeSpec(
+        seed=11,
+        courses=40,
+        students=10,
+        events=160_000,  # 20,000 a day: five row groups a day in the copy
+        days=8,
+        workspaces=False,
+        layout=LogLayout.DAILY_UNSORTED,
+        event_skew=1.0,
+    )
+    summary = generate_lake(open_location(str(tmp_path / "lake")), spec, now=NOW)
+    small = sorted(summary.events_per_course, key=summary.events_per_course.__getitem__)[5]
+    site = Lake(tmp_path / "lake", dataclasses.replace(summary, course_ids=[small]))
+    bucket = s3_server.make_bucket("copy")
+    build_copy(site.lake, open_location(f"s3://{bucket}/exports", s3_endpoint_url=s3_server.endpoint_url))
+    with faulty_proxy(s3_server.endpoint_url) as proxy:
+        store = open_location(f"s3://{bucket}/exports", s3_endpoint_url=proxy.url)
+        copy_bytes = sum(e.size for e in store.iter_files(COPY_DIR) if e.path.endswith(".parquet"))
+        proxy.answered.clear()
+        data, stats = export(site, store)
+        parquet_gets = [p for m, p, _ in proxy.answered if m == "GET" and ".parquet" in p]
+        read = sum(n for m, p, n in proxy.answered if m == "GET" and ".parquet" in p)
+    assert data == reference(site)
+    assert 0 < summary.events_per_course[small] < spec.events / 100 and stats.days_from_copy == 7
+    assert len(parquet_gets) <= 2 * stats.days_from_copy  # a span and a footer a day
+    print(f"{len(parquet_gets)} GETs, {read} of {copy_bytes} bytes")
+    assert read < copy_bytes / 4, (read, copy_bytes)
