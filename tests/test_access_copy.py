@@ -332,9 +332,7 @@ def copied_days_folder(store: Location, day: date) -> Path:
     return Path(store.path(COPY_DIR, clustered.day_folder(day)))
 
 
-def test_a_small_course_reads_a_sliver_of_the_copy_on_s3(
-    tmp_path: Path, s3_server: Any
-) -> None:
+def test_a_small_course_reads_a_sliver_of_the_copy_on_s3(tmp_path: Path, s3_server: Any) -> None:
     """On S3 an export from the copy fetches the footer and its course's row groups of
     each day (two ranged GETs), never whole files: O(course), not O(log)."""
     from faults import faulty_proxy
@@ -353,7 +351,9 @@ def test_a_small_course_reads_a_sliver_of_the_copy_on_s3(
     small = sorted(summary.events_per_course, key=summary.events_per_course.__getitem__)[5]
     site = Lake(tmp_path / "lake", dataclasses.replace(summary, course_ids=[small]))
     bucket = s3_server.make_bucket("copy")
-    build_copy(site.lake, open_location(f"s3://{bucket}/exports", s3_endpoint_url=s3_server.endpoint_url))
+    build_copy(
+        site.lake, open_location(f"s3://{bucket}/exports", s3_endpoint_url=s3_server.endpoint_url)
+    )
     with faulty_proxy(s3_server.endpoint_url) as proxy:
         store = open_location(f"s3://{bucket}/exports", s3_endpoint_url=proxy.url)
         copy_bytes = sum(e.size for e in store.iter_files(COPY_DIR) if e.path.endswith(".parquet"))

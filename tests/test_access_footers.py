@@ -77,7 +77,9 @@ def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Location]:
         yield open_location(str(tmp_path / "lake"))
     else:
         s3: Any = request.getfixturevalue("s3_server")
-        yield open_location(f"s3://{s3.make_bucket('footers')}/lake", s3_endpoint_url=s3.endpoint_url)
+        yield open_location(
+            f"s3://{s3.make_bucket('footers')}/lake", s3_endpoint_url=s3.endpoint_url
+        )
 
 
 def put(lake: Location, name: str, data: bytes) -> str:
@@ -106,7 +108,9 @@ BAD: dict[str, tuple[bytes, str]] = {
     "PAR1 and garbage": (b"PAR1" + b"\xff" * 70_000 + b"PAR1", "not a readable parquet file"),
     "empty": (b"", "not a readable parquet file"),
     "wrong column type": (
-        parquet_bytes(good_table().cast(ACCESS_LOG_SCHEMA.set(1, pa.field("user_id", pa.string())))),
+        parquet_bytes(
+            good_table().cast(ACCESS_LOG_SCHEMA.set(1, pa.field("user_id", pa.string())))
+        ),
         "column 'user_id' is string, expected int64",
     ),
     "missing column": (parquet_bytes(good_table().drop(["ip"])), "missing column 'ip'"),

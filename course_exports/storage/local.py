@@ -19,9 +19,9 @@ from course_exports.storage.base import (
     ObjectTooLargeError,
     Part,
     PendingUpload,
+    join,
     validate_range,
     validate_tail,
-    join,
 )
 from course_exports.storage.download import Download, FileDownload
 from course_exports.text import one_line
