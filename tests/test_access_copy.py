@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -19,6 +20,7 @@ from reference import lake_reference_csv
 from course_exports import access_log
 from course_exports.access_log import clustered, indexer
 from course_exports.access_log.clustered import COPY_DIR, CourseCopy, DayIndex
+from course_exports.access_log.fetched import FetchedFile
 from course_exports.errors import LakeDataError
 from course_exports.lake import read_course, read_roster, read_users
 from course_exports.storage import Location, open_location
@@ -231,6 +233,23 @@ def test_a_damaged_copy_is_never_trusted_and_is_rebuilt(
     assert indexer.build_day(site.lake, store, plan.build[0].partition).copied
     assert export(site, store)[0] == data
     assert indexer.plan_copy(site.lake, store, NOW, 6, max_days=10, verify=True).build == []
+
+
+def test_zeros_in_place_of_unchecked_bytes_never_decode(copied: tuple[Lake, Location]) -> None:
+    """What makes the zero-filled buffers of read_copied_rows safe: a row group whose
+    bytes were not fetched is zeros, which no parquet reader takes for a page."""
+    site, store = copied
+    day = busy_day(site)
+    index = read_index(store, day)
+    data = copy_file(store, day).read_bytes()
+    offset = index.footer[0]
+    zeros = FetchedFile(index.size, [(offset, data[offset:])]).zero_filled()
+    assert len(zeros) == len(data) and zeros.endswith(data[offset:])
+    with pytest.raises(Exception):  # noqa: B017 (whatever the reader raises)
+        pl.read_parquet(zeros)
+    with pytest.raises(Exception):  # noqa: B017
+        pq.read_table(io.BytesIO(zeros))
+    assert pl.read_parquet(data).height == index.rows
 
 
 def test_verify_reads_every_page(copied: tuple[Lake, Location]) -> None:

@@ -38,10 +38,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 import polars as pl
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
 
-from course_exports.access_log.fetched import FetchedFile, footer_metadata
+from course_exports.access_log.fetched import FetchedFile
 from course_exports.access_log.partitions import DayPartition
 from course_exports.access_log.schema import ACCESS_TYPE_LABELS, SCAN_SCHEMA
 from course_exports.storage import Location
@@ -60,6 +59,9 @@ FORMAT = 1
 ROW_GROUP_ROWS = 4_096
 # Days read at once: on S3 each is two ranged GETs, waiting on the network.
 _READ_THREADS = 8
+#: Buffers per Polars scan: a day's buffer is the size of its file (1.5 MB a day of the
+#: 30M-event lake), mostly zeros, so a batch of many quiet days is scanned in parts.
+_SCAN_BYTES = 64 * 2**20
 
 
 class DamagedCopyError(Exception):
@@ -210,51 +212,73 @@ def read_copied_rows(
     """The course's rows of ``days`` (all columns), and the days found damaged.
 
     Each day is two ranged reads, concurrently with the other days: the course's row
-    groups (one span) and the footer. Both are checked against the index, then pyarrow
-    decodes exactly those row groups from exactly those bytes (a :class:`FetchedFile`
-    refuses any other read). So an export reads what its course costs, never the whole
-    copy, on any storage. A damaged day contributes no rows: the caller reads it from
-    the source instead.
+    groups (one span) and the footer, both checked against the index. Polars then scans
+    those bytes alone: each day is handed over as a buffer of the file's size holding
+    the checked span and footer at their offsets and zeros elsewhere. Nothing else is
+    decoded: the course predicate keeps exactly the row groups whose (checked) footer
+    statistics admit the course, which are the index's (both come from the same sorted
+    rows); and were any other row group read, its zeros are no valid page header, so
+    the day would fail and be read from the source, never yield a wrong row (tested).
+    So an export fetches what its course costs, never whole day files, on any storage.
+    A damaged day contributes no rows: the caller reads it from the source instead.
     """
     wanted = [day for day in days if day.row_groups]
     if not wanted:
         return SCAN_SCHEMA.to_frame(), []
     with ThreadPoolExecutor(min(_READ_THREADS, len(wanted))) as pool:
-        results = list(pool.map(lambda day: _read_day(store, day, course_id), wanted))
-    damaged = [(d, r) for d, r in zip(wanted, results, strict=True) if isinstance(r, Exception)]
-    frames = [r for r in results if isinstance(r, pl.DataFrame)]
+        fetched = list(pool.map(lambda day: _fetch(store, day), wanted))
+    damaged = [(d, f) for d, f in zip(wanted, fetched, strict=True) if not isinstance(f, bytes)]
+    good = [(d, f) for d, f in zip(wanted, fetched, strict=True) if isinstance(f, bytes)]
+    frames = []
+    for group in _scan_groups(good):
+        try:
+            frames.append(_scan(group, course_id))
+        except Exception:  # find the day(s) at fault; the others are fine
+            for day, data in group:
+                try:
+                    frames.append(_scan([(day, data)], course_id))
+                except Exception as exc:
+                    problem = f"{store.url_for(day.path)}: {type(exc).__name__}: {exc}"
+                    damaged.append((day, DamagedCopyError(problem)))
     return (pl.concat(frames) if frames else SCAN_SCHEMA.to_frame()), damaged
 
 
-def _read_day(store: Location, day: CopiedDay, course_id: int) -> pl.DataFrame | DamagedCopyError:
-    """The course's rows of one copied day, or why the day cannot be trusted."""
-    url = store.url_for(day.path)
+def _fetch(store: Location, day: CopiedDay) -> bytes | DamagedCopyError:
+    """The day as Polars scans it (see :func:`read_copied_rows`), or why it is damaged."""
     try:
-        fetched = _fetch_verified(store, day)
-        table = pq.ParquetFile(fetched, metadata=footer_metadata(fetched.footer)).read_row_groups(
-            list(day.row_groups), columns=SCAN_SCHEMA.names(), use_threads=False
-        )
-        frame = pl.DataFrame(table).select(SCAN_SCHEMA.names())
-        if frame.schema != SCAN_SCHEMA:
-            raise DamagedCopyError(f"columns {frame.schema} are not the log's")
-        frame = frame.filter(pl.col("course_id") == course_id)
-        _check_rows(frame, day)
+        return _fetch_verified(store, day).zero_filled()
     except DamagedCopyError as exc:
-        return DamagedCopyError(f"{url}: {exc}")
-    except Exception as exc:  # gone (rebuilt meanwhile), unreadable, undecodable
-        return DamagedCopyError(f"{url}: {type(exc).__name__}: {exc}")
+        return DamagedCopyError(f"{store.url_for(day.path)}: {exc}")
+    except Exception as exc:  # gone (rebuilt meanwhile), unreadable
+        return DamagedCopyError(f"{store.url_for(day.path)}: {type(exc).__name__}: {exc}")
+
+
+def _scan_groups(
+    days: list[tuple[CopiedDay, bytes]],
+) -> list[list[tuple[CopiedDay, bytes]]]:
+    """Days in scans of at most :data:`_SCAN_BYTES` of buffers (mostly zeros)."""
+    groups: list[list[tuple[CopiedDay, bytes]]] = []
+    size = _SCAN_BYTES
+    for day, data in days:
+        if size + len(data) > _SCAN_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append((day, data))
+        size += len(data)
+    return groups
+
+
+def _scan(days: list[tuple[CopiedDay, bytes]], course_id: int) -> pl.DataFrame:
+    frame = (
+        pl.scan_parquet([data for _, data in days], schema=SCAN_SCHEMA, hive_partitioning=False)
+        .filter(pl.col("course_id") == course_id)
+        .collect()
+    )
+    _check_rows(frame, [day for day, _ in days])
     return frame
 
 
-class _Verified(FetchedFile):
-    """The course's row groups and the footer of a copied day, checked."""
-
-    def __init__(self, size: int, span: tuple[int, bytes], footer: tuple[int, bytes]) -> None:
-        super().__init__(size, [span, footer])
-        self.footer = footer[1]
-
-
-def _fetch_verified(store: Location, day: CopiedDay) -> _Verified:
+def _fetch_verified(store: Location, day: CopiedDay) -> FetchedFile:
     """Fetch the course's row groups (one span) and the footer; check both against
     their crc32 in the index (DamagedCopyError if one fails)."""
     index = day.index
@@ -272,13 +296,13 @@ def _fetch_verified(store: Location, day: CopiedDay) -> _Verified:
         chunk = span[offset - start : offset - start + length]
         if len(chunk) != length or zlib.crc32(chunk) != crc:
             raise DamagedCopyError(f"row group {number} fails its checksum")
-    return _Verified(size, (start, span), (footer_offset, footer))
+    return FetchedFile(size, [(start, span), (footer_offset, footer)])
 
 
-def _check_rows(frame: pl.DataFrame, day: CopiedDay) -> None:
-    """Belt and braces after the checksums: the rows are of the day, of known kinds."""
+def _check_rows(frame: pl.DataFrame, days: Sequence[CopiedDay]) -> None:
+    """Belt and braces after the checksums: the rows are of these days, of known kinds."""
     time = pl.col("event_time")
-    first, last = day.partition.start, day.partition.end
+    first, last = days[0].partition.start, days[-1].partition.end
     problems = frame.select(
         (~pl.col("access_type").is_in(list(ACCESS_TYPE_LABELS)).fill_null(False))
         .any()

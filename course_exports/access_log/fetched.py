@@ -4,9 +4,10 @@ On S3 every read of a file object is a request (obstore's seekable reader adds a
 and reads ahead). A footer check needs only the end of a file, and an export from the
 copy only the footer and the course's row groups, checked against the index first. So
 exactly those bytes are fetched (the storage's ``read_tail`` and ``read_range``: one
-request each), and pyarrow reads them from a :class:`FetchedFile`, which serves them at
-their offsets and refuses any other read: no byte that was not fetched (and, for the
-copy, verified) can be decoded.
+request each) into a :class:`FetchedFile`, which serves them at their offsets and
+refuses any other read (pyarrow reads footers from it), or gives the whole file with
+zeros in the gaps for Polars, which takes only whole buffers (see
+``clustered.read_copied_rows`` for why that is safe there).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from typing import Any
-
-import pyarrow.parquet as pq
 
 from course_exports.storage import Location
 
@@ -75,6 +74,18 @@ class FetchedFile(io.RawIOBase):
                 return n
         raise UnfetchedReadError(f"bytes {start} to {start + n} were not fetched")
 
+    def zero_filled(self) -> bytes:
+        """The whole file with zeros where nothing was fetched, for a reader that takes
+        only whole buffers (Polars): safe only where the caller knows that reader reads
+        nothing but fetched bytes."""
+        parts: list[bytes | memoryview] = []
+        end = 0
+        for offset, data in self._pieces:
+            parts += [bytes(offset - end), data]
+            end = offset + len(data)
+        parts.append(bytes(self._size - end))
+        return b"".join(parts)
+
 
 def fetch_footer(store: Location, path: str) -> FetchedFile:
     """The end of the file at ``path`` (relative), enough for pyarrow to read its footer:
@@ -89,8 +100,3 @@ def fetch_footer(store: Location, path: str) -> FetchedFile:
             start = size - wanted
             pieces.append((start, store.read_range(path, start, size - len(tail))))
     return FetchedFile(size, pieces)
-
-
-def footer_metadata(footer: bytes) -> pq.FileMetaData:
-    """The metadata of a footer's bytes alone (thrift metadata, length, magic)."""
-    return pq.read_metadata(io.BytesIO(footer))
