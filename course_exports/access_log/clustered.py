@@ -57,8 +57,6 @@ FORMAT = 1
 #: enough that a small course reads a few tens of KB a day, large enough that a day of
 #: 170,000 events keeps a footer of about 40 row groups.
 ROW_GROUP_ROWS = 4_096
-# Days read at once: on S3 each is two ranged GETs, waiting on the network.
-_READ_THREADS = 8
 #: Buffers per Polars scan: a day's buffer is the size of its file (1.5 MB a day of the
 #: 30M-event lake), mostly zeros, so a batch of many quiet days is scanned in parts.
 _SCAN_BYTES = 64 * 2**20
@@ -225,7 +223,8 @@ def read_copied_rows(
     wanted = [day for day in days if day.row_groups]
     if not wanted:
         return SCAN_SCHEMA.to_frame(), []
-    with ThreadPoolExecutor(min(_READ_THREADS, len(wanted))) as pool:
+    # Days at once: as many as the storage finds worth it (S3 reads wait on the network).
+    with ThreadPoolExecutor(min(store.parallel_reads, len(wanted))) as pool:
         fetched = list(pool.map(lambda day: _fetch(store, day), wanted))
     damaged = [(d, f) for d, f in zip(wanted, fetched, strict=True) if not isinstance(f, bytes)]
     good = [(d, f) for d, f in zip(wanted, fetched, strict=True) if isinstance(f, bytes)]
