@@ -356,9 +356,9 @@ def main() -> int:
     from deployments.local_stack import prefect_env, run_server
 
     names = [m for m in args.mixes.split(",") if m]
-    lakes = {name: ensure_lake(MIXES[name]) for name in names}
+    lakes = {name: ensure_lake(MIXES[name]).resolve() for name in names}  # names match the plan's
     if not args.no_memory_row:
-        lakes["many"] = ensure_lake(MIXES["many"])
+        lakes["many"] = ensure_lake(MIXES["many"]).resolve()
     rows = [
         "| mix | case | files | input MB | output MB | seconds | MB/s | files/s | peak MB "
         "| CPU s | speed-up | CPU ratio | size vs zipfile | vs zipfile's files only | load |",
