@@ -171,7 +171,10 @@ def case_zipfile(lake_root: Path, target: Path, reference: Path) -> dict[str, An
         extras = {name: ref.read(name) for name in ref.namelist() if "/workspaces/" not in name}
     head = [name for name in extras if not name.endswith(f"/{ZIP_MANIFEST}")]
     tail = [name for name in extras if name.endswith(f"/{ZIP_MANIFEST}")]
-    names = {file.path: f"{top}/workspaces/{file.arcname}" for file in plan.files()}
+    # The plan's paths are relative to the lake; the walk's are not.
+    names = {
+        str(lake_root / file.path): f"{top}/workspaces/{file.arcname}" for file in plan.files()
+    }
     started = time.perf_counter()
     listed = []
     for folder, dirs, files in os.walk(lake_root / "workspaces" / str(course.id)):

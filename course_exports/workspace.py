@@ -33,6 +33,9 @@ _RESERVED = {"CON", "PRN", "AUX", "NUL"} | {
 }
 _UNDECODABLE = re.compile(r"[\ud800-\udfff]")
 MAX_NAME = 120  # bytes per path component, well under every filesystem's 255
+# Names that every rule below leaves as they are (ASCII letters, digits, ``._-``, not
+# starting with a dot or ending with one): most file names, so they skip the Unicode work.
+_PLAIN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?<!\.)")
 
 
 def _fit(text: str, limit: int) -> str:
@@ -53,13 +56,18 @@ def safe_name(name: str, fallback: str = "_", *, limit: int = MAX_NAME) -> str:
     Bidirectional controls are dropped (``cod\u202egpj.exe`` would show as
     ``codexe.jpg``), other controls and forbidden characters become ``_``.
     """
-    text = _FORBIDDEN.sub("_", unicodedata.normalize("NFC", strip_bidi(name)))
-    text = _fit(text.strip(" "), limit)
-    if text in ("", ".", ".."):
-        text = fallback
+    # A shortcut (a file name per file adds up): the rules keep plain names as they are.
+    plain = len(name) <= limit and _PLAIN.fullmatch(name)
+    text = name if plain else _cleaned(name, fallback, limit)
     if text.split(".")[0].upper() in _RESERVED:
         text = _fit(f"_{text}", limit)
     return text
+
+
+def _cleaned(name: str, fallback: str, limit: int) -> str:
+    text = _FORBIDDEN.sub("_", unicodedata.normalize("NFC", strip_bidi(name)))
+    text = _fit(text.strip(" "), limit)
+    return fallback if text in ("", ".", "..") else text
 
 
 class UniqueNames:
@@ -70,8 +78,12 @@ class UniqueNames:
         self._taken: set[str] = set()
 
     def claim(self, wanted: str, *, suffix: str | None = None) -> str:
+        folded = wanted.casefold()
+        if folded not in self._taken:  # the usual case: no clash, nothing to compute
+            self._taken.add(folded)
+            return wanted
         candidate = wanted
-        if candidate.casefold() in self._taken and suffix is not None:
+        if suffix is not None:
             candidate = _with_tail(wanted, f" ({suffix})")
         stem, ext = _split_ext(candidate)
         n = 2

@@ -20,9 +20,11 @@ from course_exports.lake import Assignment, Course, Unit
 from course_exports.storage import open_location
 from course_exports.text import BIDI_CONTROLS
 from course_exports.workspace import (
+    _PLAIN,
     MAX_NAME,
     UniqueNames,
     WorkspacePlan,
+    _cleaned,
     check_selection,
     list_workspace_files,
     plan_workspaces,
@@ -74,6 +76,14 @@ def test_safe_name_fallback_and_length() -> None:
     assert len(long.encode()) <= MAX_NAME
     assert long == "é" * (MAX_NAME // 2)  # cut on a character boundary, not mid-UTF-8
     assert safe_name("x" * 119 + ".yz") == "x" * 119  # cutting never leaves a trailing dot
+
+
+@given(st.text(alphabet="aZ09._- é/\u202e", max_size=12))
+def test_plain_names_take_the_shortcut_only_where_the_rules_keep_them(name: str) -> None:
+    # safe_name returns a plain name as it is, without the rules: they must agree.
+    if _PLAIN.fullmatch(name):
+        assert _cleaned(name, "_", MAX_NAME) == name
+    assert safe_name(name) == safe_name(name + "\u202e")  # the slow path: same answer
 
 
 def test_unique_names_fold_case_and_prefer_the_given_suffix() -> None:
