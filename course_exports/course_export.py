@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from json.encoder import encode_basestring as _json_string  # C; ensure_ascii=False's
 from typing import Any, BinaryIO
 
@@ -68,19 +67,32 @@ def roster_csv(roster: pl.DataFrame, users: pl.DataFrame) -> bytes:
     return safe_csv(frame, ROSTER_HEADER)
 
 
+class _LakeFile:
+    """How one workspace file is read: one small object per file, cheaper than the two
+    ``functools.partial`` it replaces (100,000 tiny files make a microsecond show)."""
+
+    __slots__ = ("lake", "path", "size")
+
+    def __init__(self, lake: Location, path: str, size: int) -> None:
+        self.lake, self.path, self.size = lake, path, size
+
+    def open(self) -> BinaryIO:
+        return self.lake.open_read(self.path)
+
+    def read(self) -> bytes:
+        return self.lake.read_file(self.path, self.size)
+
+
 def workspace_sources(
     lake: Location, top: str, plan: WorkspacePlan, sent: deque[WorkspaceFile]
 ) -> Iterator[Source]:
     """A source per file; each file also goes to ``sent``, so the entries coming out of
     the pipeline (in the same order) can be matched with where they came from."""
+    prefix = f"{top}/workspaces/"
     for file in plan.files():
         sent.append(file)
-        yield Source(
-            f"{top}/workspaces/{file.arcname}",
-            file.size,
-            partial(lake.open_read, file.path),
-            read=partial(lake.read_file, file.path, file.size),
-        )
+        where = _LakeFile(lake, file.path, file.size)
+        yield Source(prefix + file.arcname, file.size, where.open, None, where.read)
 
 
 def manifest_header(

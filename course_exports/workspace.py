@@ -14,6 +14,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring as _json_string  # C; ensure_ascii=False's
 from typing import NamedTuple
 
 import polars as pl
@@ -215,6 +216,12 @@ def list_workspace_files(
         yield assignment_id, user_id, parts[2], path, entry.size
 
 
+def listing_line(rel: str, path: str, size: int) -> bytes:
+    """``json.dumps([rel, path, size], ensure_ascii=False)``, formatted directly: a line
+    per file of the listing adds up (100,000 files: a third of the plan's time)."""
+    return f"[{_json_string(rel)}, {_json_string(path)}, {size}]".encode()
+
+
 def plan_workspaces(
     listing: Iterable[tuple[int, int, str, str, int]],
     course: Course,
@@ -241,7 +248,7 @@ def plan_workspaces(
         if chosen_students is not None and user_id not in chosen_students:
             continue
         key = (assignment_id, user_id)
-        start, end = spill.append([rel, path, size])
+        start, end = spill.append_line(listing_line(rel, path, size))
         runs = spans.setdefault(key, [])
         if runs and runs[-1][1] == start:  # listings give a workspace's files together
             runs[-1] = (runs[-1][0], end)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import unicodedata
@@ -27,6 +28,7 @@ from course_exports.workspace import (
     _cleaned,
     check_selection,
     list_workspace_files,
+    listing_line,
     plan_workspaces,
     safe_name,
 )
@@ -84,6 +86,15 @@ def test_plain_names_take_the_shortcut_only_where_the_rules_keep_them(name: str)
     if _PLAIN.fullmatch(name):
         assert _cleaned(name, "_", MAX_NAME) == name
     assert safe_name(name) == safe_name(name + "\u202e")  # the slow path: same answer
+
+
+@given(st.text(), st.text(), st.integers(0, 2**40))
+def test_a_listing_line_is_the_json_of_its_fields(rel: str, path: str, size: int) -> None:
+    try:
+        expected = json.dumps([rel, path, size], ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # lone surrogates: refused by the listing before this
+        return
+    assert listing_line(rel, path, size) == expected
 
 
 def test_unique_names_fold_case_and_prefer_the_given_suffix() -> None:

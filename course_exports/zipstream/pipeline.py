@@ -245,15 +245,22 @@ class _Pipeline:
                 return
 
     def _start_batch(self, upcoming: _Peekable) -> bool:
+        # Once per file: the checks are written out here rather than called (100,000
+        # tiny files make every call per file show).
         batch: list[Source] = []
         cost = 0
-        while (source := upcoming.peek()) is not None and not self._is_large(source):
+        chunk_bytes, batch_bytes = self._options.chunk_bytes, self._batch_bytes
+        room = self._window - self.in_flight
+        while len(batch) < _BATCH_FILES and (source := upcoming.peek()) is not None:
+            size = source.size
+            if source.data is None and size > chunk_bytes:
+                break  # a large file: streamed on its own
             _validate(source)
-            entry_cost = max(source.size, _ENTRY_COST)
-            if batch and (cost + entry_cost > self._batch_bytes or len(batch) >= _BATCH_FILES):
+            entry_cost = size if size > _ENTRY_COST else _ENTRY_COST
+            if batch and cost + entry_cost > batch_bytes:
                 break
-            if not self._has_room(cost + entry_cost):
-                break
+            if cost + entry_cost > room and (batch or self.in_flight):
+                break  # no room in the window (an item may exceed it alone when idle)
             batch.append(upcoming.pop())
             cost += entry_cost
         if not batch:
