@@ -200,6 +200,7 @@ def write_course_zip(
     on_progress: Callable[[int, int], None] | None = None,
     read_workers: int | None = None,
     compress_workers: int = 2,
+    small_file_processes: int | None = None,
     level: int = DEFAULT_LEVEL,
 ) -> CourseZipStats:
     """Stream the whole course zip into ``out`` (never seeks; memory bounded by the window)."""
@@ -218,6 +219,7 @@ def write_course_zip(
             # MB), and memory is what a worker running several exports runs out of first.
             window_bytes=WINDOW_BYTES,
             compress_workers=compress_workers,
+            small_file_processes=small_file_processes,
             on_progress=on_progress,
         ):
             entries.append_line(entry_line(entry, top, sent.popleft()))

@@ -10,7 +10,9 @@ one concern a module:
   iterable, or compressed by the caller) and the central directory, in O(1) memory;
 * :mod:`.reading` — :class:`Source` and reads with retries and size checks;
 * :mod:`.pipeline` — :func:`stream_entries`: read, deflate and write many sources in
-  order on every core within a window of bytes in flight, through the writer's public API.
+  order on every core within a window of bytes in flight, through the writer's public API;
+* :mod:`.processes` — packer processes for batches of tiny files, whose hashing and
+  deflating would otherwise hold the GIL.
 
 ZIP64 records are written only where a size, an offset or the entry count needs them;
 names are UTF-8 and flagged so (bit 11).

@@ -33,9 +33,14 @@ from course_exports.zipstream.compression import (
     PackedEntry,
     deflate_chunk,
     max_deflated_size,
-    pack,
     primer_of,
     streamed_method,
+)
+from course_exports.zipstream.processes import (
+    AFTER_SMALL_FILES,
+    SmallFilePacker,
+    default_workers,
+    pack_named,
 )
 from course_exports.zipstream.reading import (
     ChunkReader,
@@ -120,16 +125,16 @@ class _Peekable:
         return item
 
 
+#: Hands a batch (names, bytes, level) to whoever packs it: a thread or a packer process.
+_Submit = Callable[[list[str], list[bytes], int], Future[list[PackedEntry]]]
+
+
 def _read_batch(
-    reader: Reader, pool: ThreadPoolExecutor, sources: list[Source], level: int
+    reader: Reader, submit: _Submit, sources: list[Source], level: int
 ) -> Future[list[PackedEntry]]:
     blobs = [reader.read_whole(source) for source in sources]
     reader.check_cancelled()
-    return pool.submit(_pack_batch, sources, blobs, level)
-
-
-def _pack_batch(sources: list[Source], blobs: list[bytes], level: int) -> list[PackedEntry]:
-    return [pack(s.arcname, data, level) for s, data in zip(sources, blobs, strict=True)]
+    return submit([source.arcname for source in sources], blobs, level)
 
 
 def _read_streamed(
@@ -181,6 +186,7 @@ class _Pipeline:
         read_attempts: int,
         options: _Options,
         on_progress: Callable[[int, int], None] | None,
+        small_files: SmallFilePacker,
     ) -> None:
         self._writer = writer
         self._options = options
@@ -191,6 +197,7 @@ class _Pipeline:
         self._reader = Reader(read_attempts, self._cancelled)
         self._read_pool = ThreadPoolExecutor(read_workers, thread_name_prefix="zip-read")
         self._pack_pool = ThreadPoolExecutor(compress_workers, thread_name_prefix="zip-deflate")
+        self._small_files = small_files
         self._pending: deque[_Batch | _Streamed] = deque()
         self._granting: _Streamed | None = None
         self.in_flight = 0
@@ -213,11 +220,18 @@ class _Pipeline:
             self._progress(final=True)
         except BaseException as exc:  # GeneratorExit too: a consumer that stops early
             self._writer.fail(f"{type(exc).__name__}: {exc}")
+            self._small_files.shutdown(cancel=True)
             raise
         finally:
             self._cancelled.set()
             self._read_pool.shutdown(wait=True, cancel_futures=True)
             self._pack_pool.shutdown(wait=True, cancel_futures=True)
+            self._small_files.shutdown()
+
+    def _pack_in_threads(
+        self, arcnames: list[str], blobs: list[bytes], level: int
+    ) -> Future[list[PackedEntry]]:
+        return self._pack_pool.submit(pack_named, arcnames, blobs, level)
 
     # -- dispatch --------------------------------------------------------------------
 
@@ -267,8 +281,10 @@ class _Pipeline:
             return False
         self.in_flight += cost
         item = _Batch(batch, cost)
+        packer = self._small_files.packer_for(len(batch), sum(s.size for s in batch))
+        submit = packer.submit if packer is not None else self._pack_in_threads
         item.future = self._read_pool.submit(
-            _read_batch, self._reader, self._pack_pool, batch, self._options.level
+            _read_batch, self._reader, submit, batch, self._options.level
         )
         self._pending.append(item)
         return True
@@ -365,6 +381,8 @@ def stream_entries(
     chunk_bytes: int = CHUNK_BYTES,
     read_attempts: int = 3,
     on_progress: Callable[[int, int], None] | None = None,
+    small_file_processes: int | None = None,
+    processes_after_files: int | None = None,
 ) -> Iterator[WrittenEntry]:
     """Write ``sources`` into ``writer`` in order, yielding each entry once written.
 
@@ -375,7 +393,9 @@ def stream_entries(
     (an :class:`ArchiveError` for unreadable or changed files) and leaves the writer
     unusable: the output is a partial zip to discard. So does closing the generator
     before its end. ``on_progress(files, bytes)`` is called from the consuming thread at
-    most every 0.5 s and once at the end.
+    most every 0.5 s and once at the end. Batches of small files go to
+    ``small_file_processes`` packer processes (default: one fewer than the cores; 0: never)
+    once ``processes_after_files`` small files were seen (see ``processes``).
     """
     if read_workers < 1 or compress_workers < 1 or read_attempts < 1:
         raise ValueError("read_workers, compress_workers and read_attempts must be >= 1")
@@ -390,6 +410,10 @@ def stream_entries(
         read_attempts=read_attempts,
         options=_Options(writer.level, chunk_bytes),
         on_progress=on_progress,
+        small_files=SmallFilePacker(
+            default_workers() if small_file_processes is None else small_file_processes,
+            AFTER_SMALL_FILES if processes_after_files is None else processes_after_files,
+        ),
     )
     return pipeline.run(sources)
 

@@ -1,0 +1,163 @@
+"""Packing batches of small files in other processes.
+
+hashlib and zlib keep the GIL for buffers under 2 KiB, so deflate threads cannot share out
+the hashing and deflating of tiny files: for a course of 100,000 files of about 1 KB that
+is ~29 µs a file under the GIL, more than all the rest of the main process's work on a
+file (~18 µs). Once a course has shown many small files, their batches go to packer
+processes instead, and the main process only reads them and writes records.
+
+A packer is a ``python`` running :func:`serve` on pipes, not a
+``multiprocessing`` pool: a spawned pool re-imports the caller's ``__main__`` (all of
+Prefect for a flow run, or a user's unguarded script, which then fails), and forking a
+process full of threads is unsafe. It imports only this package, so it starts in a
+fraction of a second, which about :data:`AFTER_SMALL_FILES` small files pay back: small
+courses never start one. Batches and results are length-prefixed pickles, in order (one
+reader thread a packer completes the futures first in, first out). The packed entries
+are the same bytes either way: the zip does not depend on where a batch was packed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+from collections import deque
+from concurrent.futures import Future
+from typing import IO
+
+from course_exports.zipstream.compression import PackedEntry, pack
+
+#: A batch whose files average less than this goes to a packer process (above it hashing
+#: and deflating release the GIL, and threads do as well without the copy to a process).
+SMALL_AVERAGE_BYTES = 4096
+#: Small files seen before packer processes are started.
+AFTER_SMALL_FILES = 10_000
+#: A frame on the pipes: the length of the pickle that follows.
+_FRAME = struct.Struct("<Q")
+
+
+def pack_named(arcnames: list[str], blobs: list[bytes], level: int) -> list[PackedEntry]:
+    """Hash and deflate a batch (in a thread, or in a packer process)."""
+    return [pack(name, data, level) for name, data in zip(arcnames, blobs, strict=True)]
+
+
+def default_workers() -> int:
+    """One process fewer than the cores: the main process keeps one busy itself."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+class PackerDiedError(RuntimeError):
+    """A packer process ended before answering (killed, out of memory)."""
+
+
+def _write_frame(out: IO[bytes], payload: bytes) -> None:
+    out.write(_FRAME.pack(len(payload)))
+    out.write(payload)
+    out.flush()
+
+
+def _read_frame(source: IO[bytes]) -> bytes | None:
+    head = source.read(_FRAME.size)
+    if len(head) < _FRAME.size:
+        return None
+    (size,) = _FRAME.unpack(head)
+    payload = source.read(size)
+    return payload if len(payload) == size else None
+
+
+class PackerProcess:
+    """One packer process: batches go in, packed entries come back in the same order."""
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", f"import {__name__} as p; p.serve()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self._waiting: deque[Future[list[PackedEntry]]] = deque()
+        self._lock = threading.Lock()  # a batch's frame and its future go in together
+        self._reader = threading.Thread(target=self._read_results, daemon=True)
+        self._reader.start()
+
+    def submit(
+        self, arcnames: list[str], blobs: list[bytes], level: int
+    ) -> Future[list[PackedEntry]]:
+        future: Future[list[PackedEntry]] = Future()
+        payload = pickle.dumps((arcnames, blobs, level), protocol=pickle.HIGHEST_PROTOCOL)
+        assert self._process.stdin is not None
+        with self._lock:
+            self._waiting.append(future)
+            try:
+                _write_frame(self._process.stdin, payload)
+            except (BrokenPipeError, ValueError):  # dead, or closed by shutdown
+                self._waiting.remove(future)
+                future.set_exception(PackerDiedError("the packer process is gone"))
+        return future
+
+    def _read_results(self) -> None:
+        assert self._process.stdout is not None
+        while (payload := _read_frame(self._process.stdout)) is not None:
+            future = self._waiting.popleft()
+            result = pickle.loads(payload)
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        problem = PackerDiedError(f"the packer process ended (exit {self._process.poll()})")
+        while self._waiting:
+            self._waiting.popleft().set_exception(problem)
+
+    def shutdown(self, *, cancel: bool) -> None:
+        """End the process: after its batches (closing its input), or at once."""
+        if cancel:
+            self._process.kill()
+        elif self._process.stdin is not None:
+            with self._lock:
+                self._process.stdin.close()
+        self._process.wait()
+        self._reader.join()
+
+
+class SmallFilePacker:
+    """Decides, batch by batch, whether a packer process packs it; owns those processes."""
+
+    def __init__(self, workers: int, after_files: int = AFTER_SMALL_FILES) -> None:
+        self._workers = workers
+        self._after = after_files
+        self._seen = 0
+        self._processes: list[PackerProcess] = []
+        self._turn = 0
+
+    def packer_for(self, files: int, size: int) -> PackerProcess | None:
+        """The packer for a batch of ``files`` files of ``size`` bytes in all, or None when
+        threads should pack it. Called from one thread (the pipeline's)."""
+        if self._workers < 1 or size >= files * SMALL_AVERAGE_BYTES:
+            return None
+        self._seen += files
+        if self._seen < self._after:
+            return None
+        if not self._processes:
+            self._processes = [PackerProcess() for _ in range(self._workers)]
+        self._turn = (self._turn + 1) % len(self._processes)
+        return self._processes[self._turn]
+
+    def shutdown(self, *, cancel: bool = False) -> None:
+        for process in self._processes:
+            process.shutdown(cancel=cancel)
+        self._processes = []
+
+
+def serve(source: IO[bytes] | None = None, out: IO[bytes] | None = None) -> None:
+    """The packer's loop: a batch in, its entries (or the exception) out, until EOF."""
+    source = source or sys.stdin.buffer
+    out = out or sys.stdout.buffer
+    while (payload := _read_frame(source)) is not None:
+        arcnames, blobs, level = pickle.loads(payload)
+        try:
+            result: object = pack_named(arcnames, blobs, level)
+        except Exception as exc:
+            result = exc
+        _write_frame(out, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
