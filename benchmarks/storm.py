@@ -424,12 +424,13 @@ def main() -> int:
             f"({sizes[0]:,} to {sizes[-1]:,} a course), {summary.workspace_files:,} files; "
             f"{len(storm)} requests ({sum(1 for r in storm if r.twin_of)} twins)"
         )
-        rows = [
-            storm_case(database, int(workers), args, root, summary, storm)
-            for database in databases
-            for workers in args.workers.split(",")
-        ]
-        print_table(rows)
+        rows = []
+        for database in databases:
+            for workers in args.workers.split(","):
+                rows.append(storm_case(database, int(workers), args, root, summary, storm))
+                print_table(rows[-1:])  # each case as it ends: a storm is long
+        if len(rows) > 1:
+            print_table(rows)
     except BaseException:
         for log in sorted(root.rglob("*.log")):  # the server's and workers' own story
             lines = log.read_text(errors="replace").splitlines()
