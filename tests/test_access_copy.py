@@ -20,10 +20,10 @@ from reference import lake_reference_csv
 from course_exports import access_log
 from course_exports.access_log import clustered, indexer
 from course_exports.access_log.clustered import COPY_DIR, CourseCopy, DayIndex
-from course_exports.access_log.fetched import FetchedFile
 from course_exports.errors import LakeDataError
 from course_exports.lake import read_course, read_roster, read_users
 from course_exports.storage import Location, open_location
+from course_exports.storage.base import zero_filled
 from sample_lake import LakeSpec, LakeSummary, LogLayout, generate_lake, tiny_lake_spec
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -243,7 +243,7 @@ def test_zeros_in_place_of_unchecked_bytes_never_decode(copied: tuple[Lake, Loca
     index = read_index(store, day)
     data = copy_file(store, day).read_bytes()
     offset = index.footer[0]
-    zeros = FetchedFile(index.size, [(offset, data[offset:])]).zero_filled()
+    zeros = zero_filled(index.size, [(offset, data[offset:])])
     assert len(zeros) == len(data) and zeros.endswith(data[offset:])
     with pytest.raises(Exception):  # noqa: B017 (whatever the reader raises)
         pl.read_parquet(zeros)

@@ -36,11 +36,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import cast
 
 import polars as pl
 from pydantic import BaseModel, ValidationError
 
-from course_exports.access_log.fetched import FetchedFile
 from course_exports.access_log.partitions import DayPartition
 from course_exports.access_log.schema import ACCESS_TYPE_LABELS, SCAN_SCHEMA
 from course_exports.storage import Location
@@ -226,8 +226,12 @@ def read_copied_rows(
     # Days at once: as many as the storage finds worth it (S3 reads wait on the network).
     with ThreadPoolExecutor(min(store.parallel_reads, len(wanted))) as pool:
         fetched = list(pool.map(lambda day: _fetch(store, day), wanted))
-    damaged = [(d, f) for d, f in zip(wanted, fetched, strict=True) if not isinstance(f, bytes)]
-    good = [(d, f) for d, f in zip(wanted, fetched, strict=True) if isinstance(f, bytes)]
+    damaged = [
+        (d, f) for d, f in zip(wanted, fetched, strict=True) if isinstance(f, DamagedCopyError)
+    ]
+    good = [
+        (d, f) for d, f in zip(wanted, fetched, strict=True) if not isinstance(f, DamagedCopyError)
+    ]
     frames = []
     for group in _scan_groups(good):
         try:
@@ -242,10 +246,11 @@ def read_copied_rows(
     return (pl.concat(frames) if frames else SCAN_SCHEMA.to_frame()), damaged
 
 
-def _fetch(store: Location, day: CopiedDay) -> bytes | DamagedCopyError:
+def _fetch(store: Location, day: CopiedDay) -> str | bytes | DamagedCopyError:
     """The day as Polars scans it (see :func:`read_copied_rows`), or why it is damaged."""
     try:
-        return _fetch_verified(store, day).zero_filled()
+        size, pieces = _fetch_verified(store, day)
+        return store.scan_checked(day.path, size, pieces)
     except DamagedCopyError as exc:
         return DamagedCopyError(f"{store.url_for(day.path)}: {exc}")
     except Exception as exc:  # gone (rebuilt meanwhile), unreadable
@@ -253,23 +258,27 @@ def _fetch(store: Location, day: CopiedDay) -> bytes | DamagedCopyError:
 
 
 def _scan_groups(
-    days: list[tuple[CopiedDay, bytes]],
-) -> list[list[tuple[CopiedDay, bytes]]]:
-    """Days in scans of at most :data:`_SCAN_BYTES` of buffers (mostly zeros)."""
-    groups: list[list[tuple[CopiedDay, bytes]]] = []
+    days: list[tuple[CopiedDay, str | bytes]],
+) -> list[list[tuple[CopiedDay, str | bytes]]]:
+    """Days in scans of at most :data:`_SCAN_BYTES` of buffers (mostly zeros; a path
+    weighs nothing)."""
+    groups: list[list[tuple[CopiedDay, str | bytes]]] = []
     size = _SCAN_BYTES
     for day, data in days:
-        if size + len(data) > _SCAN_BYTES:
+        weight = len(data) if isinstance(data, bytes) else 0
+        if not groups or size + weight > _SCAN_BYTES:
             groups.append([])
             size = 0
         groups[-1].append((day, data))
-        size += len(data)
+        size += weight
     return groups
 
 
-def _scan(days: list[tuple[CopiedDay, bytes]], course_id: int) -> pl.DataFrame:
+def _scan(days: list[tuple[CopiedDay, str | bytes]], course_id: int) -> pl.DataFrame:
+    # One storage gives all paths or all buffers, never a mix.
+    sources = cast("list[str] | list[bytes]", [data for _, data in days])
     frame = (
-        pl.scan_parquet([data for _, data in days], schema=SCAN_SCHEMA, hive_partitioning=False)
+        pl.scan_parquet(sources, schema=SCAN_SCHEMA, hive_partitioning=False)
         .filter(pl.col("course_id") == course_id)
         .collect()
     )
@@ -277,7 +286,7 @@ def _scan(days: list[tuple[CopiedDay, bytes]], course_id: int) -> pl.DataFrame:
     return frame
 
 
-def _fetch_verified(store: Location, day: CopiedDay) -> FetchedFile:
+def _fetch_verified(store: Location, day: CopiedDay) -> tuple[int, list[tuple[int, bytes]]]:
     """Fetch the course's row groups (one span) and the footer; check both against
     their crc32 in the index (DamagedCopyError if one fails)."""
     index = day.index
@@ -295,7 +304,7 @@ def _fetch_verified(store: Location, day: CopiedDay) -> FetchedFile:
         chunk = span[offset - start : offset - start + length]
         if len(chunk) != length or zlib.crc32(chunk) != crc:
             raise DamagedCopyError(f"row group {number} fails its checksum")
-    return FetchedFile(size, [(start, span), (footer_offset, footer)])
+    return size, [(start, span), (footer_offset, footer)]
 
 
 def _check_rows(frame: pl.DataFrame, days: Sequence[CopiedDay]) -> None:

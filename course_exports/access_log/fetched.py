@@ -5,9 +5,7 @@ and reads ahead). A footer check needs only the end of a file, and an export fro
 copy only the footer and the course's row groups, checked against the index first. So
 exactly those bytes are fetched (the storage's ``read_tail`` and ``read_range``: one
 request each) into a :class:`FetchedFile`, which serves them at their offsets and
-refuses any other read (pyarrow reads footers from it), or gives the whole file with
-zeros in the gaps for Polars, which takes only whole buffers (see
-``clustered.read_copied_rows`` for why that is safe there).
+refuses any other read (pyarrow reads footers from it).
 """
 
 from __future__ import annotations
@@ -73,18 +71,6 @@ class FetchedFile(io.RawIOBase):
                 self._position += n
                 return n
         raise UnfetchedReadError(f"bytes {start} to {start + n} were not fetched")
-
-    def zero_filled(self) -> bytes:
-        """The whole file with zeros where nothing was fetched, for a reader that takes
-        only whole buffers (Polars): safe only where the caller knows that reader reads
-        nothing but fetched bytes."""
-        parts: list[bytes | memoryview] = []
-        end = 0
-        for offset, data in self._pieces:
-            parts += [bytes(offset - end), data]
-            end = offset + len(data)
-        parts.append(bytes(self._size - end))
-        return b"".join(parts)
 
 
 def fetch_footer(store: Location, path: str) -> FetchedFile:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
@@ -65,6 +65,18 @@ def validate_tail(n: int) -> None:
 def validate_range(start: int, end: int) -> None:
     if not 0 <= start < end:
         raise ValueError(f"not a byte range: {start} to {end}")
+
+
+def zero_filled(size: int, pieces: Sequence[tuple[int, bytes]]) -> bytes:
+    """``size`` bytes: ``pieces`` (offset, bytes; sorted, not overlapping) at their
+    offsets, zeros in the gaps."""
+    parts: list[bytes] = []
+    end = 0
+    for offset, data in pieces:
+        parts += [bytes(offset - end), data]
+        end = offset + len(data)
+    parts.append(bytes(size - end))
+    return b"".join(parts)
 
 
 class Location(ABC):
@@ -124,6 +136,16 @@ class Location(ABC):
     @abstractmethod
     def read_many(self, paths: Iterable[str]) -> list[bytes]:
         """The objects at ``paths`` (relative), in that order, fetched concurrently."""
+
+    def scan_checked(
+        self, path: str, size: int, pieces: Sequence[tuple[int, bytes]]
+    ) -> str | bytes:
+        """What a Polars scan of an immutable object reads once the caller has fetched
+        and checked the byte ``pieces`` (offset, bytes) the scan will decode: a buffer
+        of the object's ``size`` holding them at their offsets, zeros elsewhere (the
+        caller must know the scan decodes nothing else). A local folder gives the file's
+        path instead (see LocalLocation)."""
+        return zero_filled(size, pieces)
 
     @abstractmethod
     def scan_sources(self, paths: list[str]) -> list[str] | list[bytes]:
