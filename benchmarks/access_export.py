@@ -214,16 +214,27 @@ def run_flow(args: argparse.Namespace) -> dict[str, Any]:
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    from prefect import get_client
+
     from flows.export_access_data import export_access_data
 
-    result: Any = None
-    seconds = 0.0
+    state: Any = None
+    seconds = call_seconds = 0.0
     for _ in range(2):
+        started_at = datetime.now(UTC)
         started = time.perf_counter()
-        result = export_access_data(course_id=args.course, requested_by=args.teacher)
-        seconds = time.perf_counter() - started
+        state = export_access_data(
+            course_id=args.course, requested_by=args.teacher, return_state=True
+        )
+        call_seconds = time.perf_counter() - started
+        with get_client(sync_client=True) as client:
+            end = client.read_flow_run(state.state_details.flow_run_id).end_time
+        # Until the run was Completed: Prefect then joins the flow's heartbeat thread,
+        # which sleeps in whole seconds, so the call returns up to 1 s later.
+        seconds = (end - started_at).total_seconds()
+    result = state.result()
     Path(args.csv).write_bytes(Path(result.file_url).read_bytes())
-    return {"rows": result.counts["events"], "seconds": seconds}
+    return {"rows": result.counts["events"], "seconds": seconds, "call_seconds": call_seconds}
 
 
 def child(args: argparse.Namespace) -> int:
@@ -329,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
                     teacher=summary["teachers"][case],
                 )
                 results[engine]["csv"] = csv_path
-                print(f"{layout} {case} {engine}: {results[engine]['seconds']:.2f} s", flush=True)
+                call = results[engine].get("call_seconds")
+                returned = f" (the call returned after {call:.2f} s)" if call else ""
+                print(f"{layout} {case} {engine}: {results[engine]['seconds']:.2f} s{returned}")
             digests = {sha256(r["csv"]) for r in results.values()}
             same = "yes" if len(digests) == 1 else "NO"
             base = results.get("pandas", {}).get("seconds")
