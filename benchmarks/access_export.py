@@ -229,6 +229,7 @@ def run_flow(args: argparse.Namespace) -> dict[str, Any]:
         call_seconds = time.perf_counter() - started
         with get_client(sync_client=True) as client:
             end = client.read_flow_run(state.state_details.flow_run_id).end_time
+        assert end is not None
         # Until the run was Completed: Prefect then joins the flow's heartbeat thread,
         # which sleeps in whole seconds, so the call returns up to 1 s later.
         seconds = (end - started_at).total_seconds()
