@@ -115,11 +115,11 @@ def _handler(
             if not head:
                 self.send_header("Content-Length", str(len(data)))
             self.end_headers()
+            with lock:  # before the body goes out: a client that has it finds it counted
+                answered.append((self.command, self.path, len(data)))
             if self.command != "HEAD":
                 self.wfile.write(data)
             conn.close()
-            with lock:
-                answered.append((self.command, self.path, len(data)))
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _proxy
 
