@@ -92,7 +92,9 @@ def batch(lms: LmsClient, site: Site) -> list[dict[str, Any]]:
         for course, request_id, selection in requests
     ]
     for ref in refs:
-        lms.wait(ref.id, timeout_s=180, poll_s=0.5)
+        # Generous: a flow-run process takes long to start on a busy 2-core machine (a
+        # run sat in Submitting for 180 s while a benchmark shared the cores).
+        lms.wait(ref.id, timeout_s=600, poll_s=0.5)
     return [lms.read_run(ref.id) for ref in refs]
 
 
