@@ -362,9 +362,9 @@ class S3Location(Location):
             raise
         return True
 
-    def _boto_get(self, rel: str) -> Any:
+    def _boto_get(self, rel: str, **options: Any) -> Any:
         try:
-            return self._boto.get_object(Bucket=self.bucket, Key=self._key(rel))
+            return self._boto.get_object(Bucket=self.bucket, Key=self._key(rel), **options)
         except Exception as exc:
             if _is_boto_missing(exc):
                 raise FileNotFoundError(self.url_for(rel)) from None
@@ -452,10 +452,10 @@ class S3Location(Location):
     def _boto_range(self, path: str, header: str) -> Any:
         """A ranged GetObject's response, or None when S3 answers 416 (nothing there)."""
         try:
-            return self._boto.get_object(Bucket=self.bucket, Key=self._key(path), Range=header)
+            return self._boto_get(path, Range=header)
+        except FileNotFoundError:
+            raise
         except Exception as exc:
-            if _is_boto_missing(exc):
-                raise FileNotFoundError(self.url_for(path)) from None
             if _boto_code(exc) == "InvalidRange":
                 return None
             raise
