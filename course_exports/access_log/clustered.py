@@ -21,9 +21,10 @@ never depends on whether or when the indexer ran, and is byte-identical either w
 
 Nothing read from the copy is trusted: the file's size must match the index, and every
 byte the export uses (the footer and the course's row groups) must match its crc32 in
-the index before pyarrow decodes it, and only those bytes are fetched and decoded
-(``fetched``); the rows must then be of the day, with known access types. Anything else is a :class:`DamagedCopyError`: the reader reads that day from the
-source, and drops the index so the next indexer run rebuilds the day (``indexer``).
+the index before Polars decodes it, and only those bytes are fetched and decoded; the
+rows must then be of the day, with known access types. Anything else is a
+:class:`DamagedCopyError`: the reader reads that day from the source, and drops the
+index so the next indexer run rebuilds the day (``indexer``).
 """
 
 from __future__ import annotations
@@ -211,8 +212,9 @@ def read_copied_rows(
 
     Each day is two ranged reads, concurrently with the other days: the course's row
     groups (one span) and the footer, both checked against the index. Polars then scans
-    those bytes alone: each day is handed over as a buffer of the file's size holding
-    the checked span and footer at their offsets and zeros elsewhere. Nothing else is
+    those bytes alone (``Location.scan_checked``): on S3 each day is handed over as a
+    buffer of the file's size holding the checked span and footer at their offsets and
+    zeros elsewhere; a local folder hands over the (never rewritten) file. Nothing else is
     decoded: the course predicate keeps exactly the row groups whose (checked) footer
     statistics admit the course, which are the index's (both come from the same sorted
     rows); and were any other row group read, its zeros are no valid page header, so
@@ -263,7 +265,7 @@ def _scan_groups(
     """Days in scans of at most :data:`_SCAN_BYTES` of buffers (mostly zeros; a path
     weighs nothing)."""
     groups: list[list[tuple[CopiedDay, str | bytes]]] = []
-    size = _SCAN_BYTES
+    size = 0
     for day, data in days:
         weight = len(data) if isinstance(data, bytes) else 0
         if not groups or size + weight > _SCAN_BYTES:
