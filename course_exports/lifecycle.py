@@ -9,14 +9,18 @@ A request (:class:`~course_exports.registry.ExportRequest`) becomes an export li
 3. **Job lease** (``job-<job key>``): one export per job, i.e. per kind, course and
    selection whoever asks. Held by another export: this request *joins* it (writes
    ``joined.json``) and waits. Held by another run of the same request: waits for it.
+   Taken, but the job's last export became ready after this request was made (the
+   ``.done-<job key>.json`` mark its publisher left): this request joins that one, since
+   its data is as fresh as asked for (twins queued far apart make one export).
 4. **Claim** the request's export id: the ``pending`` manifest, created atomically. A
    manifest of the same request left ``pending`` by a run that died, or ``failed``, is
    taken over (its partial file removed); other parameters: ConflictError.
 5. **Course lease** (course zips only): one zip of a course at a time; held: wait, keeping
    the job lease, so identical requests still join this queued export.
-6. **Write**, with a heartbeat thread renewing both leases and writing progress into the
-   manifest every few seconds; then **publish** (``ready``) or **fail** (a ``failed``
-   tombstone with the reason a teacher reads); release the leases.
+6. **Write**, with a heartbeat thread (course_exports.heartbeat) renewing both leases and
+   writing progress into the manifest every few seconds; then **publish** (``ready``, and
+   the job's done mark) or **fail** (a ``failed`` tombstone with the reason a teacher
+   reads); release the leases.
 
 Waiting never holds a worker: a deployment run returns a ``Scheduled`` state for itself
 (Prefect releases its deployment slot and a worker picks it up again later); a run
@@ -26,9 +30,8 @@ without a deployment (a plain Python call) sleeps in its own process instead.
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -40,7 +43,6 @@ from course_exports.errors import ExportError
 from course_exports.leases import (
     LEASE_PREFIX,
     LEASE_TTL,
-    RENEW_EVERY,
     Holder,
     Lease,
     course_lease,
@@ -52,10 +54,11 @@ from course_exports.storage import Location
 log = logging.getLogger(__name__)
 
 JOINED = "joined.json"
+#: ``<course>/.done-<job key>.json``: the job's latest ready export (the purge removes the
+#: mark a day after it was last written, long after any request it could serve).
+DONE_PREFIX = ".done-"
 #: How long a request waits for a busy course or a shared export before it gives up.
 WAIT_LIMIT = timedelta(hours=4)
-#: How often a working export rewrites its manifest with its progress (one small PUT).
-PROGRESS_EVERY_S = 5.0
 
 #: What a teacher is told when something failed us rather than their request.
 TRANSIENT_REASON = (
@@ -103,6 +106,18 @@ class Joined(BaseModel):
     export_id: str
     job_key: str
     joined_at: datetime
+
+
+class Done(BaseModel):
+    """The mark a published export leaves for its job: requests made before
+    ``completed_at`` that find it when they start are served by it."""
+
+    export_id: str
+    completed_at: datetime
+
+
+def _done_parts(request: ExportRequest) -> tuple[str | int, ...]:
+    return (request.course_id, f"{DONE_PREFIX}{request.job_key}.json")
 
 
 class Outcome(StrEnum):
@@ -213,19 +228,14 @@ def _decide(
         if job.owner == request.export_id:
             since = own.created_at if own is not None else moment
             return _wait(f"another run of this request ({job.run})", since, moment)
-        if (
-            own is not None
-            and own.status is ExportStatus.PENDING
-            and own.flow_run_id is not None
-            and own.flow_run_id == request.flow_run_id
-        ):
-            # This run had queued its own export; another identical one got going first.
-            exports.delete(request.course_id, request.export_id, registry.MANIFEST)
-        mark = Joined(export_id=job.owner, job_key=request.job_key, joined_at=moment)
-        exports.write_bytes_atomic(mark.model_dump_json().encode(), *_joined_parts(request))
+        _join(exports, request, own, job.owner, moment)
         return _wait(f"the same export {job.owner}, asked for by someone else", moment, moment)
 
     try:
+        fresh = _fresh_export(exports, request)
+        if fresh is not None:
+            jobs.release(job)
+            return _join_finished(exports, request, own, fresh, moment)
         record = _claim_record(exports, request, own, course_name=course_name, ttl=ttl, now=moment)
     except BaseException:
         jobs.release(job)
@@ -238,6 +248,82 @@ def _decide(
             f"export {course.owner} of the same course", record.created_at, moment, record, job
         )
     return Claim(Outcome.WRITE, record, job=job, course=course)
+
+
+def _join(
+    exports: Location,
+    request: ExportRequest,
+    own: ExportRecord | None,
+    export_id: str,
+    now: datetime,
+) -> None:
+    """From now on this request is served by ``export_id`` (``joined.json``)."""
+    if (
+        own is not None
+        and own.status is ExportStatus.PENDING
+        and own.flow_run_id is not None
+        and own.flow_run_id == request.flow_run_id
+    ):
+        # This run had queued its own export; another identical one got going first.
+        exports.delete(request.course_id, request.export_id, registry.MANIFEST)
+    mark = Joined(export_id=export_id, job_key=request.job_key, joined_at=now)
+    exports.write_bytes_atomic(mark.model_dump_json().encode(), *_joined_parts(request))
+
+
+def _fresh_export(exports: Location, request: ExportRequest) -> ExportRecord | None:
+    """The job's export that became ready after this request was made, if still ready.
+
+    Read while holding the job lease: its publisher writes the mark before it lets the
+    lease go, so a request that gets the lease after it sees the mark."""
+    try:
+        done = Done.model_validate_json(exports.read_bytes(*_done_parts(request)))
+    except FileNotFoundError:
+        return None
+    except ValueError:  # a damaged mark is no reason to fail: make the export
+        log.warning("damaged %s of course %s; ignored", _done_parts(request)[1], request.course_id)
+        return None
+    if done.completed_at < request.requested_at or done.export_id == request.export_id:
+        return None
+    record = registry.read_record(exports, request.course_id, done.export_id)
+    if record is None or record.status is not ExportStatus.READY:
+        return None
+    return record
+
+
+def _join_finished(
+    exports: Location,
+    request: ExportRequest,
+    own: ExportRecord | None,
+    record: ExportRecord,
+    now: datetime,
+) -> Claim:
+    _join(exports, request, own, record.export_id, now)
+    return Claim(Outcome.DONE, record)
+
+
+def publish(
+    exports: Location,
+    request: ExportRequest,
+    record: ExportRecord,
+    *,
+    size_bytes: int,
+    sha256: str,
+    counts: Mapping[str, int],
+    details: Mapping[str, Any] | None = None,
+) -> ExportRecord:
+    """Publish the export (``registry.publish``), then mark it as its job's latest, so a
+    request made before now that starts later takes it instead of making it again."""
+    ready = registry.publish(
+        exports, record, size_bytes=size_bytes, sha256=sha256, counts=counts, details=details
+    )
+    mark = Done(export_id=ready.export_id, completed_at=datetime.now(UTC))
+    try:
+        exports.write_bytes_atomic(mark.model_dump_json().encode(), *_done_parts(request))
+    except Exception as exc:  # a missed mark costs one export made twice, nothing more
+        log.warning(
+            "export %s: job mark not written: %s: %s", ready.export_id, type(exc).__name__, exc
+        )
+    return ready
 
 
 def _claim_record(
@@ -265,7 +351,6 @@ def _claim_record(
         own.status is ExportStatus.PENDING
         and request.flow_run_id is not None
         and own.flow_run_id == request.flow_run_id
-        and not own.file_name
     ):
         return own  # this run queued it earlier and has written nothing yet
     return registry.take_over(exports, own, request, ttl=ttl, now=now)
@@ -309,100 +394,6 @@ def abandon_run(exports: Location, request: ExportRequest) -> ExportRecord | Non
     ):
         return None
     return record
-
-
-# -- while writing ----------------------------------------------------------------------
-
-
-@dataclass
-class Heartbeat:
-    """The working run's sign of life: a thread that renews its leases and writes its
-    progress into the manifest, at most every :data:`PROGRESS_EVERY_S`.
-
-    ``update`` is what the writers call (from any thread, as often as they like): it only
-    stores numbers. Only this thread (and :meth:`name_file`, under the lock) writes.
-    """
-
-    exports: Location
-    record: ExportRecord
-    leases: list[tuple[Lease, Holder]]
-    progress_every_s: float = PROGRESS_EVERY_S
-    renew_every_s: float = RENEW_EVERY.total_seconds()
-    _latest: dict[str, int] = field(default_factory=dict)
-    _written: dict[str, int] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> Heartbeat:
-        self._thread = threading.Thread(target=self._run, name="export-heartbeat", daemon=True)
-        self._thread.start()
-        return self
-
-    def update(self, **counts: int) -> None:
-        self._latest = {**self._latest, **counts}
-
-    def name_file(self, file_name: str) -> ExportRecord:
-        with self._lock:
-            self.record = registry.name_file(self.exports, self.record, file_name)
-            return self.record
-
-    def stop(self) -> ExportRecord:
-        """Stop writing (before the manifest is published or failed); the current record."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        return self.record
-
-    def _run(self) -> None:
-        last_renew = time.monotonic()
-        while not self._stop.wait(self.progress_every_s):
-            try:
-                self._beat(renew=time.monotonic() - last_renew >= self.renew_every_s)
-            except Exception as exc:  # a missed beat is not a failed export
-                log.warning(
-                    "export %s heartbeat: %s: %s", self.record.export_id, type(exc).__name__, exc
-                )
-                continue
-            if time.monotonic() - last_renew >= self.renew_every_s:
-                last_renew = time.monotonic()
-
-    def _beat(self, *, renew: bool) -> None:
-        latest = self._latest
-        with self._lock:
-            if self._stop.is_set():
-                return
-            if latest != self._written:
-                self.record = registry.write_progress(
-                    self.exports, self.record, latest, datetime.now(UTC)
-                )
-                self._written = latest
-        if renew:
-            for index, (lease, holder) in enumerate(self.leases):
-                renewed = lease.renew(holder)
-                if renewed is None:
-                    log.warning("export %s lost its lease %s", self.record.export_id, lease.name)
-                else:
-                    self.leases[index] = (lease, renewed)
-
-
-def start_heartbeat(exports: Location, request: ExportRequest, decision: Claim) -> Heartbeat:
-    if decision.record is None:
-        raise ValueError("only a claim to write has a heartbeat")
-    leases: list[tuple[Lease, Holder]] = []
-    if decision.job is not None:
-        leases.append((job_lease(exports, request.course_id, request.job_key), decision.job))
-    if decision.course is not None:
-        leases.append((course_lease(exports, request.course_id), decision.course))
-    return Heartbeat(exports, decision.record, leases).start()
-
-
-def release(exports: Location, heartbeat: Heartbeat) -> None:
-    for lease, holder in heartbeat.leases:
-        try:
-            lease.release(holder)
-        except Exception as exc:  # it runs out on its own in LEASE_TTL
-            log.warning("lease %s not released: %s", lease.name, exc)
 
 
 def request_selection(**selection: Any) -> dict[str, Any]:

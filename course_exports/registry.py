@@ -176,6 +176,9 @@ class ExportRequest:
     flow_run_id: str | None = None
     #: Names a request that has neither a request id nor a flow run.
     nonce: str = field(default_factory=lambda: uuid.uuid4().hex, repr=False)
+    #: When the request was made (its flow run's creation): an identical export that
+    #: became ready after this moment is as fresh as the request asked for.
+    requested_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def parameters(self) -> dict[str, Any]:

@@ -25,8 +25,9 @@ from prefect.exceptions import Abort
 from prefect.states import Scheduled
 
 from course_exports import lifecycle, links, registry
+from course_exports.heartbeat import Heartbeat, release_leases, start_heartbeat
 from course_exports.humanize import human_size
-from course_exports.lifecycle import Claim, Heartbeat, Outcome
+from course_exports.lifecycle import Claim, Outcome
 from course_exports.registry import ExportKind, ExportRecord, ExportRequest, ExportResult
 from course_exports.settings import Settings
 from course_exports.text import markdown_text, one_line
@@ -194,7 +195,7 @@ def exporting(
     """Write under a heartbeat (leases renewed, progress in the manifest); on any error
     the export becomes a ``failed`` tombstone and the teacher is told why."""
     exports = settings.exports()
-    heartbeat = lifecycle.start_heartbeat(exports, request, decision)
+    heartbeat = start_heartbeat(exports, request, decision)
     try:
         yield heartbeat
     except Exception as exc:
@@ -202,7 +203,7 @@ def exporting(
         raise
     finally:
         heartbeat.stop()
-        lifecycle.release(exports, heartbeat)
+        release_leases(exports, heartbeat)
 
 
 @io_task("publish-export", timeout_seconds=300)
@@ -216,8 +217,9 @@ def publish_export(
     """Mark the export ``ready``, then tell (summary artifact, ready mail): one task, since
     each task run costs API calls (issue 10), and telling can never fail the export."""
     record = heartbeat.stop()  # no progress write may land after "ready"
-    ready = registry.publish(
+    ready = lifecycle.publish(
         settings.exports(),
+        request,
         record,
         size_bytes=written.size_bytes,
         sha256=written.sha256,

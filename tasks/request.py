@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 
 from course_exports.errors import InputError
@@ -54,7 +55,16 @@ def export_request(
         selection=request_selection(**selection),
         notify=notify,
         flow_run_id=str(run_id) if run_id else None,
+        requested_at=_requested_at(),
     )
+
+
+def _requested_at() -> datetime:
+    """When the run was created (the LMS's request, or the admin's click), not when it
+    started: a run that waited in a queue is still a request made back then."""
+    context = FlowRunContext.get()
+    created = context.flow_run.created if context is not None and context.flow_run else None
+    return created.astimezone(UTC) if created is not None else datetime.now(UTC)
 
 
 def check_request(settings: Settings, request: ExportRequest) -> CourseRequest:

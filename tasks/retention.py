@@ -57,7 +57,12 @@ DELETIONS: tuple[tuple[Task[..., list[PurgeStep]], tuple[StepKind, ...]], ...] =
     (delete_expired_exports, (StepKind.EXPIRE,)),
     (
         remove_leftovers,
-        (StepKind.REMOVE_LEFTOVER, StepKind.REMOVE_STALE_FILES, StepKind.REMOVE_TOMBSTONE),
+        (
+            StepKind.REMOVE_LEFTOVER,
+            StepKind.REMOVE_STALE_FILES,
+            StepKind.REMOVE_TOMBSTONE,
+            StepKind.REMOVE_MARKS,
+        ),
     ),
     (remove_projects, (StepKind.REMOVE_PROJECT,)),
     (abort_uploads, (StepKind.ABORT_UPLOAD,)),
@@ -89,6 +94,7 @@ def export_purge_markdown(summary: ExportPurgeSummary) -> str:
         f"| tombstones purged over {TOMBSTONE_DAYS} days ago | {summary.tombstones_removed:,} |",
         f"| imported projects whose export is gone | {summary.projects_removed:,} |",
         f"| unfinished S3 uploads aborted | {summary.uploads_aborted:,} |",
+        f"| leases and job marks a day old | {summary.marks_removed:,} |",
         f"| left alone: a run may still be writing them | {summary.in_progress:,} |",
     ]
     lines += _id_lines("Expired", summary.expired_ids, summary.expired)

@@ -39,7 +39,15 @@ class LocalSite:
         return load_settings()
 
     def export_files(self) -> list[Path]:
-        return [p for p in self.exports.rglob("*") if p.is_file()] if self.exports.exists() else []
+        """Files in export folders (``<course>/<export>/...``): not the course's leases
+        and job marks beside them (``marks``)."""
+        if not self.exports.exists():
+            return []
+        return [p for p in self.exports.glob("*/*/**/*") if p.is_file()]
+
+    def marks(self) -> list[Path]:
+        """``<course>/.lease-*`` and ``.done-*`` files (course_exports.lifecycle)."""
+        return sorted(self.exports.glob("*/.*")) if self.exports.exists() else []
 
     def mails(self) -> list[Path]:
         return sorted(self.outbox.glob("*.eml")) if self.outbox.exists() else []

@@ -104,3 +104,29 @@ def test_a_busy_course_gives_its_worker_back_and_identical_requests_share(
         assert "Crashed" not in names, names
     # Nothing left behind: no lease, nothing per course on the server.
     assert list(site.exports.glob("*/.lease-*")) == []
+
+
+def test_twins_that_never_run_together_share_one_export(lms: LmsClient, site: Site) -> None:
+    """Two teachers ask for the same access data at once; the one worker slot runs the
+    requests one after the other, so the second starts after the first is ready. It
+    takes that export (made after it asked) instead of making it again."""
+    course = site.summary.course_ids[1]
+    first, second = site.summary.teachers[course][:2]
+    refs = [
+        lms.trigger(ACCESS, {"course_id": course, "requested_by": teacher}, request_id=rid)
+        for teacher, rid in ((first, "twin-1"), (second, "twin-2"))
+    ]
+    results = []
+    for ref in refs:
+        lms.wait(ref.id, timeout_s=900, poll_s=1)
+        results.append(lms.result(ref.id))
+    assert results[0]["export_id"] == results[1]["export_id"]
+    assert [p for p in site.manifests(course) if '"access-data"' in p.read_text()] == [
+        site.exports / str(course) / results[0]["export_id"] / "manifest.json"
+    ]
+    for ref in refs:
+        assert "AwaitingExport" not in state_names(lms.api_url, ref.id)  # they never overlapped
+    # Asked again now, after it was ready: a new export with today's data.
+    again = lms.trigger(ACCESS, {"course_id": course, "requested_by": first}, request_id="twin-3")
+    lms.wait(again.id, timeout_s=900, poll_s=1)
+    assert lms.result(again.id)["export_id"] != results[0]["export_id"]

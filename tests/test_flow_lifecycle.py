@@ -96,6 +96,9 @@ def test_same_request_id_with_other_selections_at_once(site: LocalSite) -> None:
     assert record.parameters == result.parameters and record.sha256 == result.sha256
     files = [p for p in site.export_files() if p.name != "manifest.json"]
     assert [p.name for p in files] == [result.file_name]
+    # Beside it only the job's done mark: no lease left, nothing of the refused run.
+    [mark] = site.marks()
+    assert mark.name.startswith(".done-") and result.export_id in mark.read_text()
     assert hashlib.sha256(files[0].read_bytes()).hexdigest() == result.sha256
 
 

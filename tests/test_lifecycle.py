@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from course_exports import leases, lifecycle, registry
+from course_exports import heartbeat, leases, lifecycle, registry
 from course_exports.errors import ConflictError, InputError, LakeDataError
 from course_exports.lifecycle import Claim, Outcome
 from course_exports.registry import ExportKind, ExportRequest, ExportStatus
@@ -49,12 +49,16 @@ def claim(exports: Location, req: ExportRequest, now: datetime = NOW) -> Claim:
     return lifecycle.claim(exports, req, course_name="Intro", ttl=TTL, wait_s=30, now=now)
 
 
-def finish(exports: Location, decision: Claim, data: bytes = b"zip") -> registry.ExportRecord:
+def finish(
+    exports: Location, decision: Claim, req: ExportRequest, data: bytes = b"zip"
+) -> registry.ExportRecord:
     assert decision.record is not None
     record = registry.name_file(exports, decision.record, "a.zip")
     with registry.open_export_file(exports, record) as out:
         out.write(data)
-    ready = registry.publish(exports, record, size_bytes=out.size, sha256=out.sha256, counts={})
+    ready = lifecycle.publish(
+        exports, req, record, size_bytes=out.size, sha256=out.sha256, counts={}
+    )
     for holder in (decision.job, decision.course):
         if holder is not None:
             leases.Lease(exports, 7, holder.name).release(holder)
@@ -90,17 +94,18 @@ def test_same_request_id_other_selections_at_once_one_claims_one_conflicts(
         assert winner.record is not None
         stored = registry.read_record(exports, 7, winner.record.export_id)
         assert stored == winner.record  # the winner's parameters, untouched by the loser
-        finish(exports, winner)
+        finish(exports, winner, runs[outcomes.index(winner)])
 
 
 def test_a_second_run_of_the_same_request_waits_and_gets_the_first_result(
     exports: Location,
 ) -> None:
-    first = claim(exports, request("run-a", request_id="r1"))
+    first_request = request("run-a", request_id="r1")
+    first = claim(exports, first_request)
     second = claim(exports, request("run-b", request_id="r1"))
     assert first.writes and second.outcome is Outcome.WAIT
     assert "another run of this request" in second.reason
-    ready = finish(exports, first)
+    ready = finish(exports, first, first_request)
     again = claim(exports, request("run-b", request_id="r1"))
     assert again.outcome is Outcome.DONE and again.record == ready
 
@@ -124,7 +129,7 @@ def test_identical_requests_join_one_export(exports: Location) -> None:
     # Nothing of the joiners is an export: the course holds one manifest.
     course = Path(exports.path(7))
     assert len(list(course.glob("*/manifest.json"))) == 1
-    ready = finish(exports, writer)
+    ready = finish(exports, writer, requests[decisions.index(writer)])
     # A joiner's next look (its run comes back later) finds the shared export.
     for req, decision in zip(requests, decisions, strict=True):
         if decision is writer:
@@ -135,6 +140,44 @@ def test_identical_requests_join_one_export(exports: Location) -> None:
     fresh = claim(exports, request("run-later"))
     assert fresh.writes and fresh.record is not None
     assert fresh.record.export_id != ready.export_id
+
+
+def test_twins_queued_far_apart_share_one_export(exports: Location) -> None:
+    """Issue 11: two identical requests made at once, the second starting only after the
+    first finished (a long queue), make one export; one made after it was ready, a new one."""
+    first, twin = request("run-a"), request("run-b", requested_by=4)
+    writer = claim(exports, first)
+    ready = finish(exports, writer, first)
+    served = claim(exports, twin)
+    assert served.outcome is Outcome.DONE and served.record == ready
+    assert len(list(Path(exports.path(7)).glob("*/manifest.json"))) == 1
+    assert not leases.job_lease(exports, 7, twin.job_key).read()  # nothing left held
+    # The twin's next run (a retry) still finds the export it was served.
+    again = claim(exports, twin)
+    assert again.outcome is Outcome.DONE and again.record == ready
+    # Asked after the export was ready: the teacher wants today's data, a new export.
+    later = claim(exports, request("run-c", requested_by=5))
+    assert later.writes and later.record is not None
+    assert later.record.export_id != ready.export_id
+    # Other selections never share.
+    other = claim(exports, request("run-d", kind=ExportKind.ACCESS_DATA, excel=False))
+    assert other.writes
+
+
+def test_a_twin_does_not_take_an_export_that_is_no_longer_ready(exports: Location) -> None:
+    first, twin = request("run-a"), request("run-b", requested_by=4)
+    ready = finish(exports, claim(exports, first), first)
+    registry.write_record(exports, ready.model_copy(update={"status": ExportStatus.EXPIRED}))
+    made = claim(exports, twin)
+    assert made.writes and made.record is not None
+    assert made.record.export_id != ready.export_id
+
+
+def test_a_damaged_job_mark_is_ignored(exports: Location) -> None:
+    first, twin = request("run-a"), request("run-b", requested_by=4)
+    finish(exports, claim(exports, first), first)
+    exports.write_bytes_atomic(b"{not json", 7, f"{lifecycle.DONE_PREFIX}{twin.job_key}.json")
+    assert claim(exports, twin).writes
 
 
 def test_a_joiner_shares_the_failure_of_the_export_it_joined(exports: Location) -> None:
@@ -150,7 +193,8 @@ def test_a_joiner_shares_the_failure_of_the_export_it_joined(exports: Location) 
 
 
 def test_another_course_export_waits_for_the_course(exports: Location) -> None:
-    first = claim(exports, request("run-a", assignment_ids=[1]))
+    first_request = request("run-a", assignment_ids=[1])
+    first = claim(exports, first_request)
     other = claim(exports, request("run-b", assignment_ids=[2]))
     assert first.writes and other.outcome is Outcome.WAIT
     assert first.record is not None and first.record.export_id in other.reason
@@ -161,7 +205,7 @@ def test_another_course_export_waits_for_the_course(exports: Location) -> None:
     # Access data of the same course does not wait for the zip.
     access = claim(exports, request("run-d", kind=ExportKind.ACCESS_DATA, excel=False))
     assert access.writes
-    finish(exports, first)
+    finish(exports, first, first_request)
     resumed = claim(exports, request("run-b", assignment_ids=[2]))
     assert resumed.writes and resumed.record == other.record  # its own queued claim
 
@@ -219,11 +263,11 @@ def test_a_damaged_lease_is_replaced_never_honoured(exports: Location) -> None:
 def test_the_heartbeat_writes_progress_and_renews_leases(exports: Location) -> None:
     decision = claim(exports, request("run-a"))
     assert decision.record is not None and decision.job is not None
-    heartbeat = lifecycle.start_heartbeat(exports, request("run-a"), decision)
-    heartbeat.progress_every_s = heartbeat.renew_every_s = 0.05
-    heartbeat.name_file("a.zip")
+    beat = heartbeat.start_heartbeat(exports, request("run-a"), decision)
+    beat.progress_every_s = beat.renew_every_s = 0.05
+    beat.name_file("a.zip")
     for done in range(1, 5):
-        heartbeat.update(files_done=done, files_total=4, bytes_done=done * 10, bytes_total=40)
+        beat.update(files_done=done, files_total=4, bytes_done=done * 10, bytes_total=40)
         time.sleep(0.02)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -231,7 +275,7 @@ def test_the_heartbeat_writes_progress_and_renews_leases(exports: Location) -> N
         if stored is not None and stored.progress.get("files_done") == 4:
             break
         time.sleep(0.05)
-    record = heartbeat.stop()
+    record = beat.stop()
     assert stored is not None and stored.progress == {
         "files_done": 4,
         "files_total": 4,
@@ -242,7 +286,7 @@ def test_the_heartbeat_writes_progress_and_renews_leases(exports: Location) -> N
     job = leases.job_lease(exports, 7, request("x").job_key).read()
     assert job is not None and job.token == decision.job.token  # the same lease, renewed
     assert job.expires_at != decision.job.expires_at
-    lifecycle.release(exports, heartbeat)
+    heartbeat.release_leases(exports, beat)
     assert leases.job_lease(exports, 7, request("x").job_key).read() is None
 
 

@@ -19,6 +19,7 @@ from course_exports.errors import LakeDataError
 from course_exports.project import PROJECT_JSON, PROJECTS
 from course_exports.registry import ExportKind, ExportRecord, ExportStatus
 from course_exports.retention import AccessPurgeSummary, ExportPurgeSummary
+from course_exports.retention.steps import StepKind
 from course_exports.settings import Settings
 from course_exports.storage import LocalLocation, Location, open_location
 from tasks import retention as retention_tasks
@@ -324,6 +325,51 @@ def test_what_is_not_ours_is_not_touched(exports: Location, tmp_path: Path) -> N
     summary = purge(exports, NOW)
     assert files_of(tmp_path / "exports") == before
     assert len(summary.damaged) == 1 and broken in summary.damaged[0]
+
+
+def test_leases_and_job_marks_go_a_day_after_their_last_write(exports: Location) -> None:
+    """A course's ``.lease-*`` and ``.done-*`` files (course_exports.lifecycle) are the
+    purge's only business beside the export folders: a day untouched, they go; a fresh
+    one, an export's files and anything else at the course level stay."""
+    live = make_export(exports, NOW - timedelta(days=2))
+    course = Path(exports.path(7))
+    old = {
+        name: NOW - timedelta(days=1, seconds=1)
+        for name in (
+            ".lease-job-ab.json",
+            ".done-ab.json",
+            f"..done-ab.json.{uuid.uuid4().hex}.tmp",
+        )
+    }
+    fresh = {".lease-course.json": NOW - timedelta(hours=1), ".done-cd.json": NOW - SECOND}
+    for name, when in {**old, **fresh, "notes.txt": NOW - timedelta(days=400)}.items():
+        (course / name).write_bytes(b"{}")
+        os.utime(course / name, (when.timestamp(), when.timestamp()))
+    dry = purge(exports, dry_run=True)
+    assert dry.marks_removed == 3 and all((course / name).exists() for name in old)
+    summary = purge(exports)
+    assert summary.marks_removed == 3
+    assert sorted(p.name for p in course.iterdir() if p.is_file()) == sorted([*fresh, "notes.txt"])
+    assert state_of(exports, live) == live and file_exists(exports, live)
+    assert purge(exports).marks_removed == 0
+
+
+def test_a_mark_renewed_after_the_listing_stays(exports: Location) -> None:
+    """The re-check: a lease a new run took between the survey and the deletion is its."""
+    course = Path(exports.path(7))
+    course.mkdir(parents=True)
+    lease = course / ".lease-course.json"
+    lease.write_bytes(b"{}")
+    day_old = (NOW - timedelta(days=2)).timestamp()
+    os.utime(lease, (day_old, day_old))
+    settings = settings_for(exports=exports)
+    plan = retention_tasks.decide_export_purge.fn(
+        retention_tasks.survey_exports.fn(settings), NOW, TTL.days
+    )
+    [step] = plan.of(StepKind.REMOVE_MARKS)
+    os.utime(lease, (NOW.timestamp(), NOW.timestamp()))  # taken again meanwhile
+    retention.apply_steps(exports, [step], NOW)
+    assert lease.exists()
 
 
 # -- imported projects ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ from course_exports.project import PROJECT_JSON
 from course_exports.registry import ExportRecord, ExportStatus, read_record, write_record
 from course_exports.retention.exports import is_stale, last_sign_of_life
 from course_exports.retention.steps import ProjectStamp, PurgeStep, StepKind
-from course_exports.retention.survey import find_files
+from course_exports.retention.survey import find_files, is_course_mark
 from course_exports.storage import Location
 from course_exports.text import one_line
 
@@ -52,6 +52,8 @@ def _apply(exports: Location, step: PurgeStep, now: datetime) -> bool:
         return True
     if step.kind is StepKind.REMOVE_PROJECT:
         return _remove_project(exports, step, now)
+    if step.kind is StepKind.REMOVE_MARKS:
+        return _remove_marks(exports, step, now)
     return _abort_upload(exports, step)
 
 
@@ -111,6 +113,18 @@ def _remove_project(exports: Location, step: PurgeStep, now: datetime) -> bool:
         if current is not None and current != step.stamp:
             return False  # imported again since the listing
     _remove_folder(exports, step.folder)
+    return True
+
+
+def _remove_marks(exports: Location, step: PurgeStep, now: datetime) -> bool:
+    """The step's marks that are still a day old (listed again): one taken or renewed
+    since the listing belongs to a live run."""
+    still = {
+        f.path
+        for f in find_files(exports, step.folder)
+        if is_course_mark(exports, f.path) and is_stale(f.modified, now)
+    }
+    _remove_files(exports, [p for p in step.paths if p in still])
     return True
 
 

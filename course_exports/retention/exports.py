@@ -111,7 +111,29 @@ def decide_export_purge(survey: ExportsSurvey, now: datetime, ttl: timedelta) ->
         for upload in survey.uploads
         if is_stale(upload.initiated, now) and upload.folder not in hands_off
     )
+    steps.extend(_stale_marks(survey.marks, now))
     return ExportPurgePlan(now=now, steps=steps, in_progress=in_progress, damaged=damaged)
+
+
+def _stale_marks(marks: list[StoredFile], now: datetime) -> list[PurgeStep]:
+    """One step per course for its leases and job marks untouched for a day: a live lease
+    is renewed every few seconds, and a job mark serves requests made before it was
+    written, which wait at most a few hours (lifecycle.WAIT_LIMIT)."""
+    by_course: dict[str, list[StoredFile]] = {}
+    for mark in marks:
+        if is_stale(mark.modified, now):
+            by_course.setdefault(posixpath.dirname(mark.path), []).append(mark)
+    return [
+        purge_step(
+            StepKind.REMOVE_MARKS,
+            posixpath.basename(folder),
+            folder,
+            "leases and job marks not written for a day",
+            files,
+            only_files=True,
+        )
+        for folder, files in sorted(by_course.items())
+    ]
 
 
 def _folder_step(
@@ -272,6 +294,8 @@ class ExportPurgeSummary(BaseModel):
     uploads_aborted: int
     #: Folders left alone because a run may still be writing them.
     in_progress: int
+    #: Leases and job marks of finished work, a day old.
+    marks_removed: int = 0
     #: Unreadable manifests or project files (their folders were left alone).
     damaged: list[str]
     #: Ids, each list capped at :data:`LIST_CAP`.
@@ -304,6 +328,7 @@ def summarise_export_purge(
         projects_removed=_count(done, StepKind.REMOVE_PROJECT),
         uploads_aborted=_count(done, StepKind.ABORT_UPLOAD),
         in_progress=plan.in_progress,
+        marks_removed=sum(len(s.paths) for s in done if s.kind is StepKind.REMOVE_MARKS),
         damaged=plan.damaged[:LIST_CAP],
         expired_ids=_ids(done, StepKind.EXPIRE),
         leftover_ids=_ids(done, StepKind.REMOVE_LEFTOVER, StepKind.REMOVE_STALE_FILES),

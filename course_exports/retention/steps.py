@@ -38,6 +38,8 @@ class StepKind(StrEnum):
     REMOVE_PROJECT = "remove-project"
     #: An S3 multipart upload nobody will complete.
     ABORT_UPLOAD = "abort-upload"
+    #: A course's lease or job mark not written for a day: its run and requests are gone.
+    REMOVE_MARKS = "remove-marks"
 
 
 class PurgeStep(BaseModel):

@@ -56,6 +56,9 @@ class ExportsSurvey(BaseModel):
     exports: list[ExportFolder]
     projects: list[ProjectFolder]
     uploads: list[PendingUpload]
+    #: ``<course>/.<name>`` files of the lifecycle (leases, job marks, their temporary
+    #: files), beside the course's export folders.
+    marks: list[StoredFile] = []
 
 
 def stored_file(location: Location, entry: Entry) -> StoredFile:
@@ -86,10 +89,13 @@ def survey_exports(exports: Location) -> ExportsSurvey:
     """Every export and project folder from one recursive listing, with its manifest."""
     export_files: dict[str, list[StoredFile]] = {}
     project_files: dict[str, list[StoredFile]] = {}
+    marks: list[StoredFile] = []
     for stored in find_files(exports, exports.root):
         owner = _owner(exports, stored.path)
         if owner is None:
-            continue  # not ours to judge
+            if is_course_mark(exports, stored.path):
+                marks.append(stored)
+            continue  # anything else is not ours to judge
         kind, key = owner
         target = export_files if kind == "export" else project_files
         target.setdefault(key, []).append(stored)
@@ -103,7 +109,24 @@ def survey_exports(exports: Location) -> ExportsSurvey:
         folders = list(pool.map(lambda f: _read_manifest(exports, f), folders))
         projects = list(pool.map(lambda p: _read_stamp(exports, p), projects))
     return ExportsSurvey(
-        root=exports.root, exports=folders, projects=projects, uploads=list_uploads(exports)
+        root=exports.root,
+        exports=folders,
+        projects=projects,
+        uploads=list_uploads(exports),
+        marks=marks,
+    )
+
+
+def is_course_mark(location: Location, path: str) -> bool:
+    """``<course>/.<name>``: a lease, a job's done mark, or a temporary file of either."""
+    try:
+        parts = location.relative(path).split("/")
+    except ValueError:
+        return False
+    return (
+        len(parts) == 2
+        and _COURSE_RE.fullmatch(parts[0]) is not None
+        and (parts[1].startswith("."))
     )
 
 
