@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from harness import steps_line, timed_flow  # noqa: E402
+
 from course_exports import access_log  # noqa: E402
 from course_exports.lake import read_course, read_roster, read_users  # noqa: E402
 from course_exports.storage import Location, open_location  # noqa: E402
@@ -214,28 +216,24 @@ def run_flow(args: argparse.Namespace) -> dict[str, Any]:
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-    from prefect import get_client
 
     from flows.export_access_data import export_access_data
 
-    state: Any = None
-    seconds = call_seconds = 0.0
-    for _ in range(2):
-        started_at = datetime.now(UTC)
-        started = time.perf_counter()
-        state = export_access_data(
-            course_id=args.course, requested_by=args.teacher, return_state=True
+    timed: dict[str, Any] = {}
+    for _ in range(2):  # the second run is timed: the first starts the API and fills caches
+        timed = timed_flow(
+            lambda: export_access_data(
+                course_id=args.course, requested_by=args.teacher, return_state=True
+            )
         )
-        call_seconds = time.perf_counter() - started
-        with get_client(sync_client=True) as client:
-            end = client.read_flow_run(state.state_details.flow_run_id).end_time
-        assert end is not None
-        # Until the run was Completed: Prefect then joins the flow's heartbeat thread,
-        # which sleeps in whole seconds, so the call returns up to 1 s later.
-        seconds = (end - started_at).total_seconds()
-    result = state.result()
+    result = timed["state"].result()
     Path(args.csv).write_bytes(Path(result.file_url).read_bytes())
-    return {"rows": result.counts["events"], "seconds": seconds, "call_seconds": call_seconds}
+    return {
+        "rows": result.counts["events"],
+        "seconds": timed["seconds"],
+        "call_seconds": timed["call_seconds"],
+        "steps": timed["steps"],
+    }
 
 
 def child(args: argparse.Namespace) -> int:
@@ -344,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                 call = results[engine].get("call_seconds")
                 returned = f" (the call returned after {call:.2f} s)" if call else ""
                 print(f"{layout} {case} {engine}: {results[engine]['seconds']:.2f} s{returned}")
+                if "steps" in results[engine]:
+                    print(f"  timeline: {steps_line(results[engine]['steps'])}")
             digests = {sha256(r["csv"]) for r in results.values()}
             same = "yes" if len(digests) == 1 else "NO"
             base = results.get("pandas", {}).get("seconds")

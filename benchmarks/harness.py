@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -81,3 +82,52 @@ def run_case_process(
     if server_pid:
         result["server_cpu_s"] = process_cpu_s(server_pid) - server_before
     return result
+
+
+def timed_flow(call: Callable[[], Any]) -> dict[str, Any]:
+    """Run a flow (``call`` returns its final state); when it was Completed, and where its
+    time went.
+
+    ``seconds`` runs until the run's end time: Prefect then joins the flow's heartbeat
+    thread, which sleeps in whole seconds, so the call (``call_seconds``) returns up to
+    1 s later. ``steps`` is the run's timeline from the API, in seconds from the call:
+    ``running`` when the flow run entered Running, each task run's name with its time in
+    Running, and ``between`` for everything in the run that is not a task (the flow's own
+    code and the engine between tasks).
+    """
+    from datetime import UTC, datetime
+    from time import perf_counter
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    started_at = datetime.now(UTC)
+    started = perf_counter()
+    state = call()
+    call_seconds = perf_counter() - started
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+    assert run.end_time is not None and run.start_time is not None, run.state
+    running, ended = run.start_time, run.end_time
+    steps: dict[str, float] = {"running": (running - started_at).total_seconds()}
+    in_tasks = 0.0
+    for task in sorted(tasks, key=lambda t: t.start_time or running):
+        name = re.sub(r"-[0-9a-f]{1,3}$", "", task.name)  # Prefect's "-<key>" suffix
+        steps[name] = steps.get(name, 0.0) + task.total_run_time.total_seconds()
+        in_tasks += task.total_run_time.total_seconds()
+    steps["between"] = (ended - running).total_seconds() - in_tasks
+    return {
+        "state": state,
+        "seconds": (ended - started_at).total_seconds(),
+        "call_seconds": call_seconds,
+        "steps": steps,
+    }
+
+
+def steps_line(steps: dict[str, float]) -> str:
+    """``running 0.31 s · check-and-claim 0.12 s · ...`` for a table's notes."""
+    return " · ".join(f"{name} {seconds:.2f} s" for name, seconds in steps.items())
