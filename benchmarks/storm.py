@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from course_exports.access_log.clustered import COPY_DIR  # noqa: E402
 from course_exports.storage import open_location  # noqa: E402
 from deployments.lms_client import LmsClient, LmsClientError  # noqa: E402
 from deployments.local_stack import (  # noqa: E402
@@ -274,6 +275,8 @@ def ledger(
         else:
             orphans += 1
     for path in exports.glob("*/*"):  # a folder with files but no manifest
+        if path.parent.name == COPY_DIR:
+            continue  # the access log's copy (the hourly access-copy run may build it)
         if path.is_dir() and not (path / "manifest.json").exists():
             orphans += any(p.name != "joined.json" for p in path.iterdir())
     # Deployment limits are global concurrency limits too ("deployment:<id>").
