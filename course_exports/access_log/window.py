@@ -42,6 +42,14 @@ def _timezones_by_folded_name() -> dict[str, str]:
     return {name.casefold(): name for name in zoneinfo.available_timezones()}
 
 
+def _is_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 def parse_timezone(name: str | None) -> str:
     """The canonical IANA name for ``name`` ("UTC" when None); InputError if unknown.
 
@@ -51,7 +59,13 @@ def parse_timezone(name: str | None) -> str:
     if name is None:
         return "UTC"
     cleaned = name.strip()
-    canonical = _timezones_by_folded_name().get(cleaned.casefold(), cleaned)
+    # Listing every zone (to forgive case) scans the tz database: ~20 ms, paid only when
+    # the name as given is not one.
+    canonical = (
+        cleaned
+        if _is_zone(cleaned)
+        else _timezones_by_folded_name().get(cleaned.casefold(), cleaned)
+    )
     try:
         zoneinfo.ZoneInfo(canonical)
         pl.Series([0], dtype=EVENT_TIME).dt.convert_time_zone(canonical)
