@@ -44,6 +44,7 @@ import base64
 import hashlib
 import json
 import os
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -169,6 +170,14 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def _retry_after_s(response: httpx.Response) -> float | None:
+    """A ``Retry-After`` of seconds (capped at a minute), if the server sent one."""
+    try:
+        return min(60.0, max(0.0, float(response.headers["retry-after"])))
+    except (KeyError, ValueError):
+        return None
+
+
 def idempotency_key(deployment: str, parameters: Mapping[str, Any], request_id: str) -> str:
     """The request id and a hash of what was asked: never the same key for other parameters."""
     digest = hashlib.sha256(canonical_json({"d": deployment, "p": dict(parameters)}).encode())
@@ -219,7 +228,7 @@ class LmsClient:
         api_key: str | None = None,
         basic_auth: str | tuple[str, str] | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        retries: int = 3,
+        retries: int = 5,
         retry_delay_s: float = 0.5,
         result_grace_s: float = 15.0,
         crash_grace_s: float = 300.0,
@@ -287,25 +296,33 @@ class LmsClient:
 
     def _request(self, method: str, path: str, body: Any = None) -> httpx.Response:
         last: Exception | None = None
+        wait_s = 0.0
         for attempt in range(self._retries + 1):
             if attempt:
-                self._sleep(self._retry_delay_s * 2 ** (attempt - 1))
+                self._sleep(wait_s)
             try:
                 response = self._http.request(method, path, json=body)
             except httpx.TransportError as exc:
                 last = exc
+                wait_s = self._backoff_s(attempt)
                 continue
             if response.status_code in _RETRY_STATUS:
                 last = ApiError(
                     f"{method} {path}: HTTP {response.status_code}",
                     status_code=response.status_code,
                 )
+                wait_s = _retry_after_s(response) or self._backoff_s(attempt)
                 continue
             return response
         raise ApiError(
             f"Prefect API at {self.api_url} unreachable ({method} {path}): "
             f"{type(last).__name__}: {last}"
         )
+
+    def _backoff_s(self, attempt: int) -> float:
+        """Exponential, with jitter: a storm of LMS threads that met the same 503 (SQLite
+        busy under a burst of creates) must not come back in step."""
+        return self._retry_delay_s * 2**attempt * random.uniform(0.5, 1.0)
 
     def _json(self, method: str, path: str, body: Any = None) -> Any:
         response = self._request(method, path, body)

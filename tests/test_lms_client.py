@@ -317,6 +317,35 @@ def test_transient_api_errors_are_retried_then_reported(api: FakeApi) -> None:
         client(api, retries=2).deployment(COURSE)
 
 
+def test_retries_back_off_with_jitter_and_honour_retry_after(api: FakeApi) -> None:
+    """A burst of creates can keep SQLite busy for seconds (the storm met 503s for longer
+    than three quick retries): waits grow, two clients do not come back in step, and a
+    server's Retry-After is what it says."""
+    waits: list[list[float]] = [[], []]
+    for sleeps in waits:
+        lms = LmsClient(API, transport=httpx.MockTransport(api), sleep=sleeps.append)
+        api.fail_next = [503] * 5
+        assert lms.deployment(COURSE)["id"] == "dep-course"  # the 6th try, the default
+    for sleeps in waits:
+        assert len(sleeps) == 5
+        assert all(0.25 * 2**i <= wait <= 0.5 * 2**i for i, wait in enumerate(sleeps))
+    assert waits[0] != waits[1]
+    assert sum(waits[0]) <= 15.5
+
+    def busy_then_fine(request: httpx.Request) -> httpx.Response:
+        if not told:
+            told.append(request)
+            return httpx.Response(503, headers={"Retry-After": "7"})
+        return api(request)
+
+    told: list[httpx.Request] = []
+    sleeps: list[float] = []
+    LmsClient(API, transport=httpx.MockTransport(busy_then_fine), sleep=sleeps.append).deployment(
+        COURSE
+    )
+    assert sleeps == [7.0]
+
+
 def test_the_flows_publish_what_the_client_reads() -> None:
     assert lms_client.RESULT_ARTIFACT_TYPE == RESULT_ARTIFACT_TYPE
 
