@@ -333,7 +333,7 @@ def storm_case(
                 )
             )
             roots[f"worker {n}"] = worker.process.pid
-        lms = stack.enter_context(LmsClient(server.api_url))
+        lms = stack.enter_context(LmsClient(server.api_url, retries=args.lms_retries))
         peaks = stack.enter_context(Peaks(roots).watching())
         print(f"{database}, {workers} worker(s): {len(storm)} requests ...", flush=True)
         sent = submit_all(lms, storm)
@@ -403,6 +403,12 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the 300 requests")
     parser.add_argument("--timeout", type=float, default=7200, help="seconds per storm")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--lms-retries",
+        type=int,
+        default=5,
+        help="the LMS client's retries of a 5xx (waits double from 0.25-0.5 s)",
+    )
     args = parser.parse_args()
     databases = args.databases.split(",")
     if "postgres" in databases:
