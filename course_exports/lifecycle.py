@@ -351,6 +351,7 @@ def _claim_record(
         own.status is ExportStatus.PENDING
         and request.flow_run_id is not None
         and own.flow_run_id == request.flow_run_id
+        and not own.file_name
     ):
         return own  # this run queued it earlier and has written nothing yet
     return registry.take_over(exports, own, request, ttl=ttl, now=now)

@@ -229,6 +229,25 @@ def test_a_dead_runs_leases_run_out_and_are_taken_over(exports: Location) -> Non
         registry.publish(exports, record, size_bytes=1, sha256="x", counts={})
 
 
+def test_the_same_run_coming_back_after_it_wrote_starts_its_file_over(
+    exports: Location,
+) -> None:
+    """A flow-level retry is the same flow run: once it had named and begun its file, it
+    takes its export over afresh (the half-written file removed), never writes on."""
+    req = request("run-a", request_id="r1")
+    first = claim(exports, req)
+    assert first.writes and first.record is not None and first.job is not None
+    record = registry.name_file(exports, first.record, "partial.zip")
+    partial = Path(exports.path(registry.file_path(exports, record)))
+    partial.write_bytes(b"half a zip")
+    leases.job_lease(exports, 7, req.job_key).release(first.job)  # the attempt's cleanup
+    if first.course is not None:
+        leases.course_lease(exports, 7).release(first.course)
+    again = claim(exports, req)
+    assert again.writes and again.record is not None
+    assert not again.record.file_name and not partial.exists()
+
+
 def test_a_failed_request_is_tried_again_by_its_next_run(exports: Location) -> None:
     first = claim(exports, request("run-a", request_id="r1"))
     assert first.record is not None and first.job is not None
