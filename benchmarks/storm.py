@@ -170,8 +170,8 @@ def read_first_assignments(lake: Path, courses: list[int]) -> None:
         _ASSIGNMENTS[course] = int(document["units"][0]["assignments"][0]["id"])
 
 
-def submit_all(lms: LmsClient, storm: list[Request]) -> list[Submitted]:
-    """Every request at once (32 LMS threads), as a storm of teachers would."""
+def submit_all(lms: LmsClient, storm: list[Request], threads: int = 32) -> list[Submitted]:
+    """Every request at once (32 LMS threads by default), as a storm of teachers would."""
 
     def one(request: Request) -> Submitted:
         sent = Submitted(request, time.time())
@@ -181,7 +181,7 @@ def submit_all(lms: LmsClient, storm: list[Request]) -> list[Submitted]:
         sent.run_id = ref.id
         return sent
 
-    with ThreadPoolExecutor(32) as pool:
+    with ThreadPoolExecutor(threads) as pool:
         return list(pool.map(one, storm))
 
 
@@ -336,7 +336,7 @@ def storm_case(
         lms = stack.enter_context(LmsClient(server.api_url, retries=args.lms_retries))
         peaks = stack.enter_context(Peaks(roots).watching())
         print(f"{database}, {workers} worker(s): {len(storm)} requests ...", flush=True)
-        sent = submit_all(lms, storm)
+        sent = submit_all(lms, storm, args.lms_threads)
         wait_all(server.api_url, sent, args.timeout)
         ended = time.time()
         counts, outcomes = ledger(server.api_url, lms, sent, exports)
@@ -403,6 +403,9 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the 300 requests")
     parser.add_argument("--timeout", type=float, default=7200, help="seconds per storm")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--lms-threads", type=int, default=32, help="LMS threads submitting the requests"
+    )
     parser.add_argument(
         "--lms-retries",
         type=int,
