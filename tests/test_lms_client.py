@@ -339,11 +339,11 @@ def test_retries_back_off_with_jitter_and_honour_retry_after(api: FakeApi) -> No
         return api(request)
 
     told: list[httpx.Request] = []
-    sleeps: list[float] = []
-    LmsClient(API, transport=httpx.MockTransport(busy_then_fine), sleep=sleeps.append).deployment(
+    slept: list[float] = []
+    LmsClient(API, transport=httpx.MockTransport(busy_then_fine), sleep=slept.append).deployment(
         COURSE
     )
-    assert sleeps == [7.0]
+    assert slept == [7.0]
 
 
 def test_the_flows_publish_what_the_client_reads() -> None:
