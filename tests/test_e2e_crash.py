@@ -351,9 +351,10 @@ def test_s3_down_for_60_s_mid_zip(
     client = s3_server.client()
     pending = client.list_multipart_uploads(Bucket=exports_bucket).get("Uploads", [])
     assert pending == [], "an upload was left incomplete"
-    keys = sorted(
-        o["Key"] for o in client.list_objects_v2(Bucket=exports_bucket).get("Contents", [])
-    )
+    listed = [o["Key"] for o in client.list_objects_v2(Bucket=exports_bucket).get("Contents", [])]
+    # Beside the export folders only the job's done mark, once an export is ready.
+    marks = [k for k in listed if Path(k).name.startswith(".done-")]
+    keys = sorted(k for k in listed if k not in marks)
     subjects = mails_to(smtp_server, email)
     if final is not None:  # it retried and completed
         assert outcome["status"] == "ready"
@@ -363,9 +364,13 @@ def test_s3_down_for_60_s_mid_zip(
             Bucket=exports_bucket, Key=prefix + Path(outcome["file_url"]).name
         )
         assert head["ContentLength"] == outcome["size_bytes"]
+        [mark] = marks
+        body = client.get_object(Bucket=exports_bucket, Key=mark)["Body"].read()
+        assert outcome["export_id"] in body.decode()
         assert [s for s in subjects if "is ready" in s] == subjects and len(subjects) == 1
     else:  # it failed: a reason a teacher can read, and no file
         assert all(key.endswith("manifest.json") for key in keys), keys
+        assert marks == []
         [subject] = subjects
         assert "could not be produced" in subject
         [mail] = [m for m in smtp_server.messages if email in str(m["To"])]
