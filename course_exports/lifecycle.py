@@ -235,7 +235,8 @@ def _decide(
         fresh = _fresh_export(exports, request)
         if fresh is not None:
             jobs.release(job)
-            return _join_finished(exports, request, own, fresh, moment)
+            _join(exports, request, own, fresh.export_id, moment)
+            return Claim(Outcome.DONE, fresh)
         record = _claim_record(exports, request, own, course_name=course_name, ttl=ttl, now=moment)
     except BaseException:
         jobs.release(job)
@@ -288,17 +289,6 @@ def _fresh_export(exports: Location, request: ExportRequest) -> ExportRecord | N
     if record is None or record.status is not ExportStatus.READY:
         return None
     return record
-
-
-def _join_finished(
-    exports: Location,
-    request: ExportRequest,
-    own: ExportRecord | None,
-    record: ExportRecord,
-    now: datetime,
-) -> Claim:
-    _join(exports, request, own, record.export_id, now)
-    return Claim(Outcome.DONE, record)
 
 
 def publish(

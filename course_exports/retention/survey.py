@@ -124,9 +124,7 @@ def is_course_mark(location: Location, path: str) -> bool:
     except ValueError:
         return False
     return (
-        len(parts) == 2
-        and _COURSE_RE.fullmatch(parts[0]) is not None
-        and (parts[1].startswith("."))
+        len(parts) == 2 and _COURSE_RE.fullmatch(parts[0]) is not None and parts[1].startswith(".")
     )
 
 
