@@ -52,8 +52,9 @@ deploy: setup
 	$(BIN)/prefect --no-prompt deploy --all
 	$(BIN)/python -m deployments.automations
 
+# The venv's bin first on PATH: flow runs start as `python -m prefect.engine` (prefect.yaml).
 worker: setup
-	$(BIN)/prefect worker start --pool $(POOL)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/prefect worker start --pool $(POOL)
 
 serve: setup
 	$(BIN)/python -m deployments.serve

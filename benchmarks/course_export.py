@@ -108,7 +108,13 @@ def case_export(lake: Location, exports: Location) -> dict[str, Any]:
             plan=plan,
             level=int(os.environ.get("BENCH_LEVEL", DEFAULT_LEVEL)),
         )
-    return {"seconds": time.perf_counter() - started, "input": plan.total_bytes, "output": out.size}
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "input": plan.total_bytes,
+        "output": out.size,
+        "objects": plan.file_count,
+    }
 
 
 def run_case(args: argparse.Namespace) -> dict[str, Any]:

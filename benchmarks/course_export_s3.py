@@ -3,6 +3,7 @@ against fetching the objects one after another with boto3 (not run by the tests)
 
     .venv/bin/python benchmarks/course_export_s3.py                 # 300 students
     .venv/bin/python benchmarks/course_export_s3.py --students 60   # quicker
+    .venv/bin/python benchmarks/course_export_s3.py --many          # the 500,000-file memory row
 
 SeaweedFS (``weed mini``, tests/seaweed.py) is started here on 127.0.0.1 with a
 temporary data folder. The course is generated twice, byte for byte the same: on disk
@@ -15,6 +16,11 @@ Rows:
   loop a user would write (no zip): the baseline for objects/s;
 - course export, local lake -> local exports (the real ``write_course_zip``);
 - course export, S3 lake -> S3 exports (obstore listing, GETs and multipart upload).
+
+``--many`` runs the memory row instead: the 500,000 files of ~200 B of
+benchmarks/course_mixes.py's ``many`` mix, uploaded to the bucket (64 PUTs in flight) and
+exported S3 -> S3, beside the same export from the local copy. "peak MB" is the case
+process's whole peak: listing, plan, manifest and zip (target < 300 MB).
 
 "client CPU per object" is the case's CPU over the objects it read; for the S3 export
 also its CPU beyond the local export's (the same zip work), i.e. what reading from S3
@@ -63,13 +69,65 @@ def case_boto3(lake: Location, endpoint: str) -> dict[str, Any]:
     return {"seconds": seconds, "input": total, "output": 0, "objects": plan.file_count}
 
 
+def upload_tree(root: Path, url: str, endpoint: str) -> int:
+    """Every file under ``root`` to ``url`` (``s3://bucket/prefix``), 64 PUTs in flight;
+    the count. Benchmark set-up only: generating 500,000 objects one PUT after another
+    takes about half an hour here."""
+    import asyncio
+
+    import obstore
+
+    from course_exports.storage.s3 import S3Settings, build_store
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    store = build_store(S3Settings.resolve(endpoint), bucket, prefix)
+
+    async def put_all() -> int:
+        gate = asyncio.Semaphore(64)
+        count = 0
+
+        async def put(path: Path) -> None:
+            async with gate:
+                await obstore.put_async(store, path.relative_to(root).as_posix(), path.read_bytes())
+
+        pending: set[asyncio.Task[None]] = set()
+        for folder, _, names in os.walk(root):
+            for name in names:
+                pending.add(asyncio.create_task(put(Path(folder) / name)))
+                count += 1
+                if len(pending) >= 1024:  # a bounded window, not 500,000 tasks at once
+                    done, pending = await asyncio.wait(pending, return_when="FIRST_COMPLETED")
+                    for task in done:
+                        task.result()
+        await asyncio.gather(*pending)
+        return count
+
+    return asyncio.run(put_all())
+
+
+def run_many(endpoint: str, pid: int, scratch: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The memory row: the ``many`` mix exported from its local copy and from S3."""
+    from course_mixes import MIXES
+    from course_mixes import ensure_lake as ensure_mix
+
+    local_root = ensure_mix(MIXES["many"])
+    started = time.perf_counter()
+    count = upload_tree(local_root, "s3://bench-lake/many", endpoint)
+    print(f"  uploaded {count:,} objects in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    ours_local = run_case_process(
+        __file__, "export", str(local_root), f"{scratch}/exports", endpoint, pid
+    )
+    ours_s3 = run_case_process(
+        __file__, "export", "s3://bench-lake/many", "s3://bench-exports/many", endpoint, pid
+    )
+    return ours_local, ours_s3
+
+
 def run_case(args: argparse.Namespace) -> dict[str, Any]:
     lake = open_location(args.lake, s3_endpoint_url=args.endpoint)
     if args.case == "boto3":
         return case_boto3(lake, args.endpoint)
-    result = case_export(lake, open_location(args.target, s3_endpoint_url=args.endpoint))
-    result["objects"] = plan_for(lake)[1].file_count
-    return result
+    return case_export(lake, open_location(args.target, s3_endpoint_url=args.endpoint))
 
 
 def row(name: str, r: dict[str, Any], base: dict[str, Any], extra_cpu_ms: str = "") -> str:
@@ -86,6 +144,7 @@ def row(name: str, r: dict[str, Any], base: dict[str, Any], extra_cpu_ms: str = 
 def main() -> int:
     parser = case_parser(__doc__)
     parser.add_argument("--students", type=int, default=300)
+    parser.add_argument("--many", action="store_true", help="the 500,000-file memory row only")
     args = parser.parse_args()
     if args.case:
         return report_case(lambda: run_case(args))
@@ -95,6 +154,16 @@ def main() -> int:
     from sample_lake import generate_lake
 
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.many:
+        os.environ.update(AWS_ENV)
+        with seaweedfs(BUCKETS) as server, tempfile.TemporaryDirectory(dir=OUT) as scratch:
+            ours_local, ours_s3 = run_many(server.endpoint_url, server.pid, scratch)
+        print("| case | objects | MB | zip seconds | objects/s | MB/s | client CPU ms/object "
+              "| server CPU s | peak MB | vs local |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        print(row("500,000 files, local lake", ours_local, ours_local))
+        print(row("500,000 files, S3 lake -> S3", ours_s3, ours_local))
+        return 0
     local = open_location(str(OUT / "lake"))
     ensure_lake(local, args.students)
     os.environ.update(AWS_ENV)  # the cases (child processes) sign with the server's keys

@@ -4,22 +4,28 @@ A lease is one small object ``<exports>/<course_id>/.lease-<name>.json`` created
 storage's atomic create-if-absent (``O_EXCL``-like link locally, ``If-None-Match: *`` on
 S3), so of two runs racing for it exactly one wins. It names its holder (an export and
 a flow run) and an expiry; the holder renews it while it works and deletes it when done.
-A lease past its expiry belongs to a run that died: the next taker removes it (only if
-it is still that same lease, by its token) and creates its own.
+A lease past its expiry belongs to a run that died. Taking it over is a second
+create-if-absent: ``<lease>.taken-<token>`` names the expired holder's token, so of all
+the runs that saw that holder expired exactly one creates it and overwrites the lease;
+the others find it taken and wait like any run that finds a lease held. (Reading the
+lease and then deleting it let two takers both win: the second read the dead holder's
+lease, the first replaced it, and the second deleted the replacement.) The purge removes
+these marks with other course dotfiles a day after they were written.
 
 They replace Prefect's per-course global concurrency limits: nothing is created on the
 Prefect server per course, a killed run's lease runs out in :data:`LEASE_TTL` (not in
 the server's lease duration), and a run that finds a lease taken can give back its
 process and try again later (see course_exports.lifecycle).
 
-Known limit: between reading an expired lease and removing it, another taker may do
-the same; the window is a few milliseconds and only after a holder died. Exports never
-share files whatever the leases say (each export id is claimed atomically), so the worst
-case is two exports of one course packing at the same time.
+Known limit: renewal reads the lease and then rewrites it, so a holder that was stalled
+past its expiry and renews in the same milliseconds as a taker takes over can overwrite
+the taker's lease. Exports never share files whatever the leases say (each export id is
+claimed atomically), so the worst case is two exports of one course packing at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -33,6 +39,8 @@ from course_exports.storage import Location
 LEASE_PREFIX = ".lease-"
 #: How long a lease lives without renewal: a killed run frees its course within this.
 LEASE_TTL = timedelta(seconds=90)
+#: ``<lease>.taken-<token>``: the one taker of an expired holder (see the module's doc).
+TAKEN_INFIX = ".taken-"
 #: How often a working run renews its leases.
 RENEW_EVERY = timedelta(seconds=20)
 log = logging.getLogger(__name__)
@@ -73,11 +81,13 @@ class Lease:
         try:
             return Holder.model_validate_json(raw)
         except ValidationError:
-            # Not ours to trust: treat it as expired so it is replaced, never as held.
+            # Not ours to trust: treat it as expired so it is replaced, never as held. Its
+            # token is its content's hash, so its takers still agree on one winner.
             log.warning("lease %s of course %s is damaged; replacing it", self.name, self.course_id)
             epoch = datetime.fromtimestamp(0, UTC)
+            token = "damaged-" + hashlib.sha256(raw).hexdigest()[:32]
             return Holder(
-                name=self.name, owner="", run=None, token="", acquired_at=epoch, expires_at=epoch
+                name=self.name, owner="", run=None, token=token, acquired_at=epoch, expires_at=epoch
             )
 
     def acquire(
@@ -115,7 +125,10 @@ class Lease:
                 continue
             if not current.is_expired(moment):
                 return current
-            self._remove_if(current)
+            if not self._claim_takeover(current):
+                return current  # another run is taking it over: held, for all we know
+            self.exports.write_bytes_atomic(mine.model_dump_json().encode(), *self.parts)
+            return mine
         current = self.read()
         if current is None:
             raise RuntimeError(f"lease {self.name} of course {self.course_id} keeps changing")
@@ -135,6 +148,11 @@ class Lease:
     def release(self, holder: Holder) -> None:
         """Give the lease back (only if it is still ``holder``'s)."""
         self._remove_if(holder)
+
+    def _claim_takeover(self, expired: Holder) -> bool:
+        """True for exactly one of the runs that saw ``expired`` holding the lease."""
+        mark = f"{LEASE_PREFIX}{self.name}{TAKEN_INFIX}{expired.token}"
+        return self.exports.create_exclusive(b"", self.course_id, mark)
 
     def _remove_if(self, holder: Holder) -> None:
         current = self.read()

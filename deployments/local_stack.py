@@ -289,7 +289,12 @@ def run_worker(
     worker_env = prefect_env(
         home,
         api_url,
-        {"PREFECT_WORKER_QUERY_SECONDS": "1", **env},  # default 10 s: tests would idle
+        {
+            "PREFECT_WORKER_QUERY_SECONDS": "1",  # default 10 s: tests would idle
+            # Flow runs start as `python -m prefect.engine` (prefect.yaml): this venv's.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            **env,
+        },
     )
     args = [*PREFECT, "worker", "start", "--pool", pool, "--name", name, "--type", "process"]
     if limit is not None:

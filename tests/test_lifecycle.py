@@ -260,25 +260,6 @@ def test_a_failed_request_is_tried_again_by_its_next_run(exports: Location) -> N
     assert retry.record.status is ExportStatus.PENDING and retry.record.flow_run_id == "run-b"
 
 
-def test_lease_is_created_once_renewed_and_released(exports: Location) -> None:
-    lease = leases.course_lease(exports, 7)
-    mine = lease.acquire("e1", "run-a", now=NOW)
-    assert mine.held_by("e1", "run-a")
-    assert lease.acquire("e2", "run-b", now=NOW) == mine  # held: the holder comes back
-    renewed = lease.renew(mine, now=NOW + timedelta(seconds=60))
-    assert renewed is not None and renewed.expires_at > mine.expires_at
-    lease.release(mine)  # an old copy of the holder still has its token
-    assert lease.read() is None
-    assert not list(Path(exports.path(7)).iterdir())  # nothing accumulates
-
-
-def test_a_damaged_lease_is_replaced_never_honoured(exports: Location) -> None:
-    lease = leases.course_lease(exports, 7)
-    Path(exports.path(*lease.parts)).parent.mkdir(parents=True)
-    Path(exports.path(*lease.parts)).write_text("{not json")
-    assert lease.acquire("e1", "run-a", now=NOW).held_by("e1", "run-a")
-
-
 def test_the_heartbeat_writes_progress_and_renews_leases(exports: Location) -> None:
     decision = claim(exports, request("run-a"))
     assert decision.record is not None and decision.job is not None
