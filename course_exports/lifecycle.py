@@ -196,12 +196,17 @@ def _decide(
     moment = now
     run = request.run_key
     own = registry.read_record(exports, request.course_id, request.export_id)
+    jobs = job_lease(exports, request.course_id, request.job_key)
     if own is not None:
         registry.check_same_request(own, request.request_id, request.parameters)
         if own.status in (ExportStatus.READY, ExportStatus.EXPIRED):
+            if _still_telling(jobs, own, run, moment):
+                # Its run published it and is sending the ready mail (the job lease goes
+                # after that): a repeat that took "ready, no mail yet" for a run that died
+                # would mail the teacher twice.
+                return _wait(f"the run that made export {own.export_id} to finish", moment, moment)
             return Claim(Outcome.DONE, own)
 
-    jobs = job_lease(exports, request.course_id, request.job_key)
     joined = _read_joined(exports, request)
     if joined is not None:
         target = registry.read_record(exports, request.course_id, joined.export_id)
@@ -249,6 +254,19 @@ def _decide(
             f"export {course.owner} of the same course", record.created_at, moment, record, job
         )
     return Claim(Outcome.WRITE, record, job=job, course=course)
+
+
+def _still_telling(jobs: Lease, record: ExportRecord, run: str, now: datetime) -> bool:
+    """A ready export whose mail has not gone out, while the run that made it is alive."""
+    if record.status is not ExportStatus.READY or record.notified_at is not None:
+        return False
+    holder = jobs.read()
+    return (
+        holder is not None
+        and holder.owner == record.export_id
+        and holder.run != run
+        and not holder.is_expired(now)
+    )
 
 
 def _join(

@@ -248,6 +248,28 @@ def test_the_same_run_coming_back_after_it_wrote_starts_its_file_over(
     assert not again.record.file_name and not partial.exists()
 
 
+def test_a_repeat_waits_while_the_publishing_run_is_still_mailing(exports: Location) -> None:
+    """Ready but not yet mailed: while the run that published it still holds the job's
+    lease it is sending the mail, so a repeat of the request waits instead of mailing
+    too; once that run is gone without marking the mail sent, the repeat is the one to
+    tell (DONE with no ``notified_at``)."""
+    req = request("run-a", request_id="r1")
+    first = claim(exports, req)
+    assert first.record is not None and first.job is not None
+    record = registry.name_file(exports, first.record, "a.zip")
+    with registry.open_export_file(exports, record) as out:
+        out.write(b"zip")
+    ready = lifecycle.publish(exports, req, record, size_bytes=3, sha256=out.sha256, counts={})
+    repeat = request("run-b", request_id="r1")
+    assert claim(exports, repeat).outcome is Outcome.WAIT
+    # The publisher died before its mail: its lease runs out, and the repeat tells.
+    dead = claim(exports, repeat, now=NOW + timedelta(minutes=5))
+    assert dead.outcome is Outcome.DONE and dead.record == ready
+    # Mailed: a repeat is served at once, lease or not.
+    registry.mark_notified(exports, 7, ready.export_id)
+    assert claim(exports, repeat).outcome is Outcome.DONE
+
+
 def test_a_failed_request_is_tried_again_by_its_next_run(exports: Location) -> None:
     first = claim(exports, request("run-a", request_id="r1"))
     assert first.record is not None and first.job is not None
