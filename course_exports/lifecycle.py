@@ -2,7 +2,8 @@
 
 A request (:class:`~course_exports.registry.ExportRequest`) becomes an export like this:
 
-1. **Done before?** The request id's export is ``ready`` (or ``expired``): return it. The
+1. **Done before?** The request id's export is ``ready`` (or ``expired``): return it,
+   unless its run is still alive and telling (no ``notified_at`` yet): wait for it. The
    same request id with other parameters: ConflictError.
 2. **Joined before?** This run joined another export earlier (a ``joined.json`` beside
    where its own export would be): that export's outcome is this request's.
