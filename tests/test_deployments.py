@@ -36,6 +36,8 @@ def test_every_contract_flow_is_a_deployment_on_the_pool() -> None:
         assert entry["work_pool"]["name"] == "course-exports", entry["name"]
         env = entry["work_pool"]["job_variables"]["env"]  # every run sends heartbeats
         assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(automations.HEARTBEAT_SECONDS)
+        # The engine itself, not Prefect's workspace supervisor first (README, Benchmarks).
+        assert entry["work_pool"]["job_variables"]["command"] == "python -m prefect.engine"
         assert entry.get("description"), entry["name"]
         assert "course-exports" in entry["tags"], entry["name"]
         path = PREFECT_YAML.parent / entry["entrypoint"].split(":")[0]
