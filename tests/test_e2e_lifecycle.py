@@ -103,7 +103,7 @@ def test_a_busy_course_gives_its_worker_back_and_identical_requests_share(
         # Waiting is not a crash: the process that gave its worker back exited cleanly.
         assert "Crashed" not in names, names
     # Nothing left behind: no lease, nothing per course on the server.
-    assert list(site.exports.glob("*/.lease-*")) == []
+    assert list(site.exports.glob("*/.lease-*.json")) == []
 
 
 def test_twins_that_never_run_together_share_one_export(lms: LmsClient, site: Site) -> None:

@@ -161,4 +161,4 @@ def test_one_export_per_course_at_a_time(
     # Nothing per course on the server (no global concurrency limits), no lease left.
     limits = httpx.post(f"{prefect_deployments}/v2/concurrency_limits/filter", json={}, timeout=10)
     assert [c["name"] for c in limits.json() if c["name"].startswith("course-export-")] == []
-    assert list(site.exports.glob("*/.lease-*")) == []
+    assert list(site.exports.glob("*/.lease-*.json")) == []
