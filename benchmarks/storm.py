@@ -262,8 +262,8 @@ def ledger(
     )
     ready = failed = orphans = leases = 0
     for path in exports.rglob("*"):
-        if path.name.startswith(".lease-"):
-            leases += 1
+        if path.name.startswith(".lease-") and path.name.endswith(".json"):
+            leases += 1  # a take-over's mark (.lease-*.taken-*) is not a lease
         if not path.is_dir() or not (path / "manifest.json").exists():
             continue
         record = json.loads((path / "manifest.json").read_text())
