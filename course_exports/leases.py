@@ -17,10 +17,14 @@ Prefect server per course, a killed run's lease runs out in :data:`LEASE_TTL` (n
 the server's lease duration), and a run that finds a lease taken can give back its
 process and try again later (see course_exports.lifecycle).
 
-Known limit: renewal reads the lease and then rewrites it, so a holder that was stalled
-past its expiry and renews in the same milliseconds as a taker takes over can overwrite
-the taker's lease. Exports never share files whatever the leases say (each export id is
-claimed atomically), so the worst case is two exports of one course packing at once.
+Renewal takes the same mark when the lease is expired or within :data:`RENEW_MARGIN` of
+it (it is the holder's own token a taker would name), and then writes a fresh token: of
+a stalled holder coming back and a run taking over, exactly one wins. Known limit: a
+renewal further from expiry reads the lease and then rewrites it, so a holder stalled
+for more than RENEW_MARGIN between that read and that write (a few milliseconds
+normally) could overwrite a taker's lease. Exports never share files whatever the
+leases say (each export id is claimed atomically), so the worst case is two exports of
+one course packing at once.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ LEASE_TTL = timedelta(seconds=90)
 TAKEN_INFIX = ".taken-"
 #: How often a working run renews its leases.
 RENEW_EVERY = timedelta(seconds=20)
+#: A renewal this close to expiry (or after it) races takers, so it takes their mark.
+RENEW_MARGIN = timedelta(seconds=15)
 log = logging.getLogger(__name__)
 
 
@@ -137,11 +143,20 @@ class Lease:
     def renew(
         self, holder: Holder, *, ttl: timedelta = LEASE_TTL, now: datetime | None = None
     ) -> Holder | None:
-        """Push the expiry out; None if the lease is no longer ``holder``'s (lost)."""
+        """Push the expiry out; None if the lease is no longer ``holder``'s (lost).
+
+        Use the returned holder from then on: a renewal near expiry changes the token.
+        """
+        moment = now or datetime.now(UTC)
         current = self.read()
         if current is None or current.token != holder.token:
             return None
-        renewed = current.model_copy(update={"expires_at": (now or datetime.now(UTC)) + ttl})
+        renewed = current.model_copy(update={"expires_at": moment + ttl})
+        if moment + RENEW_MARGIN >= current.expires_at:
+            # A taker may be deciding now: win its mark first, then a token it never saw.
+            if not self._claim_takeover(current):
+                return None
+            renewed = renewed.model_copy(update={"token": uuid.uuid4().hex})
         self.exports.write_bytes_atomic(renewed.model_dump_json().encode(), *self.parts)
         return renewed
 

@@ -119,3 +119,40 @@ def test_the_take_over_mark_is_a_course_mark_the_purge_removes(exports: Location
     assert names[0] == ".lease-course.json"
     assert names[1].startswith(".lease-course" + leases.TAKEN_INFIX)
     assert all(is_course_mark(exports, exports.path(7, name)) for name in names)
+
+
+def test_a_holder_renewing_after_expiry_loses_to_the_run_that_took_over(
+    exports: Location,
+) -> None:
+    """A stalled holder read its own lease, then a run took it over: the holder's late
+    renewal must not write over the taker's lease (it used to: it compared tokens on
+    what it had read, then wrote)."""
+    lease = leases.course_lease(exports, 7)
+    stalled = lease.acquire("e1", "run-a", now=NOW)
+    late = leases.Lease(StaleLeaseView(exports, lease), 7, lease.name)  # type: ignore[arg-type]
+    taker = lease.acquire("e2", "run-b", now=LATER)
+    assert taker.held_by("e2", "run-b")
+    assert late.renew(stalled, now=LATER) is None
+    assert lease.read() == taker
+
+
+def test_a_renewal_near_expiry_wins_the_mark_and_the_lease_can_still_be_taken_later(
+    exports: Location,
+) -> None:
+    lease = leases.course_lease(exports, 7)
+    mine = lease.acquire("e1", "run-a", now=NOW)
+    near = mine.expires_at - leases.RENEW_MARGIN / 2
+    renewed = lease.renew(mine, now=near)
+    assert renewed is not None and renewed.token != mine.token
+    assert renewed.expires_at == near + leases.LEASE_TTL
+    # A taker that had seen the old token finds its mark taken: the lease is held.
+    assert not lease._claim_takeover(mine)
+    assert lease.acquire("e2", "run-b", now=near).held_by("e1", "run-a")
+    # When the renewed lease runs out in turn, it can be taken over (a fresh mark).
+    after = renewed.expires_at + timedelta(seconds=1)
+    assert lease.acquire("e2", "run-b", now=after).held_by("e2", "run-b")
+    # Far from expiry a renewal keeps its token (no mark per renewal).
+    again = lease.acquire("e3", "run-c", now=after + leases.LEASE_TTL * 2)
+    assert lease.renew(again, now=after + leases.LEASE_TTL * 2 + timedelta(seconds=20)) == (
+        again.model_copy(update={"expires_at": again.expires_at + timedelta(seconds=20)})
+    )
