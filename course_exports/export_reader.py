@@ -214,14 +214,15 @@ class _ArchiveStream:
             raise OSError(errno.EINVAL, "seek before the start of the archive")
         return self._call(self._raw.seek, base + offset)  # type: ignore[no-any-return]
 
-    def raised(self, exc: BaseException) -> bool:
-        """Whether ``exc`` is (or was raised while handling) a storage failure."""
+    def failure_behind(self, exc: BaseException) -> BaseException | None:
+        """The storage failure ``exc`` is, or was raised while handling (zipfile turns
+        an OSError while it looks for the directory into BadZipFile), if any."""
         seen: BaseException | None = exc
         while seen is not None:
             if seen is self._failure:
-                return True
+                return seen
             seen = seen.__cause__ or seen.__context__
-        return False
+        return None
 
     def _call(self, method: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -411,7 +412,10 @@ class ExportArchive:
         except UnsafeArchiveError:
             raise
         except Exception as exc:
-            if self._stream.raised(exc):
+            failure = self._stream.failure_behind(exc)
+            if failure is exc:
                 raise
+            if failure is not None:
+                raise failure from exc  # the storage's error, not the zip reader's
             problem = one_line(f"{type(exc).__name__}: {exc}")
             raise UnsafeArchiveError(self.name, f"{where} is damaged ({problem})") from exc

@@ -33,10 +33,12 @@ from importkit import (
     snapshot,
     workspace_files,
 )
+from seaweed import SeaweedFS
 
 from course_exports.errors import ExportError
 from course_exports.export_reader import ImportLimits, UnsafeArchiveError
-from course_exports.storage import Location, open_location
+from course_exports.registry import file_path
+from course_exports.storage import Location, ObjectChangedError, open_location
 
 
 @pytest.fixture
@@ -91,6 +93,54 @@ def test_a_consistently_rewritten_archive_is_refused(exports: Location) -> None:
     Path(record.file_url).write_bytes(build(record.export_id, good_files(), **stored)[:-7])
     with pytest.raises(UnsafeArchiveError, match="truncated or altered"):
         import_(exports, record)
+    assert nothing_imported(exports)
+
+
+def test_an_archive_replaced_after_its_hash_is_never_read_on_s3(s3_server: SeaweedFS) -> None:
+    """The archive is hashed, then read again by the zip reader: an object replaced in
+    between (by a consistently rewritten archive of the same size) fails the read
+    instead of being imported; it used to be read as if it had been hashed."""
+    bucket = s3_server.make_bucket("reader")
+    exports = open_location(f"s3://{bucket}/exports", s3_endpoint_url=s3_server.endpoint_url)
+    record = reserve(exports)
+    evil = [(n, b"import os#!\n" if n.endswith("main.py") else d) for n, d in good_files()]
+    stored: dict[str, Any] = {"compression": zipfile.ZIP_STORED}
+    record = publish(exports, record, build(record.export_id, good_files(), **stored))
+    path = file_path(exports, record)
+    replacement = build(record.export_id, evil, **stored)
+    assert len(replacement) == record.size_bytes
+
+    class ReplacedAfterTheHash:
+        def __init__(self, location: Location) -> None:
+            self.location = location
+
+        def open_seekable(self, *parts: Any) -> Any:
+            raw = self.location.open_seekable(*parts)
+            location = self.location
+
+            class Stream(io.BufferedIOBase):
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(raw, name)
+
+                def read(self, n: int | None = -1) -> bytes:
+                    return raw.read(-1 if n is None else n)
+
+                def seek(self, offset: int, whence: int = 0) -> int:
+                    if (offset, whence) == (0, 0) and raw.tell() == record.size_bytes:
+                        location.write_bytes_atomic(replacement, *parts)  # hashed: swap
+                    return raw.seek(offset, whence)
+
+                def close(self) -> None:
+                    raw.close()
+
+            return Stream()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.location, name)
+
+    with pytest.raises(ObjectChangedError, match="replaced while it was being read"):
+        import_(ReplacedAfterTheHash(exports), record)  # type: ignore[arg-type]
+    assert exports.read_bytes(path) == replacement  # it was swapped, and never imported
     assert nothing_imported(exports)
 
 

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from course_exports.storage import (
     FileDownload,
     Location,
+    ObjectChangedError,
     ObjectTooLargeError,
     RedirectDownload,
     open_location,
@@ -156,6 +157,26 @@ def test_seekable_reads(loc: Location) -> None:
     loc.write_bytes_atomic(buffer.getvalue(), "a.zip")
     with loc.open_seekable("a.zip") as fh, zipfile.ZipFile(fh) as zf:
         assert zf.read("x/y.txt") == b"inside"
+
+
+def test_a_seekable_file_never_mixes_two_versions(loc: Location) -> None:
+    """An object replaced while it is read (an import's archive, hashed and then read
+    again): the open file goes on reading the version it opened, or refuses."""
+    old, new = bytes(range(256)) * 8_192, bytes(reversed(range(256))) * 8_192  # 2 MiB each
+    loc.write_bytes_atomic(old, "v.bin")
+    with loc.open_seekable("v.bin") as fh:
+        assert fh.read(1000) == old[:1000]
+        loc.write_bytes_atomic(new, "v.bin")
+        try:
+            fh.seek(0)
+            rest = fh.read()
+        except ObjectChangedError as exc:
+            assert exc.url == loc.url_for("v.bin") and "replaced" in str(exc)
+            assert isinstance(exc, OSError)  # read again from the start: an I/O error
+        else:
+            assert rest == old  # the open file kept the old version (a folder)
+    with loc.open_seekable("v.bin") as fh:
+        assert fh.read() == new
 
 
 @pytest.mark.parametrize("name", ["plain.bin", "odd\x01name.bin"], ids=["obstore", "botocore"])

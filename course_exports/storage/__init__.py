@@ -12,6 +12,7 @@ import os
 from course_exports.storage.base import (
     Entry,
     Location,
+    ObjectChangedError,
     ObjectTooLargeError,
     PendingUpload,
     join,
@@ -35,6 +36,7 @@ __all__ = [
     "FileDownload",
     "LocalLocation",
     "Location",
+    "ObjectChangedError",
     "ObjectTooLargeError",
     "PendingUpload",
     "RedirectDownload",

@@ -8,6 +8,7 @@ one it has. Listings are streamed :class:`Entry` tuples, never a dict per object
 
 from __future__ import annotations
 
+import errno
 import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -50,6 +51,16 @@ class ObjectTooLargeError(ExportError):
         self.url = url
         self.size = size
         self.limit = limit
+
+
+class ObjectChangedError(OSError):
+    """An object was replaced while it was being read: what was read so far belongs to
+    another version. Reading it again from the start is safe (an I/O error, so callers
+    retry it like one; whoever checks the bytes checks the new version)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(errno.ESTALE, f"{url}: replaced while it was being read")
+        self.url = url
 
 
 def join(*parts: Part) -> str:
@@ -119,7 +130,9 @@ class Location(ABC):
     @abstractmethod
     def open_seekable(self, *parts: Part) -> BinaryIO:
         """A seekable file of the object (ranged GETs on S3), for formats read from the
-        end or out of order (zip directories, parquet footers)."""
+        end or out of order (zip directories, parquet footers). It reads the version
+        that was there when it was opened (an open file locally, where writes replace
+        files; ``If-Match`` on S3), or raises ObjectChangedError."""
 
     @abstractmethod
     def read_tail(self, path: str, n: int) -> tuple[bytes, int]:

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import obstore
 from obstore.exceptions import (
@@ -46,9 +46,13 @@ from obstore.exceptions import (
 )
 from obstore.store import S3Store
 
+if TYPE_CHECKING:
+    from obstore import GetOptions
+
 from course_exports.storage.base import (
     Entry,
     Location,
+    ObjectChangedError,
     ObjectTooLargeError,
     Part,
     PendingUpload,
@@ -266,11 +270,17 @@ class _Stream(io.RawIOBase):
         return n
 
 
-class _Seekable(io.RawIOBase):
-    """obstore's buffered ranged reader as a standard (context-managed) binary file."""
+class _Pinned(io.RawIOBase):
+    """One version of an object as a seekable file: ranged GETs that each carry the
+    ``If-Match`` of the ETag seen when it was opened, so an object replaced while it is
+    read fails the next read (412) instead of mixing two versions' bytes."""
 
-    def __init__(self, reader: Any) -> None:
-        self._reader = reader
+    def __init__(self, store: S3Store, key: str, url: str) -> None:
+        meta = obstore.head(store, key)
+        self._store, self._key, self._url = store, key, url
+        self._size = int(meta["size"])
+        self._etag: str | None = meta["e_tag"]
+        self._position = 0
 
     def readable(self) -> bool:
         return True
@@ -279,22 +289,32 @@ class _Seekable(io.RawIOBase):
         return True
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return int(self._reader.seek(offset, whence))
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise OSError(errno.EINVAL, f"{self._url}: seek before the start")
+        self._position = base + offset
+        return self._position
 
     def tell(self) -> int:
-        return int(self._reader.tell())
+        return self._position
 
-    @_storage_errors
     def readinto(self, out: Any) -> int:
-        data = self._reader.read(len(out))
+        end = min(self._position + len(out), self._size)
+        if end <= self._position:
+            return 0
+        options: GetOptions = {"range": (self._position, end)}
+        if self._etag:
+            options["if_match"] = self._etag
+        try:
+            data = obstore.get(self._store, self._key, options=options).bytes()
+        except PreconditionError as exc:
+            raise ObjectChangedError(self._url) from exc
+        except BaseError as exc:
+            raise _os_error(exc) from exc
         n = len(data)
         out[:n] = memoryview(data)
+        self._position += n
         return n
-
-    def close(self) -> None:
-        if not self.closed:
-            self._reader.close()
-        super().close()
 
 
 class _Writable(io.RawIOBase):
@@ -405,8 +425,7 @@ class S3Location(Location):
         rel = join(*parts)
         if not _obstore_can_name(rel):
             return io.BytesIO(self._boto_get(rel)["Body"].read())
-        reader = obstore.open_reader(self.store, rel, buffer_size=2**20)
-        return io.BufferedReader(_Seekable(reader), 2**16)
+        return io.BufferedReader(_Pinned(self.store, rel, self.url_for(rel)), 2**20)
 
     @_storage_errors
     def read_tail(self, path: str, n: int) -> tuple[bytes, int]:
