@@ -180,6 +180,11 @@ def seaweedfs(buckets: tuple[str, ...] = ()) -> Iterator[SeaweedFS]:
             f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0", "-s3.port.lance=0",
             f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}", "-admin.ui=false",
             "-webdav=false", "-master.telemetry=false", f"-s3.config={config}",
+            # Each bucket is a collection with volumes of its own; left to itself, mini
+            # allows free disk / volume size of them (42 here), and a test session makes
+            # more buckets than that: PUTs then fail with 500. Volumes are not
+            # preallocated, so a high count costs nothing.
+            "-volume.max=2000", "-master.volumeSizeLimitMB=64",
             f"-filer.localSocket={base}/filer.sock", f"-s3.localSocket={base}/s3.sock",
         ]  # fmt: skip
         # The server must not pick up the caller's AWS identity or endpoint.
