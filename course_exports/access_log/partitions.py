@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import posixpath
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -65,31 +64,40 @@ def list_day_partitions(lake: Location, window: AccessWindow) -> list[DayPartiti
     folder not named ``event_date=YYYY-MM-DD``, a folder inside a partition, a data file
     outside one) raises LakeDataError naming it. No ``access_log/`` means no events.
     """
+    # A day's files: (name, size, tag). Names are joined to the folder's path once per
+    # day, not per file: a log of hourly files lists thousands in every export.
     days: dict[date, list[tuple[str, int, str | None]]] = {}
+    folders: dict[str, date] = {}
+    names: dict[date, str] = {}
     for entry in lake.iter_files(ACCESS_LOG_DIR):
-        path = lake.path(entry.path)
         parts = entry.path.split("/")[1:]  # below access_log/
         if any(_is_hidden(p) for p in parts):
             continue
         if len(parts) == 1:
             if parts[0].endswith(".parquet"):
+                path = lake.path(entry.path)
                 raise LakeDataError(lake.url_of(path), "data file outside a day partition")
             continue
-        day = _partition_day(lake, lake.path(ACCESS_LOG_DIR, parts[0]), parts[0])
+        day = folders.get(parts[0])
+        if day is None:
+            day = _partition_day(lake, lake.path(ACCESS_LOG_DIR, parts[0]), parts[0])
+            folders[parts[0]] = day
+            names[day] = parts[0]
         if len(parts) > 2:
             folder = lake.path(ACCESS_LOG_DIR, parts[0], parts[1])
             raise LakeDataError(lake.url_of(folder), "unexpected folder inside a day partition")
         entries = days.setdefault(day, [])
         if parts[1].endswith(".parquet"):
-            entries.append((path, entry.size, entry.etag))
+            entries.append((parts[1], entry.size, entry.etag))
     partitions = []
     for day in sorted(days):
         files = sorted(days[day])
+        folder = lake.path(ACCESS_LOG_DIR, names[day])
         partition = DayPartition(
             day=day,
-            files=tuple(p for p, _, _ in files),
+            files=tuple(f"{folder}/{name}" for name, _, _ in files),
             size_bytes=sum(s for _, s, _ in files),
-            stamps=tuple((posixpath.basename(p), s, tag) for p, s, tag in files),
+            stamps=tuple(files),
         )
         if files and partition.start < window.end and partition.end > window.start:
             partitions.append(partition)
