@@ -30,7 +30,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from harness import steps_line, timed_flow  # noqa: E402
+from harness import peak_rss_mb, steps_line, timed_flow  # noqa: E402
 
 from course_exports import access_log  # noqa: E402
 from course_exports.lake import read_course, read_roster, read_users  # noqa: E402
@@ -243,8 +242,7 @@ def child(args: argparse.Namespace) -> int:
         result = run_flow(args)
     else:
         result = run_writer(args, use_copy=args.child == "writer+copy")
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({**result, "peak_mb": peak_kb / 1024}))
+    print(json.dumps({**result, "peak_mb": peak_rss_mb()}))
     return 0
 
 

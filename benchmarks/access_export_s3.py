@@ -29,6 +29,7 @@ for path in (ROOT, ROOT / "tests", ROOT / "benchmarks"):
         sys.path.insert(0, str(path))
 
 from access_export import LAYOUTS, OUT, RETENTION_MONTHS, _inputs, ensure_lake  # noqa: E402
+from harness import peak_rss_mb  # noqa: E402
 
 from course_exports import access_log  # noqa: E402
 from course_exports.storage import Location, open_location  # noqa: E402
@@ -66,13 +67,6 @@ def run_writer(lake: Location, course_id: int, csv_path: Path) -> dict[str, Any]
     return {"rows": stats.rows, "seconds": time.perf_counter() - started}
 
 
-def peak_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def run(url: str, endpoint: str, course_id: int, csv_path: Path) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", url, "--endpoint", endpoint]
     command += ["--course", str(course_id), "--csv", str(csv_path)]
@@ -98,7 +92,7 @@ def main() -> int:
     if args.child:
         lake = open_location(args.child, s3_endpoint_url=args.endpoint)
         result = run_writer(lake, args.course, Path(args.csv))
-        print(json.dumps({**result, "peak_mb": peak_mb()}))
+        print(json.dumps({**result, "peak_mb": peak_rss_mb()}))
         return 0
 
     from seaweed import AWS_ENV, seaweedfs

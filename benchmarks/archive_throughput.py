@@ -30,6 +30,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from harness import peak_rss_mb
+
 from course_exports.zipstream import Source, ZipStreamWriter, write_entries
 
 if TYPE_CHECKING:
@@ -51,19 +53,6 @@ class Result:
     cpu_seconds: float
     peak_rss_mb: float
     others_cpu_seconds: float = 0.0
-
-
-def peak_rss_kb() -> int:
-    """This process's peak RSS since exec.
-
-    Not ``ru_maxrss``: Linux carries it over ``fork`` + ``exec``, so a child would report
-    its parent's peak if that was higher.
-    """
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # -- the tree ----------------------------------------------------------------------------
@@ -196,7 +185,7 @@ def engine_main(engine: str, tree: Path, target: Path) -> None:
         target.stat().st_size,
         seconds,
         usage.ru_utime + usage.ru_stime,
-        peak_rss_kb() / 1024,
+        peak_rss_mb(),
     )
     print(json.dumps(result.__dict__))
 

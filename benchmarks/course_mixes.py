@@ -54,7 +54,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from harness import process_cpu_s, steps_line, timed_flow
+from harness import peak_rss_mb, process_cpu_s, steps_line, timed_flow
 
 ROOT = Path(__file__).resolve().parent.parent
 for path in (ROOT, ROOT / "benchmarks"):
@@ -315,14 +315,6 @@ def run_case(case: str, lake_root: Path, target: Path, reference: Path | None) -
     result["peak_mb"] = peak_rss_mb()
     result["load"] = os.getloadavg()[0]
     print(json.dumps(result))
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak RSS (``ru_maxrss`` would carry a parent's over exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 # ----------------------------------------------------------------------------- driver

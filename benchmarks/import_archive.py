@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from harness import peak_rss_mb  # noqa: E402
+
 from course_exports import registry  # noqa: E402
 from course_exports.course_export import ZIP_FORMAT  # noqa: E402
 from course_exports.errors import ExportError  # noqa: E402
@@ -48,13 +50,6 @@ OUT = ROOT / "benchmarks" / "out" / "import"
 TOP = "Benchmark (1) 2026-11-30 120000 UTC"
 FILES_PER_WORKSPACE = 100
 BOMB_BYTES = 300 * 2**20
-
-
-def peak_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _publish(exports: Location, write: Any) -> ExportRecord:
@@ -150,7 +145,7 @@ def run_case(case: str, exports_url: str, course: int, export_id: str) -> None:
             outcome = f"refused: {getattr(exc, 'problem', exc)}"[:70]
     print(
         json.dumps(
-            {"seconds": time.perf_counter() - started, "peak": peak_mb(), "outcome": outcome}
+            {"seconds": time.perf_counter() - started, "peak": peak_rss_mb(), "outcome": outcome}
         )
     )
 
