@@ -65,10 +65,10 @@ def list_day_partitions(lake: Location, window: AccessWindow) -> list[DayPartiti
     outside one) raises LakeDataError naming it. No ``access_log/`` means no events.
     """
     # A day's files: (name, size, tag). Names are joined to the folder's path once per
-    # day, not per file: a log of hourly files lists thousands in every export.
+    # day, and each folder's name parsed once, not per file: a log of hourly files lists
+    # thousands in every export.
     days: dict[date, list[tuple[str, int, str | None]]] = {}
     folders: dict[str, date] = {}
-    names: dict[date, str] = {}
     for entry in lake.iter_files(ACCESS_LOG_DIR):
         parts = entry.path.split("/")[1:]  # below access_log/
         if any(_is_hidden(p) for p in parts):
@@ -82,7 +82,6 @@ def list_day_partitions(lake: Location, window: AccessWindow) -> list[DayPartiti
         if day is None:
             day = _partition_day(lake, lake.path(ACCESS_LOG_DIR, parts[0]), parts[0])
             folders[parts[0]] = day
-            names[day] = parts[0]
         if len(parts) > 2:
             folder = lake.path(ACCESS_LOG_DIR, parts[0], parts[1])
             raise LakeDataError(lake.url_of(folder), "unexpected folder inside a day partition")
@@ -92,7 +91,7 @@ def list_day_partitions(lake: Location, window: AccessWindow) -> list[DayPartiti
     partitions = []
     for day in sorted(days):
         files = sorted(days[day])
-        folder = lake.path(ACCESS_LOG_DIR, names[day])
+        folder = partition_folder(lake, day)  # the folder's own name: the regex admits no other
         partition = DayPartition(
             day=day,
             files=tuple(f"{folder}/{name}" for name, _, _ in files),
