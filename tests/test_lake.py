@@ -125,6 +125,29 @@ def test_users_must_be_unique(root: Location) -> None:
         lake.read_users(root)
 
 
+def test_directory_is_reparsed_only_when_its_bytes_change(root: Location) -> None:
+    first = lake.read_users(root)
+    assert lake.read_users(root) is first  # same bytes: the frame parsed last
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": pa.array([1, 9], pa.int64()),
+                **{c: ["a", "b"] for c in ("username", "email", "first_name", "last_name")},
+            }
+        ),
+        root.path("directory/users.parquet"),
+    )
+    changed = lake.read_users(root)
+    assert changed["user_id"].to_list() == [1, 9]
+    # A damaged directory is refused even right after a good one was read.
+    Path(root.path("directory/users.parquet")).write_bytes(b"PAR1 not really")
+    with pytest.raises(LakeDataError, match="not a readable parquet file"):
+        lake.read_users(root)
+    Path(root.path("directory/users.parquet")).unlink()
+    with pytest.raises(LakeDataError, match="file is missing"):
+        lake.read_users(root)
+
+
 def test_require_teacher(root: Location) -> None:
     course = lake.read_course(root, 1042)
     roster, users = lake.read_roster(root, 1042), lake.read_users(root)
