@@ -43,8 +43,8 @@ def refresh_access_log_copy(
         "Most days per run", "Copy at most this many days, oldest first; the next run continues", 60
     ),
     verify: bool = param(
-        "Verify every page",
-        "Also read every current day of the copy in full, checking each page's checksum",
+        "Verify every chunk",
+        "Also read every current day of the copy in full, checking each chunk's checksum",
         False,
     ),
 ) -> CopySummary:

@@ -11,10 +11,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import hypothesis.strategies as st
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
 from reference import lake_reference_csv
 
 from course_exports import access_log
@@ -23,11 +25,13 @@ from course_exports.access_log.clustered import COPY_DIR, CourseCopy, DayIndex
 from course_exports.errors import LakeDataError
 from course_exports.lake import read_course, read_roster, read_users
 from course_exports.storage import Location, open_location
-from course_exports.storage.base import zero_filled
 from sample_lake import LakeSpec, LakeSummary, LogLayout, generate_lake, tiny_lake_spec
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 WINDOW = access_log.access_window(NOW, 6, None, None)
+#: The tiny lake has ~15 events a day: copies here are built with chunks of a few rows,
+#: so that a day has several and a course's rows can span some.
+TEST_CHUNK_ROWS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,10 +73,14 @@ def copies(
     return built
 
 
-def build_copy(lake: Location, store: Location) -> indexer.CopyPlan:
+def build_copy(
+    lake: Location, store: Location, chunk_rows: int = TEST_CHUNK_ROWS
+) -> indexer.CopyPlan:
     plan = indexer.plan_copy(lake, store, NOW, 6, max_days=1000)
-    for day in plan.build:
-        assert indexer.build_day(lake, store, day.partition).copied
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(indexer, "CHUNK_ROWS", chunk_rows)
+        for day in plan.build:
+            assert indexer.build_day(lake, store, day.partition).copied
     return plan
 
 
@@ -198,12 +206,15 @@ def test_a_day_the_lms_rewrote_is_read_from_the_source(copied: tuple[Lake, Locat
     assert export(site, store)[0] == data
 
 
-def corrupt_middle(path: Path) -> None:
-    """Flip bytes inside the data pages, leaving the footer (and the size) intact."""
+def corrupt_chunks(store: Location, day: date) -> None:
+    """Flip a byte inside every chunk but the last, leaving the size (and the last
+    chunk, which the indexer's cheap check reads) intact."""
+    path = copy_file(store, day)
     data = bytearray(path.read_bytes())
-    footer = int.from_bytes(data[-8:-4], "little") + 8
-    for offset in range(200, len(data) - footer - 200, 997):
-        data[offset] ^= 0x5A
+    chunks = read_index(store, day).chunks
+    assert len(chunks) > 1
+    for *_, offset, length, _ in chunks[:-1]:
+        data[offset + length // 2] ^= 0x5A
     path.write_bytes(bytes(data))
 
 
@@ -215,7 +226,7 @@ def test_a_damaged_copy_is_never_trusted_and_is_rebuilt(
     day = busy_day(site)
     target = copy_file(store, day)
     if damage == "pages":
-        corrupt_middle(target)
+        corrupt_chunks(store, day)
     elif damage == "truncated":
         target.write_bytes(target.read_bytes()[:-100])
     elif damage == "index":
@@ -235,28 +246,66 @@ def test_a_damaged_copy_is_never_trusted_and_is_rebuilt(
     assert indexer.plan_copy(site.lake, store, NOW, 6, max_days=10, verify=True).build == []
 
 
-def test_zeros_in_place_of_unchecked_bytes_never_decode(copied: tuple[Lake, Location]) -> None:
-    """What makes the zero-filled buffers of read_copied_rows safe: a row group whose
-    bytes were not fetched is zeros, which no parquet reader takes for a page."""
+def test_each_chunk_is_a_parquet_file_and_together_they_are_the_sorted_day(
+    copied: tuple[Lake, Location],
+) -> None:
+    """What lets an export decode exactly the bytes it checked: a chunk needs nothing
+    else of the file."""
     site, store = copied
     day = busy_day(site)
     index = read_index(store, day)
     data = copy_file(store, day).read_bytes()
-    offset = index.footer[0]
-    zeros = zero_filled(index.size, [(offset, data[offset:])])
-    assert len(zeros) == len(data) and zeros.endswith(data[offset:])
-    with pytest.raises(Exception):  # noqa: B017 (whatever the reader raises)
-        pl.read_parquet(zeros)
-    with pytest.raises(Exception):  # noqa: B017
-        pq.read_table(io.BytesIO(zeros))
-    assert pl.read_parquet(data).height == index.rows
+    assert len(index.chunks) > 1 and index.chunks[-1][3] + index.chunks[-1][4] == len(data)
+    frames = [
+        pl.read_parquet(data[offset : offset + length]) for *_, offset, length, _ in index.chunks
+    ]
+    for frame, (first, last, rows, *_) in zip(frames, index.chunks, strict=True):
+        assert (frame["course_id"][0], frame["course_id"][-1], frame.height) == (first, last, rows)
+    day_rows = pl.concat(frames)
+    assert day_rows.height == index.rows
+    assert day_rows.equals(day_rows.sort(list(indexer.COPY_ORDER), nulls_last=False))
+
+
+@given(
+    runs=st.lists(st.integers(1, 40), max_size=60),
+    chunk_rows=st.integers(1, 30),
+)
+def test_chunks_keep_small_courses_whole_and_big_ones_alone(
+    runs: list[int], chunk_rows: int
+) -> None:
+    """Chunks cover the day's rows in order; a course with fewer than CHUNK_ROWS rows is
+    never split, one with more is alone in its chunk; a chunk of several courses stays
+    under 2 x CHUNK_ROWS rows, so a small course decodes little besides its own."""
+    courses = pl.Series([course for course, n in enumerate(runs) for _ in range(n)], dtype=pl.Int64)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(indexer, "CHUNK_ROWS", chunk_rows)
+        bounds = indexer.chunk_bounds(courses)
+    assert [start for start, _ in bounds] == [
+        sum(n for _, n in bounds[:i]) for i in range(len(bounds))
+    ]
+    assert sum(n for _, n in bounds) == len(courses) and all(n > 0 for _, n in bounds)
+    starts = {start for start, _ in bounds}
+    first_row = 0
+    for n in runs:  # a course's rows never straddle two chunks
+        assert not any(first_row < s < first_row + n for s in starts)
+        first_row += n
+    for start, n in bounds:
+        members = courses.slice(start, n).unique()
+        if len(members) > 1:
+            assert n < 2 * chunk_rows
+            assert all(runs[c] < chunk_rows for c in members.to_list())
 
 
 def test_verify_reads_every_page(copied: tuple[Lake, Location]) -> None:
     site, store = copied
-    day = busy_day(site) - timedelta(days=3)
-    corrupt_middle(copy_file(store, day))
-    assert indexer.plan_copy(site.lake, store, NOW, 6, max_days=10).build == []  # footer fine
+    day = next(
+        d
+        for d in sorted(indexer.copy_sizes(store), reverse=True)
+        if len(read_index(store, d).chunks) > 1
+    )
+    corrupt_chunks(store, day)
+    # The cheap check reads the last chunk only.
+    assert indexer.plan_copy(site.lake, store, NOW, 6, max_days=10).build == []
     [found] = indexer.plan_copy(site.lake, store, NOW, 6, max_days=10, verify=True).build
     assert found.day == day and found.reason.startswith("damaged")
 
@@ -288,29 +337,28 @@ def test_days_the_log_no_longer_has_are_removed(copied: tuple[Lake, Location]) -
     assert not os.path.exists(store.path(COPY_DIR, clustered.day_folder(oldest)))
 
 
-def test_row_groups_of_a_course() -> None:
+def test_chunks_of_a_course() -> None:
     index = DayIndex(
         format=clustered.FORMAT,
         day=date(2026, 1, 1),
         source=[],
-        file="x.parquet",
+        file="x.parquets",
         size=1,
         rows=9,
-        row_groups=[
+        chunks=[
             (1, 3, 3, 4, 9, 0),
             (3, 3, 3, 13, 9, 0),
             (3, 7, 3, 22, 9, 0),
             (9, 9, 3, 31, 9, 0),
         ],
-        footer=(40, 0),
         built_at=NOW,
     )
-    assert index.row_groups_of(3) == (0, 1, 2)
-    assert index.row_groups_of(1) == (0,)
-    assert index.row_groups_of(5) == (2,)
-    assert index.row_groups_of(8) == ()
-    assert index.row_groups_of(9) == (3,)
-    assert index.row_groups_of(10) == ()
+    assert index.chunks_of(3) == (0, 1, 2)
+    assert index.chunks_of(1) == (0,)
+    assert index.chunks_of(5) == (2,)
+    assert index.chunks_of(8) == ()
+    assert index.chunks_of(9) == (3,)
+    assert index.chunks_of(10) == ()
 
 
 def test_an_empty_copy_changes_nothing(lakes: dict[LogLayout, Lake], tmp_path: Path) -> None:
@@ -352,15 +400,15 @@ def copied_days_folder(store: Location, day: date) -> Path:
 
 
 def test_a_small_course_reads_a_sliver_of_the_copy_on_s3(tmp_path: Path, s3_server: Any) -> None:
-    """On S3 an export from the copy fetches the footer and its course's row groups of
-    each day (two ranged GETs), never whole files: O(course), not O(log)."""
+    """On S3 an export from the copy fetches its course's chunks of each day (one ranged
+    GET), never whole files: O(course), not O(log)."""
     from faults import faulty_proxy
 
     spec = LakeSpec(
         seed=11,
         courses=40,
         students=10,
-        events=160_000,  # 20,000 a day: five row groups a day in the copy
+        events=160_000,  # 20,000 a day: five chunks a day in the copy
         days=8,
         workspaces=False,
         layout=LogLayout.DAILY_UNSORTED,
@@ -371,17 +419,19 @@ def test_a_small_course_reads_a_sliver_of_the_copy_on_s3(tmp_path: Path, s3_serv
     site = Lake(tmp_path / "lake", dataclasses.replace(summary, course_ids=[small]))
     bucket = s3_server.make_bucket("copy")
     build_copy(
-        site.lake, open_location(f"s3://{bucket}/exports", s3_endpoint_url=s3_server.endpoint_url)
+        site.lake,
+        open_location(f"s3://{bucket}/exports", s3_endpoint_url=s3_server.endpoint_url),
+        chunk_rows=clustered.CHUNK_ROWS,
     )
     with faulty_proxy(s3_server.endpoint_url) as proxy:
         store = open_location(f"s3://{bucket}/exports", s3_endpoint_url=proxy.url)
-        copy_bytes = sum(e.size for e in store.iter_files(COPY_DIR) if e.path.endswith(".parquet"))
+        copy_bytes = sum(e.size for e in store.iter_files(COPY_DIR) if e.path.endswith(".parquets"))
         proxy.answered.clear()
         data, stats = export(site, store)
         parquet_gets = [p for m, p, _ in proxy.answered if m == "GET" and ".parquet" in p]
         read = sum(n for m, p, n in proxy.answered if m == "GET" and ".parquet" in p)
     assert data == reference(site)
     assert 0 < summary.events_per_course[small] < spec.events / 100 and stats.days_from_copy == 7
-    assert len(parquet_gets) <= 2 * stats.days_from_copy  # a span and a footer a day
+    assert len(parquet_gets) == stats.days_from_copy  # one span a day
     print(f"{len(parquet_gets)} GETs, {read} of {copy_bytes} bytes")
     assert read < copy_bytes / 4, (read, copy_bytes)

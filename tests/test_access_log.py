@@ -879,7 +879,7 @@ def test_planner_reads_a_busy_day_once_and_learns(monkeypatch: pytest.MonkeyPatc
     assert [b.partitions for b in rest] == [days[1:]]
 
 
-def test_planner_sizes_copied_days_by_their_row_groups(
+def test_planner_sizes_copied_days_by_their_chunks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from course_exports.access_log.clustered import CopiedDay, DayIndex
@@ -892,14 +892,13 @@ def test_planner_sizes_copied_days_by_their_row_groups(
         d.day: CopiedDay(
             d,
             DayIndex(
-                format=1,
+                format=2,
                 day=d.day,
                 source=[],
-                file="x.parquet",
+                file="x.parquets",
                 size=99,
                 rows=120,
-                row_groups=groups,
-                footer=(34, 0),
+                chunks=groups,
                 built_at=datetime(2026, 1, 1, tzinfo=UTC),
             ),
             (0, 1),  # 80 rows a day for the course

@@ -27,7 +27,6 @@ from course_exports.storage import (
     RedirectDownload,
     open_location,
 )
-from course_exports.storage.base import zero_filled
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -205,23 +204,6 @@ def test_tail_and_range_reads(loc: Location, name: str) -> None:
         loc.read_tail(path, 0)
     with pytest.raises(ValueError):
         loc.read_range(path, 5, 5)
-
-
-def test_a_checked_object_is_scanned_from_its_checked_bytes(loc: Location) -> None:
-    """Locally the file itself (immutable, read by path); elsewhere the checked pieces at
-    their offsets with zeros between: either way a scan meets the checked bytes where
-    they belong."""
-    data = bytes(range(256)) * 40
-    loc.write_bytes_atomic(data, "c", "day.parquet")
-    pieces = [(100, data[100:300]), (10_000, data[10_000:])]
-    source = loc.scan_checked("c/day.parquet", len(data), pieces)
-    got = Path(source).read_bytes() if isinstance(source, str) else source
-    assert len(got) == len(data)
-    for offset, piece in pieces:
-        assert got[offset : offset + len(piece)] == piece
-    if isinstance(source, bytes):
-        assert got[:100] == bytes(100) and got[300:10_000] == bytes(9_700)
-    assert zero_filled(6, [(1, b"ab"), (4, b"c")]) == b"\0ab\0c\0"
 
 
 def test_deletes(loc: Location) -> None:

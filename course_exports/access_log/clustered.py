@@ -6,25 +6,32 @@ keep a copy in our own storage, under the exports root in the reserved folder
 :data:`COPY_DIR` (never an export's: export folders are ``<course id>/`` and
 ``projects/``)::
 
-    _access_log_copy/event_date=YYYY-MM-DD/<build id>.parquet
-        the day's rows sorted by course_id, then SORT_KEYS, in row groups of
-        ROW_GROUP_ROWS rows with statistics, zstd (written by Polars)
+    _access_log_copy/event_date=YYYY-MM-DD/<build id>.parquets
+        the day's rows sorted by course_id, then SORT_KEYS, as *chunks* back to back:
+        each chunk a whole parquet file of its own (one row group, zstd, written by
+        Polars) holding either whole courses, about CHUNK_ROWS rows together, or the
+        rows of one course that has CHUNK_ROWS or more that day
     _access_log_copy/event_date=YYYY-MM-DD/index.json
         written after the file: the source files it was made from (name, size, content
-        tag), the file's name and size, each row group's first and last course, byte
-        span and crc32, and the footer's crc32
+        tag), the file's name and size, and each chunk's first and last course, rows,
+        byte span and crc32
 
 An export reads a day from the copy only when it is *current* (its index names exactly
 the files the LMS has now, same sizes and content tags) and *intact*, and then only the
-row groups that can hold its course; every other day comes from the source. So the CSV
-never depends on whether or when the indexer ran, and is byte-identical either way.
+chunks that hold its course: one ranged read a day, on any storage. Every other day
+comes from the source. So the CSV never depends on whether or when the indexer ran, and
+is byte-identical either way.
 
 Nothing read from the copy is trusted: the file's size must match the index, and every
-byte the export uses (the footer and the course's row groups) must match its crc32 in
-the index before Polars decodes it, and only those bytes are fetched and decoded; the
-rows must then be of the day, with known access types. Anything else is a
+chunk the export uses must match its crc32 in the index before Polars decodes it; the
+bytes checked are the bytes decoded (a chunk needs no footer from elsewhere in the
+file). The rows must then be of the day, with known access types. Anything else is a
 :class:`DamagedCopyError`: the reader reads that day from the source, and drops the
 index so the next indexer run rebuilds the day (``indexer``).
+
+Format 1 was one parquet file a day in row groups of 4,096 rows: an export then read
+the course's span and the footer (two reads a day) and Polars parsed each day's footer
+of ~40 row groups; a small course's 179 copied days cost twice what chunks cost.
 """
 
 from __future__ import annotations
@@ -37,7 +44,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import cast
 
 import polars as pl
 from pydantic import BaseModel, ValidationError
@@ -52,14 +58,13 @@ log = logging.getLogger(__name__)
 COPY_DIR = "_access_log_copy"
 INDEX = "index.json"
 #: Bumped when the file layout changes: older copies are then rebuilt, never misread.
-FORMAT = 1
-#: Rows per row group. A course's rows of a day sit in consecutive row groups, so an
-#: export decodes at most this many rows of other courses at each end of its run: small
-#: enough that a small course reads a few tens of KB a day, large enough that a day of
-#: 170,000 events keeps a footer of about 40 row groups.
-ROW_GROUP_ROWS = 4_096
-#: Buffers per Polars scan: a day's buffer is the size of its file (1.5 MB a day of the
-#: 30M-event lake), mostly zeros, so a batch of many quiet days is scanned in parts.
+FORMAT = 2
+#: Rows of small courses packed into one chunk (a chunk closes once it has this many;
+#: a course with this many rows or more that day is a chunk of its own). A small
+#: course's export decodes fewer than 2 x CHUNK_ROWS rows of a day: a few tens of KB,
+#: while a day of 170,000 events is about 40 chunks, each with its own small footer.
+CHUNK_ROWS = 4_096
+#: Chunk bytes per Polars scan, so memory stays bounded whatever a batch holds.
 _SCAN_BYTES = 64 * 2**20
 
 
@@ -78,11 +83,9 @@ class DayIndex(BaseModel):
     file: str
     size: int
     rows: int
-    #: ``(first course_id, last course_id, rows, offset, length, crc32)`` of each row
-    #: group, in file order: where its bytes are, and their checksum.
-    row_groups: list[tuple[int, int, int, int, int, int]]
-    #: Offset and crc32 of the footer (it runs to the end of the file).
-    footer: tuple[int, int]
+    #: ``(first course_id, last course_id, rows, offset, length, crc32)`` of each
+    #: chunk, in file order: where its bytes are, and their checksum.
+    chunks: list[tuple[int, int, int, int, int, int]]
     built_at: datetime
     #: Seconds the build took (reported by the indexer and the benchmark).
     build_seconds: float = 0.0
@@ -98,13 +101,13 @@ class DayIndex(BaseModel):
             and stamps == partition.stamps
         )
 
-    def row_groups_of(self, course_id: int) -> tuple[int, ...]:
-        """The row groups that can hold the course's rows (consecutive, maybe none)."""
-        lasts = [group[1] for group in self.row_groups]
+    def chunks_of(self, course_id: int) -> tuple[int, ...]:
+        """The chunks that can hold the course's rows (consecutive, maybe none)."""
+        lasts = [chunk[1] for chunk in self.chunks]
         first = bisect.bisect_left(lasts, course_id)
         found = []
-        for index in range(first, len(self.row_groups)):
-            low, high = self.row_groups[index][:2]
+        for index in range(first, len(self.chunks)):
+            low, high = self.chunks[index][:2]
             if low > course_id:
                 break
             if high >= course_id:
@@ -130,16 +133,16 @@ def index_bytes(index: DayIndex) -> bytes:
 
 @dataclass(frozen=True)
 class CopiedDay:
-    """A day an export reads from the copy: which file, and the course's row groups."""
+    """A day an export reads from the copy: which file, and the course's chunks."""
 
     partition: DayPartition
     index: DayIndex
-    row_groups: tuple[int, ...]
+    chunks: tuple[int, ...]
 
     @property
     def rows(self) -> int:
-        """Rows in the course's row groups: an upper bound of the course's rows."""
-        return sum(self.index.row_groups[i][2] for i in self.row_groups)
+        """Rows in the course's chunks: an upper bound of the course's rows."""
+        return sum(self.index.chunks[i][2] for i in self.chunks)
 
     @property
     def path(self) -> str:
@@ -171,7 +174,7 @@ def find_current_days(
     One listing of the copy and one small read per day's index. A day whose index is
     missing, unreadable, stale or whose file is missing or of another size is left out
     (read from the source); so is a day without rows of the course... except that it
-    is kept with no row groups, so the export skips it without reading anything.
+    is kept with no chunks, so the export skips it without reading anything.
     """
     wanted = {p.day: p for p in partitions}
     sizes: dict[str, int] = {}
@@ -192,7 +195,7 @@ def find_current_days(
             continue
         if sizes.get(f"{COPY_DIR}/{day_folder(day)}/{index.file}") != index.size:
             continue
-        days[day] = CopiedDay(partition, index, index.row_groups_of(course_id))
+        days[day] = CopiedDay(partition, index, index.chunks_of(course_id))
     return CourseCopy(store, days)
 
 
@@ -210,19 +213,13 @@ def read_copied_rows(
 ) -> tuple[pl.DataFrame, list[tuple[CopiedDay, DamagedCopyError]]]:
     """The course's rows of ``days`` (all columns), and the days found damaged.
 
-    Each day is two ranged reads, concurrently with the other days: the course's row
-    groups (one span) and the footer, both checked against the index. Polars then scans
-    those bytes alone (``Location.scan_checked``): on S3 each day is handed over as a
-    buffer of the file's size holding the checked span and footer at their offsets and
-    zeros elsewhere; a local folder hands over the (never rewritten) file. Nothing else is
-    decoded: the course predicate keeps exactly the row groups whose (checked) footer
-    statistics admit the course, which are the index's (both come from the same sorted
-    rows); and were any other row group read, its zeros are no valid page header, so
-    the day would fail and be read from the source, never yield a wrong row (tested).
-    So an export fetches what its course costs, never whole day files, on any storage.
-    A damaged day contributes no rows: the caller reads it from the source instead.
+    Each day is one ranged read of the course's chunks, concurrently with the other
+    days; every chunk is checked against its crc32 in the index, and Polars decodes
+    those very bytes (each chunk is a parquet file of its own), nothing else of the
+    file. So an export fetches what its course costs, never whole day files, on any
+    storage. A damaged day contributes no rows: the caller reads it from the source.
     """
-    wanted = [day for day in days if day.row_groups]
+    wanted = [day for day in days if day.chunks]
     if not wanted:
         return SCAN_SCHEMA.to_frame(), []
     # Days at once: as many as the storage finds worth it (S3 reads wait on the network).
@@ -239,20 +236,19 @@ def read_copied_rows(
         try:
             frames.append(_scan(group, course_id))
         except Exception:  # find the day(s) at fault; the others are fine
-            for day, data in group:
+            for day, chunks in group:
                 try:
-                    frames.append(_scan([(day, data)], course_id))
+                    frames.append(_scan([(day, chunks)], course_id))
                 except Exception as exc:
                     problem = f"{store.url_for(day.path)}: {type(exc).__name__}: {exc}"
                     damaged.append((day, DamagedCopyError(problem)))
     return (pl.concat(frames) if frames else SCAN_SCHEMA.to_frame()), damaged
 
 
-def _fetch(store: Location, day: CopiedDay) -> str | bytes | DamagedCopyError:
-    """The day as Polars scans it (see :func:`read_copied_rows`), or why it is damaged."""
+def _fetch(store: Location, day: CopiedDay) -> list[bytes] | DamagedCopyError:
+    """The course's chunks of the day, each checked, or why the day is damaged."""
     try:
-        size, pieces = _fetch_verified(store, day)
-        return store.scan_checked(day.path, size, pieces)
+        return _fetch_verified(store, day)
     except DamagedCopyError as exc:
         return DamagedCopyError(f"{store.url_for(day.path)}: {exc}")
     except Exception as exc:  # gone (rebuilt meanwhile), unreadable
@@ -260,25 +256,23 @@ def _fetch(store: Location, day: CopiedDay) -> str | bytes | DamagedCopyError:
 
 
 def _scan_groups(
-    days: list[tuple[CopiedDay, str | bytes]],
-) -> list[list[tuple[CopiedDay, str | bytes]]]:
-    """Days in scans of at most :data:`_SCAN_BYTES` of buffers (mostly zeros; a path
-    weighs nothing)."""
-    groups: list[list[tuple[CopiedDay, str | bytes]]] = []
+    days: list[tuple[CopiedDay, list[bytes]]],
+) -> list[list[tuple[CopiedDay, list[bytes]]]]:
+    """Days in scans of at most :data:`_SCAN_BYTES` of chunks."""
+    groups: list[list[tuple[CopiedDay, list[bytes]]]] = []
     size = 0
-    for day, data in days:
-        weight = len(data) if isinstance(data, bytes) else 0
+    for day, chunks in days:
+        weight = sum(len(chunk) for chunk in chunks)
         if not groups or size + weight > _SCAN_BYTES:
             groups.append([])
             size = 0
-        groups[-1].append((day, data))
+        groups[-1].append((day, chunks))
         size += weight
     return groups
 
 
-def _scan(days: list[tuple[CopiedDay, str | bytes]], course_id: int) -> pl.DataFrame:
-    # One storage gives all paths or all buffers, never a mix.
-    sources = cast("list[str] | list[bytes]", [data for _, data in days])
+def _scan(days: list[tuple[CopiedDay, list[bytes]]], course_id: int) -> pl.DataFrame:
+    sources = [chunk for _, chunks in days for chunk in chunks]
     frame = (
         pl.scan_parquet(sources, schema=SCAN_SCHEMA, hive_partitioning=False)
         .filter(pl.col("course_id") == course_id)
@@ -288,25 +282,20 @@ def _scan(days: list[tuple[CopiedDay, str | bytes]], course_id: int) -> pl.DataF
     return frame
 
 
-def _fetch_verified(store: Location, day: CopiedDay) -> tuple[int, list[tuple[int, bytes]]]:
-    """Fetch the course's row groups (one span) and the footer; check both against
-    their crc32 in the index (DamagedCopyError if one fails)."""
-    index = day.index
-    groups = [index.row_groups[i] for i in day.row_groups]
-    start = groups[0][3]
-    span = store.read_range(day.path, start, groups[-1][3] + groups[-1][4])
-    footer_offset, footer_crc = index.footer
-    footer, size = store.read_tail(day.path, index.size - footer_offset)
-    if size != index.size:
-        raise DamagedCopyError(f"the file is {size} bytes, the index says {index.size}")
-    if zlib.crc32(footer) != footer_crc:
-        raise DamagedCopyError("the footer fails its checksum")
-    for number, group in zip(day.row_groups, groups, strict=True):
-        offset, length, crc = group[3:]
-        chunk = span[offset - start : offset - start + length]
-        if len(chunk) != length or zlib.crc32(chunk) != crc:
-            raise DamagedCopyError(f"row group {number} fails its checksum")
-    return size, [(start, span), (footer_offset, footer)]
+def _fetch_verified(store: Location, day: CopiedDay) -> list[bytes]:
+    """Fetch the course's chunks (one span) and check each against its crc32 in the
+    index (DamagedCopyError if one fails)."""
+    chunks = [day.index.chunks[i] for i in day.chunks]
+    start = chunks[0][3]
+    span = store.read_range(day.path, start, chunks[-1][3] + chunks[-1][4])
+    checked = []
+    for number, chunk in zip(day.chunks, chunks, strict=True):
+        offset, length, crc = chunk[3:]
+        data = span[offset - start : offset - start + length]
+        if len(data) != length or zlib.crc32(data) != crc:
+            raise DamagedCopyError(f"chunk {number} fails its checksum")
+        checked.append(data)
+    return checked
 
 
 def _check_rows(frame: pl.DataFrame, days: Sequence[CopiedDay]) -> None:

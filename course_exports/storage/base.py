@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import posixpath
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
@@ -78,18 +78,6 @@ def validate_range(start: int, end: int) -> None:
         raise ValueError(f"not a byte range: {start} to {end}")
 
 
-def zero_filled(size: int, pieces: Sequence[tuple[int, bytes]]) -> bytes:
-    """``size`` bytes: ``pieces`` (offset, bytes; sorted, not overlapping) at their
-    offsets, zeros in the gaps."""
-    parts: list[bytes] = []
-    end = 0
-    for offset, data in pieces:
-        parts += [bytes(offset - end), data]
-        end = offset + len(data)
-    parts.append(bytes(size - end))
-    return b"".join(parts)
-
-
 class Location(ABC):
     """A storage root. Paths given to and returned by its methods are relative to it."""
 
@@ -149,16 +137,6 @@ class Location(ABC):
     @abstractmethod
     def read_many(self, paths: Iterable[str]) -> list[bytes]:
         """The objects at ``paths`` (relative), in that order, fetched concurrently."""
-
-    def scan_checked(
-        self, path: str, size: int, pieces: Sequence[tuple[int, bytes]]
-    ) -> str | bytes:
-        """What a Polars scan of an immutable object reads once the caller has fetched
-        and checked the byte ``pieces`` (offset, bytes) the scan will decode: a buffer
-        of the object's ``size`` holding them at their offsets, zeros elsewhere (the
-        caller must know the scan decodes nothing else). A local folder gives the file's
-        path instead (see LocalLocation)."""
-        return zero_filled(size, pieces)
 
     @abstractmethod
     def scan_sources(self, paths: list[str]) -> list[str] | list[bytes]:
