@@ -75,10 +75,10 @@ def copy_before(store: Location, days: Sequence[CopiedDay], course_id: int) -> p
     sources = []
     for day, data in zip(wanted, files, strict=True):
         for number in day.chunks:
-            *_, offset, length, crc = day.index.chunks[number]
-            chunk = data[offset : offset + length]
-            assert zlib.crc32(chunk) == crc
-            sources.append(chunk)
+            chunk = day.index.chunks[number]
+            checked = data[chunk.offset : chunk.offset + chunk.length]
+            assert zlib.crc32(checked) == chunk.crc32
+            sources.append(checked)
     return (
         pl.scan_parquet(sources, schema=SCAN_SCHEMA, hive_partitioning=False)
         .filter(pl.col("course_id") == course_id)

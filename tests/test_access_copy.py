@@ -213,8 +213,8 @@ def corrupt_chunks(store: Location, day: date) -> None:
     data = bytearray(path.read_bytes())
     chunks = read_index(store, day).chunks
     assert len(chunks) > 1
-    for *_, offset, length, _ in chunks[:-1]:
-        data[offset + length // 2] ^= 0x5A
+    for chunk in chunks[:-1]:
+        data[chunk.offset + chunk.length // 2] ^= 0x5A
     path.write_bytes(bytes(data))
 
 
@@ -255,12 +255,12 @@ def test_each_chunk_is_a_parquet_file_and_together_they_are_the_sorted_day(
     day = busy_day(site)
     index = read_index(store, day)
     data = copy_file(store, day).read_bytes()
-    assert len(index.chunks) > 1 and index.chunks[-1][3] + index.chunks[-1][4] == len(data)
-    frames = [
-        pl.read_parquet(data[offset : offset + length]) for *_, offset, length, _ in index.chunks
-    ]
-    for frame, (first, last, rows, *_) in zip(frames, index.chunks, strict=True):
-        assert (frame["course_id"][0], frame["course_id"][-1], frame.height) == (first, last, rows)
+    assert len(index.chunks) > 1 and index.chunks[-1].offset + index.chunks[-1].length == len(data)
+    frames = [pl.read_parquet(data[c.offset : c.offset + c.length]) for c in index.chunks]
+    for frame, chunk in zip(frames, index.chunks, strict=True):
+        courses = frame["course_id"]
+        assert (courses[0], courses[-1], frame.height) == (chunk.first, chunk.last, chunk.rows)
+        assert courses.n_unique() == chunk.courses
     day_rows = pl.concat(frames)
     assert day_rows.height == index.rows
     assert day_rows.equals(day_rows.sort(list(indexer.COPY_ORDER), nulls_last=False))
@@ -273,24 +273,26 @@ def test_each_chunk_is_a_parquet_file_and_together_they_are_the_sorted_day(
 def test_chunks_keep_small_courses_whole_and_big_ones_alone(
     runs: list[int], chunk_rows: int
 ) -> None:
-    """Chunks cover the day's rows in order; a course with fewer than CHUNK_ROWS rows is
-    never split, one with more is alone in its chunk; a chunk of several courses stays
-    under 2 x CHUNK_ROWS rows, so a small course decodes little besides its own."""
+    """Chunks cover the day's rows in order and count their courses; no course is split
+    (a course is in one chunk a day), one with CHUNK_ROWS rows or more is alone in its
+    chunk; a chunk of several courses stays under 2 x CHUNK_ROWS rows, so a small
+    course decodes little besides its own."""
     courses = pl.Series([course for course, n in enumerate(runs) for _ in range(n)], dtype=pl.Int64)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(indexer, "CHUNK_ROWS", chunk_rows)
         bounds = indexer.chunk_bounds(courses)
-    assert [start for start, _ in bounds] == [
-        sum(n for _, n in bounds[:i]) for i in range(len(bounds))
+    assert [start for start, _, _ in bounds] == [
+        sum(n for _, n, _ in bounds[:i]) for i in range(len(bounds))
     ]
-    assert sum(n for _, n in bounds) == len(courses) and all(n > 0 for _, n in bounds)
-    starts = {start for start, _ in bounds}
+    assert sum(n for _, n, _ in bounds) == len(courses) and all(n > 0 for _, n, _ in bounds)
+    starts = {start for start, _, _ in bounds}
     first_row = 0
     for n in runs:  # a course's rows never straddle two chunks
         assert not any(first_row < s < first_row + n for s in starts)
         first_row += n
-    for start, n in bounds:
+    for start, n, count in bounds:
         members = courses.slice(start, n).unique()
+        assert count == len(members)
         if len(members) > 1:
             assert n < 2 * chunk_rows
             assert all(runs[c] < chunk_rows for c in members.to_list())
@@ -346,10 +348,10 @@ def test_chunks_of_a_course() -> None:
         size=1,
         rows=9,
         chunks=[
-            (1, 3, 3, 4, 9, 0),
-            (3, 3, 3, 13, 9, 0),
-            (3, 7, 3, 22, 9, 0),
-            (9, 9, 3, 31, 9, 0),
+            (1, 3, 3, 2, 4, 9, 0),
+            (3, 3, 3, 1, 13, 9, 0),
+            (3, 7, 3, 2, 22, 9, 0),
+            (9, 9, 3, 1, 31, 9, 0),
         ],
         built_at=NOW,
     )
@@ -359,6 +361,9 @@ def test_chunks_of_a_course() -> None:
     assert index.chunks_of(8) == ()
     assert index.chunks_of(9) == (3,)
     assert index.chunks_of(10) == ()
+    # Its rows as the planner counts them: a chunk of its own, a share of a shared one.
+    assert [c.course_rows() for c in index.chunks] == [2, 3, 2, 3]
+    assert clustered.parse_index(clustered.index_bytes(index)) == index
 
 
 def test_an_empty_copy_changes_nothing(lakes: dict[LogLayout, Lake], tmp_path: Path) -> None:

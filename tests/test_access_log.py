@@ -887,7 +887,7 @@ def test_planner_sizes_copied_days_by_their_chunks(
     monkeypatch.setattr(reader, "_BATCH_ROWS", 100)
     monkeypatch.setattr(reader, "_ROWS_PER_BYTE_GUESS", 0.001)  # 1 row a source day
     days = _days(6, 1000)
-    groups = [(7, 7, 40, 4, 10, 0), (7, 9, 40, 14, 10, 0), (9, 9, 40, 24, 10, 0)]
+    groups = [(7, 7, 40, 1, 4, 10, 0), (7, 9, 40, 2, 14, 10, 0), (9, 9, 40, 1, 24, 10, 0)]
     copied = {
         d.day: CopiedDay(
             d,
@@ -901,13 +901,13 @@ def test_planner_sizes_copied_days_by_their_chunks(
                 chunks=groups,
                 built_at=datetime(2026, 1, 1, tzinfo=UTC),
             ),
-            (0, 1),  # 80 rows a day for the course
+            (0, 1),  # 60 rows a day: a chunk of its own (40), half of a shared one (20)
         )
         for d in days[1:4]
     }
     window = AccessWindow(days[0].start, days[-1].end)
     batches = list(reader.Planner(window, copied).batches(days))
-    # source day + copied day (81 rows), copied, copied + source + source.
+    # source day + copied day (61 rows), copied, copied + source + source.
     assert [[p.day for p in b.partitions] for b in batches] == [
         [days[0].day, days[1].day],
         [days[2].day],

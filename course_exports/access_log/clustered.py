@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import NamedTuple
 
 import polars as pl
 from pydantic import BaseModel, ValidationError
@@ -72,6 +73,23 @@ class DamagedCopyError(Exception):
     """A day of the copy disagrees with its index or fails a check: not to be used."""
 
 
+class Chunk(NamedTuple):
+    """One chunk of a copied day as the index lists it (a JSON array of seven numbers)."""
+
+    first: int  # the first and last course_id of its rows
+    last: int
+    rows: int
+    courses: int  # distinct courses: 1 for a course's own chunk
+    offset: int  # where its bytes are in the day's file, and their checksum
+    length: int
+    crc32: int
+
+    def course_rows(self) -> int:
+        """A course's rows here: exact in a chunk of its own, else its share (a course
+        in a shared chunk has fewer than CHUNK_ROWS rows, so the guess is off by less)."""
+        return self.rows if self.courses == 1 else -(-self.rows // self.courses)
+
+
 class DayIndex(BaseModel):
     """``index.json`` of one copied day."""
 
@@ -83,9 +101,8 @@ class DayIndex(BaseModel):
     file: str
     size: int
     rows: int
-    #: ``(first course_id, last course_id, rows, offset, length, crc32)`` of each
-    #: chunk, in file order: where its bytes are, and their checksum.
-    chunks: list[tuple[int, int, int, int, int, int]]
+    #: Every chunk, in file order.
+    chunks: list[Chunk]
     built_at: datetime
     #: Seconds the build took (reported by the indexer and the benchmark).
     build_seconds: float = 0.0
@@ -103,11 +120,11 @@ class DayIndex(BaseModel):
 
     def chunks_of(self, course_id: int) -> tuple[int, ...]:
         """The chunks that can hold the course's rows (consecutive, maybe none)."""
-        lasts = [chunk[1] for chunk in self.chunks]
+        lasts = [chunk.last for chunk in self.chunks]
         first = bisect.bisect_left(lasts, course_id)
         found = []
         for index in range(first, len(self.chunks)):
-            low, high = self.chunks[index][:2]
+            low, high = self.chunks[index].first, self.chunks[index].last
             if low > course_id:
                 break
             if high >= course_id:
@@ -141,8 +158,8 @@ class CopiedDay:
 
     @property
     def rows(self) -> int:
-        """Rows in the course's chunks: an upper bound of the course's rows."""
-        return sum(self.index.chunks[i][2] for i in self.chunks)
+        """The course's rows of the day, as the index tells them (see Chunk)."""
+        return sum(self.index.chunks[i].course_rows() for i in self.chunks)
 
     @property
     def path(self) -> str:
@@ -286,13 +303,12 @@ def _fetch_verified(store: Location, day: CopiedDay) -> list[bytes]:
     """Fetch the course's chunks (one span) and check each against its crc32 in the
     index (DamagedCopyError if one fails)."""
     chunks = [day.index.chunks[i] for i in day.chunks]
-    start = chunks[0][3]
-    span = store.read_range(day.path, start, chunks[-1][3] + chunks[-1][4])
+    start = chunks[0].offset
+    span = store.read_range(day.path, start, chunks[-1].offset + chunks[-1].length)
     checked = []
     for number, chunk in zip(day.chunks, chunks, strict=True):
-        offset, length, crc = chunk[3:]
-        data = span[offset - start : offset - start + length]
-        if len(data) != length or zlib.crc32(data) != crc:
+        data = span[chunk.offset - start : chunk.offset - start + chunk.length]
+        if len(data) != chunk.length or zlib.crc32(data) != chunk.crc32:
             raise DamagedCopyError(f"chunk {number} fails its checksum")
         checked.append(data)
     return checked

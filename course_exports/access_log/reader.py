@@ -165,8 +165,9 @@ def _read_copied(copy: CourseCopy, batch: Batch, query: Query) -> pl.DataFrame:
 class Planner:
     """Cuts the days into batches of about :data:`_BATCH_ROWS` rows of the course.
 
-    A day read from the copy says how many rows its course's row groups hold (an upper
-    bound). For the source, how many of the course's rows a byte of log holds is known
+    A day read from the copy says how many rows its course has (exact when the course has
+    a chunk of its own; its share of a shared chunk otherwise, off by less than one
+    chunk a day). For the source, how many of the course's rows a byte of log holds is known
     only after reading some: until then the guess is that every row is the course's
     (:data:`_ROWS_PER_BYTE_GUESS`), afterwards the larger of the overall and the latest
     ratio, so a course that gets busier is caught at the next batch. Quiet days are
