@@ -18,7 +18,10 @@ are exported by:
   copy built), second run of the process (the first starts the API);
 
 each in a fresh subprocess so its peak RSS is its own (interpreter and imports
-included). Engine and pandas both get users, roster and course.json ready (not timed);
+included). ``--baseline DIR`` (another checkout, e.g. ``git worktree add DIR <commit>``)
+also runs that tree's ``writer+copy`` and ``flow`` in the same run, on the same lakes
+and on a copy built by that tree (under ``<out>/baseline``): old against new, side by
+side. Engine and pandas both get users, roster and course.json ready (not timed);
 the writer rows time listing, footer checks and the CSV. Every CSV must be identical to
 pandas'. The machine is shared: compare the ratios within one run, not the seconds.
 """
@@ -246,8 +249,8 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_child(engine: str, **options: Any) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--child", engine]
+def run_child(engine: str, script: Path = Path(__file__), **options: Any) -> dict[str, Any]:
+    command = [sys.executable, str(script), "--child", engine]
     for name, value in options.items():
         command += [f"--{name}", str(value)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -255,6 +258,18 @@ def run_child(engine: str, **options: Any) -> dict[str, Any]:
         raise SystemExit(f"{engine} run failed:\n{done.stderr[-4000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def prepare_baseline(tree: Path, out: Path, layout: str, lake_dir: Path, events: int) -> None:
+    """The baseline tree's copy of ``layout``, built by its own code from the same lake
+    (linked under ``out/lakes``, so it is not generated again)."""
+    link = out / "lakes" / layout
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(lake_dir, target_is_directory=True)
+    script = tree / "benchmarks" / "access_export.py"
+    command = [sys.executable, str(script), "--prepare", "--out", str(out), "--layouts", layout]
+    subprocess.run([*command, "--events", str(events)], check=True)
 
 
 def sha256(path: Path) -> str:
@@ -283,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="largest,median")
     parser.add_argument("--engines", default="pandas,writer,writer+copy,flow")
     parser.add_argument("--prepare", action="store_true", help="only make the lakes and copies")
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout whose engines run beside these"
+    )
+    parser.add_argument("--baseline-engines", default="writer+copy,flow")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     for hidden in ("lake", "exports", "csv"):
         parser.add_argument(f"--{hidden}", type=Path, help=argparse.SUPPRESS)
@@ -306,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"({built['seconds'] / built['days']:.2f} s a day)",
                 flush=True,
             )
+    if args.baseline is not None:
+        for layout, (_, lake_dir, _, _) in prepared.items():
+            prepare_baseline(args.baseline, out / "baseline", layout, lake_dir, args.events)
     if args.prepare:
         return 0
 
@@ -326,12 +348,26 @@ def main(argv: list[str] | None = None) -> int:
         for case in args.cases.split(","):
             course = summary["cases"][case]
             results: dict[str, dict[str, Any]] = {}
-            for engine in args.engines.split(","):
-                csv_path = out / f"access-{layout}-{case}-{engine}.csv"
+            runs = [
+                (engine, engine, Path(__file__), exports_dir) for engine in args.engines.split(",")
+            ]
+            if args.baseline is not None:
+                runs += [
+                    (
+                        f"{engine} @ baseline",
+                        engine,
+                        args.baseline / "benchmarks" / "access_export.py",
+                        out / "baseline" / "exports" / layout,
+                    )
+                    for engine in args.baseline_engines.split(",")
+                ]
+            for engine, child_engine, script, exports in runs:
+                csv_path = out / f"access-{layout}-{case}-{engine.replace(' @ ', '-')}.csv"
                 results[engine] = run_child(
-                    engine,
+                    child_engine,
+                    script,
                     lake=lake_dir,
-                    exports=exports_dir,
+                    exports=exports,
                     csv=csv_path,
                     course=course,
                     teacher=summary["teachers"][case],
