@@ -4,6 +4,7 @@ LMS client reads, the signed webhook, and that neither can fail a finished expor
 from __future__ import annotations
 
 import functools
+import gc
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +113,28 @@ def test_an_unreachable_lms_does_not_fail_the_export(
     assert state.is_completed()
     result = ExportResult.model_validate(state.result())
     assert Path(result.file_url).exists()
+
+
+def test_a_process_freezes_its_startup_heap_once_as_its_first_flow_runs(
+    monkeypatch: pytest.MonkeyPatch, site: LocalSite
+) -> None:
+    from flows import export_access_data, export_course, hooks
+
+    for flow in (
+        export_access_data.export_access_data,
+        export_course.export_course,
+        export_lti_settings,
+    ):
+        assert hooks.freeze_startup_heap in flow.on_running_hooks
+    monkeypatch.setattr(hooks, "_heap_frozen", False)
+    gc.unfreeze()
+    try:
+        assert export_lti_settings(course_id=site.course, requested_by=site.teacher)
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000  # Prefect, Polars, the test harness: all of startup
+        made_later = [[i] for i in range(1_000)]  # noqa: F841 (new objects to leave be)
+        assert export_lti_settings(course_id=site.course, requested_by=site.teacher)
+        # A second run freezes nothing more (frozen objects may still be freed by refcount).
+        assert gc.get_freeze_count() <= frozen
+    finally:
+        gc.unfreeze()
