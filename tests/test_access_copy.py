@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import shutil
 from datetime import UTC, date, datetime, timedelta
@@ -296,6 +297,29 @@ def test_chunks_keep_small_courses_whole_and_big_ones_alone(
         if len(members) > 1:
             assert n < 2 * chunk_rows
             assert all(runs[c] < chunk_rows for c in members.to_list())
+
+
+def test_a_day_copied_by_an_older_release_is_read_from_the_source_and_rebuilt(
+    copied: tuple[Lake, Location],
+) -> None:
+    """Format 1 (up to 0.8.0) was one parquet file a day with row groups and a footer:
+    this code cannot read its index, uses the source for that day, and the refresh says
+    why it rebuilds it (an upgrade, not damage)."""
+    site, store = copied
+    day = busy_day(site)
+    folder = Path(store.path(COPY_DIR, clustered.day_folder(day)))
+    index = json.loads((folder / "index.json").read_bytes())
+    del index["chunks"]
+    index |= {"format": 1, "row_groups": [[1, 9, 3, 4, 10, 0]], "footer": [14, 0]}
+    (folder / "index.json").write_text(json.dumps(index))
+    data, stats = export(site, store)
+    assert data == reference(site)
+    assert stats.days_from_copy == stats.days - 2  # today, and that day
+    plan = indexer.plan_copy(site.lake, store, NOW, 6, max_days=10)
+    assert [(d.day, d.reason) for d in plan.build] == [(day, "copied in format 1, now 2")]
+    assert indexer.build_day(site.lake, store, plan.build[0].partition).copied
+    assert indexer.plan_copy(site.lake, store, NOW, 6, max_days=10).build == []
+    assert export(site, store)[1].days_from_copy == stats.days - 1
 
 
 def test_verify_reads_every_page(copied: tuple[Lake, Location]) -> None:

@@ -144,6 +144,16 @@ def parse_index(data: bytes) -> DayIndex | None:
         return None
 
 
+def index_format(data: bytes) -> int | None:
+    """The ``format`` an index says it has, even one this code cannot read (an older
+    release's); None when it says none."""
+    try:
+        found = json.loads(data).get("format")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return found if isinstance(found, int) else None
+
+
 def index_bytes(index: DayIndex) -> bytes:
     return json.dumps(index.model_dump(mode="json"), separators=(",", ":")).encode()
 

@@ -32,6 +32,7 @@ from course_exports.access_log.clustered import (
     DayIndex,
     day_folder,
     index_bytes,
+    index_format,
     parse_index,
 )
 from course_exports.access_log.partitions import DayPartition, list_day_partitions
@@ -149,10 +150,15 @@ def _why_rebuild(
     if not files or INDEX not in files:
         return "not copied yet"
     try:
-        index = parse_index(store.read_bytes(COPY_DIR, day_folder(partition.day), INDEX))
+        data = store.read_bytes(COPY_DIR, day_folder(partition.day), INDEX)
     except FileNotFoundError:
         return "not copied yet"
+    index = parse_index(data)
     if index is None:
+        # An older release's index has other fields: say so, not "damaged".
+        older = index_format(data)
+        if older is not None and older != FORMAT:
+            return f"copied in format {older}, now {FORMAT}"
         return "damaged: unreadable index"
     if index.format != FORMAT:
         return f"copied in format {index.format}, now {FORMAT}"
