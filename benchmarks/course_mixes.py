@@ -258,17 +258,23 @@ def case_function(
     return {"seconds": time.perf_counter() - started, "output": out.size}
 
 
-def case_flow(lake_root: Path, target: Path) -> dict[str, Any]:
-    """Settings and the Prefect API come from the environment the parent set."""
+def course_and_teacher(lake_root: Path) -> tuple[int, int]:
+    """The mix's course and a teacher of it: who requests the flows."""
     import polars as pl
 
     from course_exports.lake import read_roster
     from course_exports.storage import open_location
-    from flows.export_course import export_course
 
     course_id = course_of(lake_root)
     roster = read_roster(open_location(str(lake_root)), course_id)
-    teacher = roster.filter(pl.col("role") == "Teacher")["user_id"][0]
+    return course_id, int(roster.filter(pl.col("role") == "Teacher")["user_id"][0])
+
+
+def case_flow(lake_root: Path, target: Path) -> dict[str, Any]:
+    """Settings and the Prefect API come from the environment the parent set."""
+    from flows.export_course import export_course
+
+    course_id, teacher = course_and_teacher(lake_root)
     timed = timed_flow(
         lambda: export_course(
             course_id=course_id, requested_by=teacher, notify=False, return_state=True
@@ -286,15 +292,9 @@ def case_warm_up(lake_root: Path, target: Path) -> dict[str, Any]:
     """One small flow run (the course's LTI links) before any timed one: a fresh
     server's first run pays for its database's first writes and caches, ~0.8 s that a
     running server does not charge an export (it fell on whichever mix came first)."""
-    import polars as pl
-
-    from course_exports.lake import read_roster
-    from course_exports.storage import open_location
     from flows.export_lti_settings import export_lti_settings
 
-    course_id = course_of(lake_root)
-    roster = read_roster(open_location(str(lake_root)), course_id)
-    teacher = roster.filter(pl.col("role") == "Teacher")["user_id"][0]
+    course_id, teacher = course_and_teacher(lake_root)
     started = time.perf_counter()
     export_lti_settings(course_id=course_id, requested_by=teacher)
     return {"seconds": time.perf_counter() - started}

@@ -154,12 +154,15 @@ def _read_table(lake: Location, path: str, columns: dict[str, type[pl.DataType]]
     Read with Polars alone: pyarrow would add ~130 MB to every process that exports a
     course, for tables of a few thousand rows.
     """
-    url = lake.url_for(path)
+    # Read once: Polars reads a file object whole anyway, for its schema as for its data.
+    return _parse_table(lake.url_for(path), _read_lake_file(lake, path), columns)
+
+
+def _read_lake_file(lake: Location, path: str) -> bytes:
     try:
-        # Read once: Polars reads a file object whole anyway, for its schema as for its data.
-        return _parse_table(url, lake.read_bytes(path), columns)
+        return lake.read_bytes(path)
     except FileNotFoundError:
-        raise LakeDataError(url, "file is missing") from None
+        raise LakeDataError(lake.url_for(path), "file is missing") from None
 
 
 def _parse_table(url: str, data: bytes, columns: dict[str, type[pl.DataType]]) -> pl.DataFrame:
@@ -212,10 +215,7 @@ def read_users(lake: Location) -> pl.DataFrame:
     global _last_directory
     path = "directory/users.parquet"
     url = lake.url_for(path)
-    try:
-        data = lake.read_bytes(path)
-    except FileNotFoundError:
-        raise LakeDataError(url, "file is missing") from None
+    data = _read_lake_file(lake, path)
     last = _last_directory
     if last is not None and last[0] == data:
         return last[1]

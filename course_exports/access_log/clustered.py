@@ -312,15 +312,22 @@ def _scan(days: list[tuple[CopiedDay, list[bytes]]], course_id: int) -> pl.DataF
 def _fetch_verified(store: Location, day: CopiedDay) -> list[bytes]:
     """Fetch the course's chunks (one span) and check each against its crc32 in the
     index (DamagedCopyError if one fails)."""
-    chunks = [day.index.chunks[i] for i in day.chunks]
-    start = chunks[0].offset
-    span = store.read_range(day.path, start, chunks[-1].offset + chunks[-1].length)
+    first, last = day.index.chunks[day.chunks[0]], day.index.chunks[day.chunks[-1]]
+    span = store.read_range(day.path, first.offset, last.offset + last.length)
+    return checked_chunks(day.index, day.chunks, span, first.offset)
+
+
+def checked_chunks(index: DayIndex, numbers: Sequence[int], data: bytes, start: int) -> list[bytes]:
+    """The bytes of chunks ``numbers`` out of ``data`` (the file's bytes from offset
+    ``start`` on), each checked against its length and crc32 in the index
+    (DamagedCopyError naming the first that fails)."""
     checked = []
-    for number, chunk in zip(day.chunks, chunks, strict=True):
-        data = span[chunk.offset - start : chunk.offset - start + chunk.length]
-        if len(data) != chunk.length or zlib.crc32(data) != chunk.crc32:
+    for number in numbers:
+        chunk = index.chunks[number]
+        piece = data[chunk.offset - start : chunk.offset - start + chunk.length]
+        if len(piece) != chunk.length or zlib.crc32(piece) != chunk.crc32:
             raise DamagedCopyError(f"chunk {number} fails its checksum")
-        checked.append(data)
+        checked.append(piece)
     return checked
 
 

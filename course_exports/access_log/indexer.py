@@ -30,6 +30,7 @@ from course_exports.access_log.clustered import (
     Chunk,
     DamagedCopyError,
     DayIndex,
+    checked_chunks,
     day_folder,
     index_bytes,
     index_format,
@@ -181,20 +182,17 @@ def check_copy(store: Location, index: DayIndex, *, full: bool) -> None:
     by the first export that reads them (it checks every chunk it decodes).
     """
     path = f"{COPY_DIR}/{day_folder(index.day)}/{index.file}"
-    chunks = list(enumerate(index.chunks))
-    if not chunks:
+    if not index.chunks:
         return  # a day without rows: an empty file, whose size the listing checked
-    first = 0 if full else chunks[-1][1].offset
+    numbers = range(len(index.chunks)) if full else [len(index.chunks) - 1]
+    first = index.chunks[numbers[0]].offset
     try:
         tail, size = store.read_tail(path, index.size - first)
     except Exception as exc:
         raise DamagedCopyError(f"{type(exc).__name__}: {exc}") from exc
     if size != index.size:
         raise DamagedCopyError(f"the file is {size} bytes, the index says {index.size}")
-    for number, chunk in chunks if full else chunks[-1:]:
-        start = chunk.offset - first
-        if zlib.crc32(tail[start : start + chunk.length]) != chunk.crc32:
-            raise DamagedCopyError(f"chunk {number} fails its checksum")
+    checked_chunks(index, numbers, tail, first)
 
 
 def build_day(lake: Location, store: Location, partition: DayPartition) -> CopyResult:
