@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import uvicorn
 from pydantic import SecretStr
 
 from course_exports import links
@@ -47,6 +49,19 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: every part is stopped
 
 
+def _announcing_server(config: uvicorn.Config, banner: str) -> uvicorn.Server:
+    """A uvicorn server that prints ``banner`` once its socket listens: "ready" printed
+    before that sent the first click on the launch link to a closed port."""
+
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                print(banner, flush=True)
+
+    return AnnouncingServer(config)
+
+
 def up(home: Path, *, prefect_port: int, host: str | None, port: int | None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     # The demo's module points Prefect at ./var/prefect when imported: this stack's own.
@@ -72,15 +87,13 @@ def up(home: Path, *, prefect_port: int, host: str | None, port: int | None) -> 
             run_serve(server.api_url, home / "serve", settings_env(settings)),
             LmsClient(server.api_url) as client,
         ):
-            import uvicorn
-
             app = create_app(settings, prefect=client)
             config = uvicorn.Config(app, host=web_host, port=web_port, log_level="warning")
             logging.getLogger("uvicorn.access").addFilter(RedactTokens())
             launch = links.launch_url(
                 settings.public_url, key, course_id, teacher_id, ttl=PRINTED_LINK_TTL
             )
-            print(
+            banner = (
                 "\nready:\n"
                 f"  Prefect UI and API   {server.api_url.removesuffix('/api')}\n"
                 f"  downloads and pages  http://{web_host}:{web_port} "
@@ -89,10 +102,9 @@ def up(home: Path, *, prefect_port: int, host: str | None, port: int | None) -> 
                 f"(valid {PRINTED_LINK_TTL.seconds // 60} minutes):\n"
                 f"    {launch}\n"
                 f"  another: course-exports launch-link COURSE TEACHER\n"
-                "press Ctrl-C to stop everything\n",
-                flush=True,
+                "press Ctrl-C to stop everything\n"
             )
             # Returns on Ctrl-C or SIGTERM (and may re-raise it): the with blocks stop
             # the serve process, then the server.
-            uvicorn.Server(config).run()
+            _announcing_server(config, banner).run()
     return 0
