@@ -18,8 +18,12 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet uv==$(UV_VERSION)
 
-$(VENV)/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --locked --python $(PYTHON)
+# --compile-bytecode: every flow run, worker, server and packer is a fresh Python process,
+# and where PYTHONDONTWRITEBYTECODE is set (this machine, most container images) each one
+# would compile Prefect, Polars and pydantic from source again: 4.9 s against 1.9 s to
+# import a flow's modules here (README: Launching a flow run).
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock Makefile
+	$(UV) sync --locked --compile-bytecode --python $(PYTHON)
 	touch $@
 
 setup: $(VENV)/.synced

@@ -7,7 +7,9 @@ Prefect 3.9's process worker starts each flow run as a workspace supervisor (a P
 process that imports Prefect and runs the deployment's pull step) which then execs
 ``python -m prefect.engine`` (which imports Prefect again). prefect.yaml sets the job
 variable ``command`` so the worker starts the engine directly and the engine runs the pull
-step itself. This script measures both launches in one run, alternating them round by
+step itself. Without bytecode in the venv (``uv sync`` without ``--compile-bytecode``
+where ``PYTHONDONTWRITEBYTECODE`` is set, as in most container images) every one of those
+processes compiles Prefect and Polars again. This script measures the launches in one run, alternating them round by
 round on one worker: a real Prefect server (SQLite), prefect.yaml deployed, one process
 worker capped at ``--limit`` runs, ``--runs`` small exports triggered at once per round
 (``command: null`` in a run's job variables gives Prefect's default launch back).
@@ -45,11 +47,26 @@ DEPLOYMENTS = {
     "lti-settings": "export-lti-settings/export-lti-settings",
     "access-data": "export-access-data/export-access-data",
 }
-#: Job variables of each launch; None overrides prefect.yaml's command with Prefect's default.
-LAUNCHES: dict[str, dict[str, Any]] = {
-    "supervisor (Prefect's default)": {"command": None},
-    "engine (prefect.yaml)": {},
-}
+SUPERVISOR, UNCOMPILED, ENGINE = (
+    "supervisor (Prefect's default)",
+    "engine, no bytecode",
+    "engine (prefect.yaml)",
+)
+
+
+def launches(empty: Path) -> dict[str, dict[str, Any]]:
+    """Job variables of each launch; None overrides prefect.yaml's command with Prefect's
+    default. "no bytecode" points the run's Python at an empty bytecode cache
+    (``PYTHONPYCACHEPREFIX``) and forbids writing one: a venv synced without
+    ``--compile-bytecode`` on a machine with ``PYTHONDONTWRITEBYTECODE`` set."""
+    uncompiled = {"PYTHONPYCACHEPREFIX": str(empty), "PYTHONDONTWRITEBYTECODE": "1"}
+    return {
+        SUPERVISOR: {"command": None},
+        UNCOMPILED: {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", **uncompiled}},
+        ENGINE: {},
+    }
+
+
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
@@ -133,7 +150,9 @@ def main() -> int:
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="worker-launch-"))
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in LAUNCHES}
+    (root / "no-bytecode").mkdir()
+    variants = launches(root / "no-bytecode")
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     try:
         spec = LakeSpec(
             seed=3, courses=8, students=10, assignments=3, events=50_000, days=20,
@@ -151,7 +170,7 @@ def main() -> int:
             ) as worker:
                 process = psutil.Process(worker.process.pid)
                 for round_ in range(args.rounds):
-                    for name, job_variables in LAUNCHES.items():
+                    for name, job_variables in variants.items():
                         row = run_round(
                             api, deployment["id"], summary, job_variables, args.runs, process
                         )
@@ -176,11 +195,14 @@ def main() -> int:
             f"{name:<32} {m['wall']:>7.1f} {m['per_min']:>12.1f} {m['cpu']:>10.2f} "
             f"{m['to_running']:>13.2f} {m['running']:>10.2f}"
         )
-    base, ours = medians.values()
-    print(
-        f"{'engine / supervisor':<32} {ours['wall'] / base['wall']:>7.2f} "
-        f"{ours['per_min'] / base['per_min']:>12.2f} {ours['cpu'] / base['cpu']:>10.2f}"
-    )
+    for label, base, ours in (
+        ("engine / supervisor", medians[SUPERVISOR], medians[ENGINE]),
+        ("bytecode / none", medians[UNCOMPILED], medians[ENGINE]),
+    ):
+        print(
+            f"{label:<32} {ours['wall'] / base['wall']:>7.2f} "
+            f"{ours['per_min'] / base['per_min']:>12.2f} {ours['cpu'] / base['cpu']:>10.2f}"
+        )
     return 0
 
 
