@@ -92,7 +92,14 @@ def workspace_sources(
     for file in plan.files():
         sent.append(file)
         where = _LakeFile(lake, file.path, file.size)
-        yield Source(prefix + file.arcname, file.size, where.open, None, where.read)
+        yield Source(
+            prefix + file.arcname,
+            file.size,
+            where.open,
+            None,
+            where.read,
+            lake.shared_path(file.path),
+        )
 
 
 def manifest_header(

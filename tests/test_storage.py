@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from starlette.routing import Route
 
 from course_exports.storage import (
     FileDownload,
+    LocalLocation,
     Location,
     ObjectChangedError,
     ObjectTooLargeError,
@@ -55,6 +58,26 @@ def test_small_objects(loc: Location) -> None:
     assert loc.read_many(["a/b.txt", "a/b.txt"]) == [b"hello again"] * 2
     with loc.open_read("a", "b.txt") as fh:
         assert fh.read() == b"hello again"
+
+
+def test_a_shared_path_reads_the_same_bytes_in_another_process(loc: Location) -> None:
+    """Where storage gives a path, the zip's packer processes read the file by it."""
+    loc.write_bytes_atomic(b"shared bytes", "w", "f.txt")
+    path = loc.shared_path("w/f.txt")
+    if isinstance(loc, LocalLocation):
+        assert path is not None
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import sys; sys.stdout.buffer.write(open({path!r}, 'rb').read())",
+            ],
+            capture_output=True,
+            check=True,
+        )
+        assert child.stdout == loc.read_file("w/f.txt", 12) == b"shared bytes"
+    else:
+        assert path is None  # S3 reads go through a client
 
 
 def test_create_exclusive_is_one_winner(loc: Location) -> None:

@@ -1,5 +1,7 @@
 """Small files packed in a pool process: the same zip as with threads, failures that stop
-the pipeline all the same, and a pool only where it pays."""
+the pipeline all the same, and a pool only where it pays. Files readable by path are read
+by the packer itself; a file it cannot read as listed is read by the pipeline, which
+names the problem."""
 
 from __future__ import annotations
 
@@ -9,14 +11,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from zipkit import build, check_zip, noise, source, text
 
 from course_exports.zipstream import ArchiveError, Source
-from course_exports.zipstream.processes import SMALL_AVERAGE_BYTES, SmallFilePacker
+from course_exports.zipstream.processes import SMALL_AVERAGE_BYTES, SmallFilePacker, pack_files
 
 
 def mixed_files(count: int) -> dict[str, bytes]:
@@ -51,6 +54,71 @@ def test_a_failure_in_a_process_packed_batch_stops_the_zip() -> None:
     sources.insert(400, Source("c/gone.txt", 3, gone))
     with pytest.raises(ArchiveError, match="disappeared"):
         build(sources, small_file_processes=1, processes_after_files=0)
+
+
+def on_disk(root: Path, files: dict[str, bytes], *, by_path: bool = True) -> list[Source]:
+    """Sources of files written under ``root``. With ``by_path`` their own reads refuse:
+    only a packer reading by path can pack them."""
+    sources = []
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        if by_path:
+            sources.append(Source(name, len(data), refuse, None, refuse, str(path)))
+        else:
+            sources.append(Source(name, len(data), opener(path)))
+    return sources
+
+
+def opener(path: Path) -> Callable[[], BinaryIO]:
+    def open_file() -> BinaryIO:
+        return path.open("rb")  # the pipeline closes it
+
+    return open_file
+
+
+def refuse() -> Any:
+    raise AssertionError("read in the export process, not by the packer")
+
+
+def test_a_packer_reads_files_by_path_into_the_same_zip(tmp_path: Path) -> None:
+    files = {n: d for n, d in mixed_files(1_500).items() if len(d) < 100_000}
+    threads = build(on_disk(tmp_path / "t", files, by_path=False), small_file_processes=0)[0]
+    by_path = build(on_disk(tmp_path / "p", files), small_file_processes=1, processes_after_files=0)
+    assert by_path[0] == threads
+    check_zip(by_path[0], files, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda path: path.write_bytes(b"longer than listed"), "changed during the export"),
+        (lambda path: path.unlink(), "disappeared"),
+    ],
+)
+def test_a_file_the_packer_cannot_read_as_listed_is_read_and_named_here(
+    tmp_path: Path, change: Any, problem: str
+) -> None:
+    files = {f"c/{i}.txt": text(500, seed=i) for i in range(600)}
+    sources = [
+        s._replace(open=opener(Path(str(s.shared_path))), read=None)
+        for s in on_disk(tmp_path, files)
+    ]
+    change(tmp_path / "c/400.txt")
+    with pytest.raises(ArchiveError, match=f"'c/400.txt': .*{problem}"):
+        build(sources, small_file_processes=1, processes_after_files=0)
+
+
+def test_pack_files_leaves_what_is_not_as_listed_to_the_caller(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"abc")
+    (tmp_path / "b").write_bytes(b"")
+    packed = pack_files(["a", "b"], [str(tmp_path / "a"), str(tmp_path / "b")], [3, 0], 6)
+    assert packed is not None and [(p.arcname, p.size) for p in packed] == [("a", 3), ("b", 0)]
+    assert pack_files(["a"], [str(tmp_path / "a")], [2], 6) is None  # grew since listed
+    assert pack_files(["a"], [str(tmp_path / "a")], [4], 6) is None  # shrank
+    assert pack_files(["gone"], [str(tmp_path / "gone")], [1], 6) is None
+    assert pack_files(["dir"], [str(tmp_path)], [1], 6) is None  # not a file
 
 
 def test_a_pool_only_for_many_small_files() -> None:

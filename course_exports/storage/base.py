@@ -111,6 +111,11 @@ class Location(ABC):
         """An object whose size a listing gave, read whole in one call (one GET on S3).
         At most ``size + 1`` bytes are asked for locally, so a file that grew shows it."""
 
+    def shared_path(self, path: str) -> str | None:
+        """A path by which any process of this machine reads ``path`` (the zip's packer
+        processes read small files themselves), or None where reads go through a client."""
+        return None
+
     @abstractmethod
     def open_read(self, *parts: Part) -> BinaryIO:
         """A sequential stream of the object (one GET on S3, read as it is consumed)."""

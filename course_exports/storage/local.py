@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import BinaryIO
 
+from course_exports.local_files import read_whole
 from course_exports.storage.base import (
     Entry,
     Location,
@@ -60,14 +61,10 @@ class LocalLocation(Location):
             return data
 
     def read_file(self, path: str, size: int) -> bytes:
-        fd = os.open(self._abs(path), os.O_RDONLY)
-        try:
-            data = os.read(fd, size + 1)  # a regular file reads whole unless it changed
-            while len(data) <= size and (more := os.read(fd, size + 1 - len(data))):
-                data += more
-            return data
-        finally:
-            os.close(fd)
+        return read_whole(self._abs(path), size)
+
+    def shared_path(self, path: str) -> str | None:
+        return self._abs(path)
 
     def open_read(self, *parts: Part) -> BinaryIO:
         # Unbuffered: the reader asks for the whole file (or a chunk) at once, and

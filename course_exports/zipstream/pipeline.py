@@ -30,7 +30,6 @@ from typing import Any
 from zlib_ng import zlib_ng as zlib
 
 from course_exports.zipstream.compression import (
-    PackedEntry,
     deflate_chunk,
     max_deflated_size,
     primer_of,
@@ -38,6 +37,7 @@ from course_exports.zipstream.compression import (
 )
 from course_exports.zipstream.processes import (
     AFTER_SMALL_FILES,
+    Packed,
     SmallFilePacker,
     default_workers,
     pack_named,
@@ -72,7 +72,7 @@ class _Batch:
 
     sources: list[Source]
     cost: int
-    future: Future[Future[list[PackedEntry]]] | None = None
+    future: Future[Future[Packed]] | None = None
 
 
 @dataclass(frozen=True)
@@ -126,12 +126,12 @@ class _Peekable:
 
 
 #: Hands a batch (names, bytes, level) to whoever packs it: a thread or a packer process.
-_Submit = Callable[[list[str], list[bytes], int], Future[list[PackedEntry]]]
+_Submit = Callable[[list[str], list[bytes], int], Future[Packed]]
 
 
 def _read_batch(
     reader: Reader, submit: _Submit, sources: list[Source], level: int
-) -> Future[list[PackedEntry]]:
+) -> Future[Packed]:
     blobs = [reader.read_whole(source) for source in sources]
     reader.check_cancelled()
     return submit([source.arcname for source in sources], blobs, level)
@@ -230,7 +230,7 @@ class _Pipeline:
 
     def _pack_in_threads(
         self, arcnames: list[str], blobs: list[bytes], level: int
-    ) -> Future[list[PackedEntry]]:
+    ) -> Future[Packed]:
         return self._pack_pool.submit(pack_named, arcnames, blobs, level)
 
     # -- dispatch --------------------------------------------------------------------
@@ -263,6 +263,7 @@ class _Pipeline:
         # tiny files make every call per file show).
         batch: list[Source] = []
         cost = 0
+        by_path = True  # every file of the batch readable by path, by a packer
         chunk_bytes, batch_bytes = self._options.chunk_bytes, self._batch_bytes
         room = self._window - self.in_flight
         while len(batch) < _BATCH_FILES and (source := upcoming.peek()) is not None:
@@ -277,15 +278,26 @@ class _Pipeline:
                 break  # no room in the window (an item may exceed it alone when idle)
             batch.append(upcoming.pop())
             cost += entry_cost
+            by_path = by_path and source.shared_path is not None and source.data is None
         if not batch:
             return False
         self.in_flight += cost
         item = _Batch(batch, cost)
+        level = self._options.level
         packer = self._small_files.packer_for(len(batch), sum(s.size for s in batch))
-        submit = packer.submit if packer is not None else self._pack_in_threads
-        item.future = self._read_pool.submit(
-            _read_batch, self._reader, submit, batch, self._options.level
-        )
+        if packer is not None and by_path:
+            item.future = Future()
+            item.future.set_result(
+                packer.submit_paths(
+                    [s.arcname for s in batch],
+                    [s.shared_path for s in batch],  # type: ignore[misc]
+                    [s.size for s in batch],
+                    level,
+                )
+            )
+        else:
+            submit = packer.submit if packer is not None else self._pack_in_threads
+            item.future = self._read_pool.submit(_read_batch, self._reader, submit, batch, level)
         self._pending.append(item)
         return True
 
@@ -313,6 +325,11 @@ class _Pipeline:
     def _write_batch(self, item: _Batch) -> list[WrittenEntry]:
         assert item.future is not None
         packed = item.future.result().result()
+        if packed is None:  # a packer could not read a file as listed: read here, and say why
+            packed = _read_batch(
+                self._reader, self._pack_in_threads, item.sources, self._options.level
+            ).result()
+            assert packed is not None
         entries = [self._writer.add_packed(p) for p in packed]
         self.in_flight -= item.cost
         self._files_done += len(entries)

@@ -4,7 +4,12 @@ hashlib and zlib keep the GIL for buffers under 2 KiB, so deflate threads cannot
 the hashing and deflating of tiny files: for a course of 100,000 files of about 1 KB that
 is ~29 µs a file under the GIL, more than all the rest of the main process's work on a
 file (~18 µs). Once a course has shown many small files, their batches go to packer
-processes instead, and the main process only reads them and writes records.
+processes instead, and the main process only writes records. Files that any process of
+this machine can read by path (local storage) are read by the packer too: reading them
+in the main process (system calls, hand-offs between its threads, the bytes pickled
+again) cost about as much as all of its own work on a tiny file. A packer that cannot
+read one of a batch's files exactly as listed answers None, and the main process reads
+that batch itself, with its retries and its errors that name the file.
 
 A packer is a ``python`` running :func:`serve` on pipes, not a
 ``multiprocessing`` pool: a spawned pool re-imports the caller's ``__main__`` (all of
@@ -28,6 +33,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import IO
 
+from course_exports.local_files import read_whole
 from course_exports.zipstream.compression import PackedEntry, pack
 
 #: A batch whose files average less than this goes to a packer process (above it hashing
@@ -42,6 +48,27 @@ _FRAME = struct.Struct("<Q")
 def pack_named(arcnames: list[str], blobs: list[bytes], level: int) -> list[PackedEntry]:
     """Hash and deflate a batch (in a thread, or in a packer process)."""
     return [pack(name, data, level) for name, data in zip(arcnames, blobs, strict=True)]
+
+
+def pack_files(
+    arcnames: list[str], paths: list[str], sizes: list[int], level: int
+) -> list[PackedEntry] | None:
+    """Read a batch by path, hash and deflate it; None if a file is not as listed (gone,
+    unreadable, another size): the caller reads the batch itself and says what is wrong."""
+    packed = []
+    for name, path, size in zip(arcnames, paths, sizes, strict=True):
+        try:
+            data = read_whole(path, size)
+        except OSError:
+            return None
+        if len(data) != size:
+            return None
+        packed.append(pack(name, data, level))
+    return packed
+
+
+#: What a packer answers: the batch's entries, or None for "read it yourself".
+Packed = list[PackedEntry] | None
 
 
 def default_workers() -> int:
@@ -77,16 +104,24 @@ class PackerProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
-        self._waiting: deque[Future[list[PackedEntry]]] = deque()
+        self._waiting: deque[Future[Packed]] = deque()
         self._lock = threading.Lock()  # a batch's frame and its future go in together
         self._reader = threading.Thread(target=self._read_results, daemon=True)
         self._reader.start()
 
-    def submit(
-        self, arcnames: list[str], blobs: list[bytes], level: int
-    ) -> Future[list[PackedEntry]]:
-        future: Future[list[PackedEntry]] = Future()
-        payload = pickle.dumps((arcnames, blobs, level), protocol=pickle.HIGHEST_PROTOCOL)
+    def submit(self, arcnames: list[str], blobs: list[bytes], level: int) -> Future[Packed]:
+        """Pack a batch read already (never answers None)."""
+        return self._send((arcnames, blobs, level))
+
+    def submit_paths(
+        self, arcnames: list[str], paths: list[str], sizes: list[int], level: int
+    ) -> Future[Packed]:
+        """Read and pack a batch of files by path (see :func:`pack_files`)."""
+        return self._send((arcnames, paths, sizes, level))
+
+    def _send(self, batch: tuple[object, ...]) -> Future[Packed]:
+        future: Future[Packed] = Future()
+        payload = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
         assert self._process.stdin is not None
         with self._lock:
             self._waiting.append(future)
@@ -155,9 +190,9 @@ def serve(source: IO[bytes] | None = None, out: IO[bytes] | None = None) -> None
     source = source or sys.stdin.buffer
     out = out or sys.stdout.buffer
     while (payload := _read_frame(source)) is not None:
-        arcnames, blobs, level = pickle.loads(payload)
+        batch = pickle.loads(payload)
         try:
-            result: object = pack_named(arcnames, blobs, level)
+            result: object = pack_files(*batch) if len(batch) == 4 else pack_named(*batch)
         except Exception as exc:
             result = exc
         _write_frame(out, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))

@@ -44,6 +44,9 @@ class Source(NamedTuple):
     # Optional: the whole file in one call (at least ``size + 1`` bytes if it has them,
     # so growth shows), cheaper than open/read/close for files read whole.
     read: Callable[[], bytes] | None = None
+    # Optional: a path by which any process of this machine can read the file (storage's
+    # ``shared_path``): packer processes then read small files themselves.
+    shared_path: str | None = None
 
     @classmethod
     def of_bytes(cls, arcname: str, data: bytes) -> Source:
