@@ -204,14 +204,12 @@ def find_current_days(
     is kept with no chunks, so the export skips it without reading anything.
     """
     wanted = {p.day: p for p in partitions}
-    sizes: dict[str, int] = {}
-    indexes: dict[date, str] = {}
-    for entry in store.iter_files(COPY_DIR):
-        sizes[entry.path] = entry.size
-        folder, _, name = entry.path.removeprefix(f"{COPY_DIR}/").partition("/")
-        day = _folder_day(folder)
-        if name == INDEX and day in wanted:
-            indexes[day] = entry.path
+    copied = survey_copy(store)
+    indexes = {
+        day: f"{COPY_DIR}/{day_folder(day)}/{INDEX}"
+        for day, files in copied.items()
+        if INDEX in files and day in wanted
+    }
     days: dict[date, CopiedDay] = {}
     order = sorted(indexes)
     blobs: list[bytes] = store.read_many([indexes[d] for d in order])
@@ -220,19 +218,25 @@ def find_current_days(
         partition = wanted[day]
         if index is None or not index.is_current(partition):
             continue
-        if sizes.get(f"{COPY_DIR}/{day_folder(day)}/{index.file}") != index.size:
+        if copied[day].get(index.file) != index.size:
             continue
         days[day] = CopiedDay(partition, index, index.chunks_of(course_id))
     return CourseCopy(store, days)
 
 
-def _folder_day(folder: str) -> date | None:
-    if not folder.startswith("event_date="):
-        return None
-    try:
-        return date.fromisoformat(folder.removeprefix("event_date="))
-    except ValueError:
-        return None
+def survey_copy(store: Location) -> dict[date, dict[str, int]]:
+    """Every copied day's files and their sizes, from one listing of the copy."""
+    days: dict[date, dict[str, int]] = {}
+    for entry in store.iter_files(COPY_DIR):
+        folder, _, name = entry.path.removeprefix(f"{COPY_DIR}/").partition("/")
+        if not folder.startswith("event_date=") or "/" in name:
+            continue  # not a day's folder, or a folder inside one: not ours
+        try:
+            day = date.fromisoformat(folder.removeprefix("event_date="))
+        except ValueError:
+            continue
+        days.setdefault(day, {})[name] = entry.size
+    return days
 
 
 def read_copied_rows(

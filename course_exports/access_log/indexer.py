@@ -35,6 +35,7 @@ from course_exports.access_log.clustered import (
     index_bytes,
     index_format,
     parse_index,
+    survey_copy,
 )
 from course_exports.access_log.partitions import DayPartition, list_day_partitions
 from course_exports.access_log.reader import scan_sources
@@ -110,7 +111,7 @@ def plan_copy(
     in_log = list_day_partitions(lake, window)
     # A storage that gives no content tag cannot tell a rewritten day: never copied.
     closed = [p for p in in_log if p.end <= now and all(tag for _, _, tag in p.stamps)]
-    copies = _survey(store)
+    copies = survey_copy(store)
     build: list[CopyDay] = []
     current = 0
     for partition in closed:
@@ -128,21 +129,6 @@ def plan_copy(
         remove=remove,
         current=current,
     )
-
-
-def _survey(store: Location) -> dict[date, dict[str, int]]:
-    """Every copied day's files and sizes, from one listing."""
-    days: dict[date, dict[str, int]] = {}
-    for entry in store.iter_files(COPY_DIR):
-        folder, _, name = entry.path.removeprefix(f"{COPY_DIR}/").partition("/")
-        if not folder.startswith("event_date=") or "/" in name:
-            continue
-        try:
-            day = date.fromisoformat(folder.removeprefix("event_date="))
-        except ValueError:
-            continue
-        days.setdefault(day, {})[name] = entry.size
-    return days
 
 
 def _why_rebuild(
@@ -307,4 +293,4 @@ def remove_day(store: Location, day: date) -> None:
 
 def copy_sizes(store: Location) -> dict[date, int]:
     """Bytes of the copy's files per copied day (for summaries and the purge)."""
-    return {d: sum(f.values()) for d, f in _survey(store).items()}
+    return {d: sum(f.values()) for d, f in survey_copy(store).items()}
