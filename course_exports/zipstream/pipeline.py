@@ -263,7 +263,6 @@ class _Pipeline:
         # tiny files make every call per file show).
         batch: list[Source] = []
         cost = 0
-        by_path = True  # every file of the batch readable by path, by a packer
         chunk_bytes, batch_bytes = self._options.chunk_bytes, self._batch_bytes
         room = self._window - self.in_flight
         while len(batch) < _BATCH_FILES and (source := upcoming.peek()) is not None:
@@ -278,22 +277,18 @@ class _Pipeline:
                 break  # no room in the window (an item may exceed it alone when idle)
             batch.append(upcoming.pop())
             cost += entry_cost
-            by_path = by_path and source.shared_path is not None and source.data is None
         if not batch:
             return False
         self.in_flight += cost
         item = _Batch(batch, cost)
         level = self._options.level
         packer = self._small_files.packer_for(len(batch), sum(s.size for s in batch))
-        if packer is not None and by_path:
-            item.future = Future()
-            item.future.set_result(
-                packer.submit_paths(
-                    [s.arcname for s in batch],
-                    [s.shared_path for s in batch],  # type: ignore[misc]
-                    [s.size for s in batch],
-                    level,
-                )
+        # Files any process can read by path are read by the packer itself.
+        paths = [s.shared_path for s in batch if s.shared_path is not None and s.data is None]
+        if packer is not None and len(paths) == len(batch):
+            sizes = [s.size for s in batch]
+            item.future = _resolved(
+                packer.submit_paths([s.arcname for s in batch], paths, sizes, level)
             )
         else:
             submit = packer.submit if packer is not None else self._pack_in_threads
@@ -377,6 +372,13 @@ class _Pipeline:
         if final or now - self._last_progress >= 0.5:
             self._last_progress = now
             self._on_progress(self._files_done, self._bytes_done)
+
+
+def _resolved(future: Future[Packed]) -> Future[Future[Packed]]:
+    """A batch handed to a packer without a read task, in the shape of one that had it."""
+    outer: Future[Future[Packed]] = Future()
+    outer.set_result(future)
+    return outer
 
 
 def _validate(source: Source) -> None:

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import IO
 
@@ -69,6 +70,9 @@ def pack_files(
 
 #: What a packer answers: the batch's entries, or None for "read it yourself".
 Packed = list[PackedEntry] | None
+#: The kinds of batch a packer takes, by the name each frame carries.
+_READ, _BY_PATH = "read", "by path"
+_PACKERS: dict[str, Callable[..., Packed]] = {_READ: pack_named, _BY_PATH: pack_files}
 
 
 def default_workers() -> int:
@@ -111,17 +115,17 @@ class PackerProcess:
 
     def submit(self, arcnames: list[str], blobs: list[bytes], level: int) -> Future[Packed]:
         """Pack a batch read already (never answers None)."""
-        return self._send((arcnames, blobs, level))
+        return self._send(_READ, (arcnames, blobs, level))
 
     def submit_paths(
         self, arcnames: list[str], paths: list[str], sizes: list[int], level: int
     ) -> Future[Packed]:
         """Read and pack a batch of files by path (see :func:`pack_files`)."""
-        return self._send((arcnames, paths, sizes, level))
+        return self._send(_BY_PATH, (arcnames, paths, sizes, level))
 
-    def _send(self, batch: tuple[object, ...]) -> Future[Packed]:
+    def _send(self, kind: str, arguments: tuple[object, ...]) -> Future[Packed]:
         future: Future[Packed] = Future()
-        payload = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps((kind, arguments), protocol=pickle.HIGHEST_PROTOCOL)
         assert self._process.stdin is not None
         with self._lock:
             self._waiting.append(future)
@@ -190,9 +194,9 @@ def serve(source: IO[bytes] | None = None, out: IO[bytes] | None = None) -> None
     source = source or sys.stdin.buffer
     out = out or sys.stdout.buffer
     while (payload := _read_frame(source)) is not None:
-        batch = pickle.loads(payload)
+        kind, arguments = pickle.loads(payload)
         try:
-            result: object = pack_files(*batch) if len(batch) == 4 else pack_named(*batch)
+            result: object = _PACKERS[kind](*arguments)
         except Exception as exc:
             result = exc
         _write_frame(out, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
