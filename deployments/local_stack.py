@@ -223,8 +223,8 @@ def run_serve(
     api_url: str, home: Path, env: Mapping[str, str], *, timeout_s: float = 240.0
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m deployments.serve`` from the checkout, with ``env`` (the COURSE_EXPORT_*
-    settings its flow runs see); yields once the export deployments are registered,
-    stops it and its flow runs on exit."""
+    settings its flow runs see); yields once every deployment of prefect.yaml is
+    registered, stops it and its flow runs on exit."""
     home.mkdir(parents=True, exist_ok=True)
     log = home / "serve.log"
     # Look for new runs every 2 s (default 10 s): someone is watching the page meanwhile.
@@ -248,7 +248,11 @@ def run_serve(
 def _wait_served(
     api_url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float
 ) -> None:
-    wanted = {"export-course", "export-access-data", "export-lti-settings"}
+    # Every deployment, not just the exports: serve registers them one by one, and a
+    # caller told "ready" (course-exports up) may look for any of them at once.
+    from deployments.serve import read_specs
+
+    wanted = {spec.name for spec in read_specs()}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
