@@ -49,17 +49,18 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: every part is stopped
 
 
-def _announcing_server(config: uvicorn.Config, banner: str) -> uvicorn.Server:
+class _AnnouncingServer(uvicorn.Server):
     """A uvicorn server that prints ``banner`` once its socket listens: "ready" printed
     before that sent the first click on the launch link to a closed port."""
 
-    class AnnouncingServer(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started:
-                print(banner, flush=True)
+    def __init__(self, config: uvicorn.Config, banner: str) -> None:
+        super().__init__(config)
+        self.banner = banner
 
-    return AnnouncingServer(config)
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(self.banner, flush=True)
 
 
 def up(home: Path, *, prefect_port: int, host: str | None, port: int | None) -> int:
@@ -106,5 +107,5 @@ def up(home: Path, *, prefect_port: int, host: str | None, port: int | None) -> 
             )
             # Returns on Ctrl-C or SIGTERM (and may re-raise it): the with blocks stop
             # the serve process, then the server.
-            _announcing_server(config, banner).run()
+            _AnnouncingServer(config, banner).run()
     return 0
