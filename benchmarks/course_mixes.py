@@ -11,6 +11,9 @@ Mixes (generated once under benchmarks/out/mixes, reused afterwards; one course 
   (.png, .jpg, .zip) and half behind text-like names (.txt, .json, .csv, .py: lakes
   mislabel), the other half code-like text; a few files of several MB of each kind;
 - ``tiny``: 100,000 files of 50 B to 2 KB (code-like, some random);
+- ``source``: real files no generator made: the installed packages that uv.lock pins
+  (:data:`SOURCE_PACKAGES`: Python, C extensions, JSON data, JavaScript, CSS, images),
+  dealt out over the course's workspaces under their own relative paths;
 - ``many`` (memory row): 500,000 files of about 200 B, exported through the flow only.
 
 Cases, each in a fresh subprocess so its peak RSS (``VmHWM``) is its own:
@@ -44,8 +47,10 @@ import argparse
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import zipfile
@@ -82,7 +87,10 @@ MIXES = {
     "binary": Mix("binary", 40, 15, 50_000, "half of the bytes random, half of those mislabeled"),
     "tiny": Mix("tiny", 50, 200, 1_000, "100,000 files of 50 B - 2 KB"),
     "many": Mix("many", 250, 200, 200, "500,000 files of ~200 B"),
+    "source": Mix("source", 40, 0, 0, "installed packages: real code, data and binaries"),
 }
+#: The ``source`` mix's packages, as installed from uv.lock (so the same files everywhere).
+SOURCE_PACKAGES = ("prefect", "sqlalchemy", "botocore", "pygments", "numpy", "pandas")
 
 
 # ----------------------------------------------------------------------------- lakes
@@ -124,6 +132,14 @@ def write_workspaces(root: Path, course_id: int, mix: Mix) -> None:
     lake = open_location(str(root))
     students = read_roster(lake, course_id).filter(role="Student")["user_id"].to_list()
     assignments = [a.id for _, a in read_course(lake, course_id).assignments()]
+    if mix.name == "source":
+        folders = [
+            root / "workspaces" / str(course_id) / str(assignment) / str(student)
+            for assignment in assignments
+            for student in students[: mix.students]
+        ]
+        deal_out_packages(folders)
+        return
     rng = np.random.default_rng(20261130)
     corpus = code_corpus(rng, megabytes=16)
     noise = rng.bytes(16 * 2**20)
@@ -157,6 +173,21 @@ def write_workspaces(root: Path, course_id: int, mix: Mix) -> None:
                         data = noise[start : start + size]
                     ext = (media_names if kind == 1 else text_names)[index % 3]
                 (folder / "src" / f"file_{index:04d}{ext}").write_bytes(data)
+
+
+def deal_out_packages(folders: list[Path]) -> None:
+    """Copy :data:`SOURCE_PACKAGES`' files (no bytecode), file i into folder i mod n."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    files = sorted(
+        path
+        for package in SOURCE_PACKAGES
+        for path in (site / package).rglob("*")
+        if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts
+    )
+    for index, path in enumerate(files):
+        target = folders[index % len(folders)] / path.relative_to(site)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
 
 
 # ----------------------------------------------------------------------------- cases
@@ -390,7 +421,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--mixes", default="text,binary,tiny")
+    parser.add_argument("--mixes", default="text,binary,tiny,source")
     parser.add_argument("--no-memory-row", action="store_true")
     parser.add_argument("--no-flow", action="store_true", help="zipfile and function only")
     parser.add_argument("--case", help=argparse.SUPPRESS)

@@ -318,7 +318,7 @@ class ZipStreamWriter:
             self.fail(f"writing failed: {exc!r}")
             raise
 
-    def _emit(self, data: bytes | memoryview) -> None:
+    def _emit(self, data: bytes | bytearray | memoryview) -> None:
         size = len(data)
         self._offset += size
         if size >= _OUT_BUFFER:
