@@ -13,7 +13,7 @@ Mixes (generated once under benchmarks/out/mixes, reused afterwards; one course 
 - ``tiny``: 100,000 files of 50 B to 2 KB (code-like, some random);
 - ``source``: real files no generator made: the installed packages that uv.lock pins
   (:data:`SOURCE_PACKAGES`: Python, C extensions, JSON data, JavaScript, CSS, images),
-  dealt out over the course's workspaces under their own relative paths;
+  dealt out in path order over the course's workspaces under their own relative paths;
 - ``many`` (memory row): 500,000 files of about 200 B, exported through the flow only.
 
 Cases, each in a fresh subprocess so its peak RSS (``VmHWM``) is its own:
@@ -176,7 +176,8 @@ def write_workspaces(root: Path, course_id: int, mix: Mix) -> None:
 
 
 def deal_out_packages(folders: list[Path]) -> None:
-    """Copy :data:`SOURCE_PACKAGES`' files (no bytecode), file i into folder i mod n."""
+    """Copy :data:`SOURCE_PACKAGES`' files (no bytecode) in path order, a run of
+    consecutive files into each folder: each workspace a piece of a real project's tree."""
     site = Path(sysconfig.get_paths()["purelib"])
     files = sorted(
         path
@@ -185,7 +186,7 @@ def deal_out_packages(folders: list[Path]) -> None:
         if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts
     )
     for index, path in enumerate(files):
-        target = folders[index % len(folders)] / path.relative_to(site)
+        target = folders[index * len(folders) // len(files)] / path.relative_to(site)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
 

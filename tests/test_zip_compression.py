@@ -3,6 +3,7 @@ claims (lakes mislabel files both ways)."""
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 
 import pytest
@@ -57,3 +58,39 @@ def test_chunks_deflated_apart_make_one_stream(pieces: list[bytes], textual: boo
     assert zlib.decompress(b"".join(out), -15) == b"".join(pieces)
     bound = compression.max_deflated_size(sum(map(len, pieces)), len(pieces))
     assert len(b"".join(out)) <= bound
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=20_000),
+        st.integers(0, 20_000).map(lambda n: text(n, seed=n)),
+        st.tuples(st.binary(min_size=1, max_size=8), st.integers(1, 5_000)).map(
+            lambda t: (t[0] * t[1])[: t[1]]
+        ),
+    ),
+    st.integers(1, 9),
+    st.sampled_from(["c/a.txt", "c/a.bin", "c/a.png", "c/noext"]),
+)
+def test_a_packed_entry_always_gives_back_its_bytes(data: bytes, level: int, name: str) -> None:
+    # Whole files go through libdeflate, tiny ones through zlib-ng: either way a zip
+    # reader's inflate must give back the very bytes, and the sums must be of the data.
+    packed = compression.pack(name, data, level)
+    assert (packed.size, packed.crc32) == (len(data), zlib.crc32(data))
+    assert packed.sha256 == hashlib.sha256(data).hexdigest()
+    if packed.method == DEFLATED:
+        assert zlib.decompress(bytes(packed.payload), -15) == data
+        assert len(packed.payload) < len(data)
+    else:
+        assert packed.method == STORED and bytes(packed.payload) == data
+
+
+@pytest.mark.parametrize("size", [1, 20, 63, 64, 65, 1_000, 100_000])
+def test_repetitive_data_is_deflated_at_any_size(size: int) -> None:
+    # libdeflate stores inputs of a few dozen bytes as they are; those go through zlib-ng,
+    # so even a 20-byte run of one letter is deflated, as zipfile would.
+    data = b"a" * size
+    packed = compression.pack("c/run.txt", data, 6)
+    assert packed.method == (DEFLATED if size >= 20 else STORED)
+    if packed.method == DEFLATED:
+        assert zlib.decompress(bytes(packed.payload), -15) == data
