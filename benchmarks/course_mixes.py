@@ -1,4 +1,4 @@
-"""Benchmark: the course zip on three mixes of files, against sequential ``zipfile``, and
+"""Benchmark: the course zip on four mixes of files, against sequential ``zipfile``, and
 the memory of a 500,000-file course (not run by the tests).
 
     .venv/bin/python benchmarks/course_mixes.py              # all mixes and the memory row

@@ -10,8 +10,8 @@ as deflating text and saves nothing, and lakes mislabel files both ways. So:
 * a deflated entry that saved less than 1/32 is stored after all.
 
 A file read whole (up to a chunk, 4 MiB) is deflated by libdeflate in one call: on real
-code and text it is 25-45% less CPU than zlib-ng at the same level and its output is no
-larger (benchmarks/README). Larger files are deflated in independent chunks that
+code and data it takes 0.6-0.9x zlib-ng's CPU at the same level, and its output is no
+larger (benchmarks/deflate_codecs.py, README). Larger files are deflated in independent chunks that
 concatenate into one raw deflate stream (as pigz does), so several cores share one file;
 that needs a stream primed with the previous chunk's window, which zlib-ng has and
 libdeflate does not.
@@ -39,10 +39,10 @@ __all__ = [
     "streamed_method",
 ]
 
-# Level 6, as zip tools default to: zlib-ng's streams stay within ~0.3% of zlib's and
-# libdeflate's within about 1% either way on code; level 5 was faster still but ~2.6%
-# larger on course code (benchmarks/). Both libraries release the GIL, so threads share
-# the cores.
+# Level 6, as zip tools default to. On real code and data libdeflate's output is up to
+# 0.8% smaller than zlib's (zlib-ng's up to 1.3% larger); on our generator's repetitive
+# text it is 1.7-3.6% larger. Level 5 is faster but 3.6-6.2% larger on that text
+# (benchmarks/deflate_codecs.py). Both libraries release the GIL, so threads share cores.
 DEFAULT_LEVEL = 6
 # Deflate must save at least 1/32 (~3%) of a file to be worth it; otherwise it is stored.
 _MIN_SAVING_SHIFT = 5
