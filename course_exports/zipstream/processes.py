@@ -17,8 +17,9 @@ Prefect for a flow run, or a user's unguarded script, which then fails), and for
 process full of threads is unsafe. It imports only this package, so it starts in a
 fraction of a second, which about :data:`AFTER_SMALL_FILES` small files pay back: small
 courses never start one. Batches and results are length-prefixed pickles, in order (one
-reader thread a packer completes the futures first in, first out). The packed entries
-are the same bytes either way: the zip does not depend on where a batch was packed.
+reader thread a packer completes the futures first in, first out); a packed batch comes
+back as columns (:class:`_Columns`). The packed entries are the same bytes either way:
+the zip does not depend on where a batch was packed.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import IO
+from itertools import accumulate
+from typing import IO, NamedTuple
 
 from course_exports.local_files import read_whole
 from course_exports.zipstream.compression import PackedEntry, pack
@@ -68,11 +70,74 @@ def pack_files(
     return packed
 
 
-#: What a packer answers: the batch's entries, or None for "read it yourself".
-Packed = list[PackedEntry] | None
+class _Columns(NamedTuple):
+    """A packed batch as it crosses the pipe: a few lists and two blobs, not a pickled
+    object per entry (the packer pickles less, the export process unpickles less)."""
+
+    arcnames: list[str]
+    sizes: list[int]
+    crc32s: list[int]
+    sha256s: bytes  # the digests back to back, 32 bytes each
+    methods: bytes  # one byte each
+    ends: list[int]  # where each payload ends in ``payloads``
+    payloads: bytes
+
+
+_DIGEST = 32
+
+
+def _to_columns(entries: list[PackedEntry]) -> _Columns:
+    return _Columns(
+        [entry.arcname for entry in entries],
+        [entry.size for entry in entries],
+        [entry.crc32 for entry in entries],
+        bytes.fromhex("".join(entry.sha256 for entry in entries)),
+        bytes(entry.method for entry in entries),
+        list(accumulate(len(entry.payload) for entry in entries)),
+        b"".join(entry.payload for entry in entries),
+    )
+
+
+class PackedColumns:
+    """A batch a packer process packed: its entries come out as it is iterated, in the
+    thread that iterates it (the pipeline's writer). Made in the thread that reads the
+    packer's pipe, which must do as little as it can: per-file work there cost the
+    export process ~5x what the same work costs in the writer's thread (the two threads
+    hand the GIL back and forth; measured ~9 µs against ~1.6 µs a file)."""
+
+    __slots__ = ("_columns",)
+
+    def __init__(self, columns: _Columns) -> None:
+        self._columns = columns
+
+    def __len__(self) -> int:
+        return len(self._columns.arcnames)
+
+    def __iter__(self) -> Iterator[PackedEntry]:
+        columns = self._columns
+        view = memoryview(columns.payloads)  # payloads are views into one blob: no copies
+        digests = columns.sha256s
+        rows = zip(
+            columns.arcnames, columns.sizes, columns.crc32s, columns.methods, columns.ends,
+            strict=True,
+        )  # fmt: skip
+        start = 0
+        for index, (arcname, size, crc32, method, end) in enumerate(rows):
+            digest = digests[index * _DIGEST : (index + 1) * _DIGEST].hex()
+            yield PackedEntry(arcname, size, crc32, digest, method, view[start:end])
+            start = end
+
+
+#: What packing a batch gives: its entries, or None for "read it yourself".
+Packed = list[PackedEntry] | PackedColumns | None
+
+
 #: The kinds of batch a packer takes, by the name each frame carries.
 _READ, _BY_PATH = "read", "by path"
-_PACKERS: dict[str, Callable[..., Packed]] = {_READ: pack_named, _BY_PATH: pack_files}
+_PACKERS: dict[str, Callable[..., list[PackedEntry] | None]] = {
+    _READ: pack_named,
+    _BY_PATH: pack_files,
+}
 
 
 def default_workers() -> int:
@@ -144,7 +209,7 @@ class PackerProcess:
             if isinstance(result, BaseException):
                 future.set_exception(result)
             else:
-                future.set_result(result)
+                future.set_result(None if result is None else PackedColumns(result))
         problem = PackerDiedError(f"the packer process ended (exit {self._process.poll()})")
         while self._waiting:
             self._waiting.popleft().set_exception(problem)
@@ -196,7 +261,8 @@ def serve(source: IO[bytes] | None = None, out: IO[bytes] | None = None) -> None
     while (payload := _read_frame(source)) is not None:
         kind, arguments = pickle.loads(payload)
         try:
-            result: object = _PACKERS[kind](*arguments)
+            packed = _PACKERS[kind](*arguments)
+            result: object = None if packed is None else _to_columns(packed)
         except Exception as exc:
             result = exc
         _write_frame(out, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
