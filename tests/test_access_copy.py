@@ -267,37 +267,6 @@ def test_each_chunk_is_a_parquet_file_and_together_they_are_the_sorted_day(
     assert day_rows.equals(day_rows.sort(list(indexer.COPY_ORDER), nulls_last=False))
 
 
-def test_a_small_course_decodes_only_its_row_groups_of_a_shared_chunk() -> None:
-    """Format 3: a chunk of several courses is in row groups of SHARED_ROW_GROUP rows
-    with course_id statistics (an export of one of them skips the rest); a course's own
-    chunk is one row group (its export reads it all)."""
-    small = [(course, 97) for course in range(1, 40)]  # 3,783 rows: one shared chunk
-    big = [(100, indexer.CHUNK_ROWS + 5)]
-    courses = [course for course, n in small + big for _ in range(n)]
-    start = datetime(2026, 11, 2, tzinfo=UTC)
-    frame = pl.DataFrame(
-        {
-            "course_id": courses,
-            "event_time": [start + timedelta(seconds=i) for i in range(len(courses))],
-        },
-        schema={"course_id": pl.Int64, "event_time": pl.Datetime("us", "UTC")},
-    )
-    data, chunks = indexer.chunked_parquet(frame)
-    assert [(c.first, c.last, c.courses) for c in chunks] == [(1, 39, 39), (100, 100, 1)]
-    shared, own = (
-        pq.ParquetFile(io.BytesIO(data[c.offset : c.offset + c.length])).metadata for c in chunks
-    )
-    assert own.num_row_groups == 1
-    assert shared.num_row_groups == -(-chunks[0].rows // clustered.SHARED_ROW_GROUP) > 1
-    ranges = []
-    for group in range(shared.num_row_groups):
-        column = shared.row_group(group).column(0)
-        assert column.path_in_schema == "course_id" and column.statistics.has_min_max
-        ranges.append((column.statistics.min, column.statistics.max))
-    # A course of 97 rows lies in one or two groups of 512, never in all of them.
-    assert sum(low <= 20 <= high for low, high in ranges) <= 2
-
-
 @given(
     runs=st.lists(st.integers(1, 40), max_size=60),
     chunk_rows=st.integers(1, 30),
@@ -347,8 +316,7 @@ def test_a_day_copied_by_an_older_release_is_read_from_the_source_and_rebuilt(
     assert data == reference(site)
     assert stats.days_from_copy == stats.days - 2  # today, and that day
     plan = indexer.plan_copy(site.lake, store, NOW, 6, max_days=10)
-    now = clustered.FORMAT
-    assert [(d.day, d.reason) for d in plan.build] == [(day, f"copied in format 1, now {now}")]
+    assert [(d.day, d.reason) for d in plan.build] == [(day, "copied in format 1, now 2")]
     assert indexer.build_day(site.lake, store, plan.build[0].partition).copied
     assert indexer.plan_copy(site.lake, store, NOW, 6, max_days=10).build == []
     assert export(site, store)[1].days_from_copy == stats.days - 1

@@ -8,11 +8,9 @@ keep a copy in our own storage, under the exports root in the reserved folder
 
     _access_log_copy/event_date=YYYY-MM-DD/<build id>.parquets
         the day's rows sorted by course_id, then SORT_KEYS, as *chunks* back to back:
-        each chunk a whole parquet file of its own (zstd, written by Polars) holding
-        either whole courses, about CHUNK_ROWS rows together, in row groups of
-        SHARED_ROW_GROUP rows with statistics (so a small course's export decodes only
-        the row groups its course_id falls in), or the rows of one course that has
-        CHUNK_ROWS or more that day, as one row group
+        each chunk a whole parquet file of its own (one row group, zstd, written by
+        Polars) holding either whole courses, about CHUNK_ROWS rows together, or the
+        rows of one course that has CHUNK_ROWS or more that day
     _access_log_copy/event_date=YYYY-MM-DD/index.json
         written after the file: the source files it was made from (name, size, content
         tag), the file's name and size, and each chunk's first and last course, rows,
@@ -34,8 +32,6 @@ index so the next indexer run rebuilds the day (``indexer``).
 Format 1 was one parquet file a day in row groups of 4,096 rows: an export then read
 the course's span and the footer (two reads a day) and Polars parsed each day's footer
 of ~40 row groups; a small course's 179 copied days cost twice what chunks cost.
-Format 2 wrote every chunk as one row group: the median course's export then decoded
-~730,000 rows to keep its 3,685 (60 ms of its ~200).
 """
 
 from __future__ import annotations
@@ -63,17 +59,12 @@ log = logging.getLogger(__name__)
 COPY_DIR = "_access_log_copy"
 INDEX = "index.json"
 #: Bumped when the file layout changes: older copies are then rebuilt, never misread.
-FORMAT = 3
+FORMAT = 2
 #: Rows of small courses packed into one chunk (a chunk closes once it has this many;
 #: a course with this many rows or more that day is a chunk of its own). A small
 #: course's export decodes fewer than 2 x CHUNK_ROWS rows of a day: a few tens of KB,
 #: while a day of 170,000 events is about 40 chunks, each with its own small footer.
 CHUNK_ROWS = 4_096
-#: Row groups of a chunk shared by several courses. Polars skips the row groups whose
-#: course_id statistics exclude the course, so the median course's export decodes ~1/6
-#: of its chunks' rows. Smaller groups cost footer bytes (+25% a shared chunk at 512 on
-#: the 30M lake) and parsing; 512 was the fastest of 4,096, 1,024, 512 and 256 there.
-SHARED_ROW_GROUP = 512
 #: Chunk bytes per Polars scan, so memory stays bounded whatever a batch holds.
 _SCAN_BYTES = 64 * 2**20
 
