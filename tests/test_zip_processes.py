@@ -6,6 +6,7 @@ names the problem."""
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -16,9 +17,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from zipkit import build, check_zip, noise, source, text
 
-from course_exports.zipstream import ArchiveError, Source
+from course_exports.zipstream import ArchiveError, Source, processes
 from course_exports.zipstream.processes import SMALL_AVERAGE_BYTES, SmallFilePacker, pack_files
 
 
@@ -119,6 +122,29 @@ def test_pack_files_leaves_what_is_not_as_listed_to_the_caller(tmp_path: Path) -
     assert pack_files(["a"], [str(tmp_path / "a")], [4], 6) is None  # shrank
     assert pack_files(["gone"], [str(tmp_path / "gone")], [1], 6) is None
     assert pack_files(["dir"], [str(tmp_path)], [1], 6) is None  # not a file
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.text(min_size=1, max_size=20), st.binary(max_size=3_000), st.booleans()),
+        max_size=12,
+    ),
+)
+def test_a_batch_crosses_the_pipe_as_columns_and_comes_back_the_same(
+    files: list[tuple[str, bytes, bool]],
+) -> None:
+    # What a packer pickles (columns) and what the writer then iterates must be the very
+    # entries packing gave: names, sizes, sums, digests, methods and payload bytes.
+    entries = [
+        processes.pack(f"c/{i}/{name}", text(len(data), seed=i) if textual else data, 6)
+        for i, (name, data, textual) in enumerate(files)
+    ]
+    columns = pickle.loads(pickle.dumps(processes._to_columns(entries)))
+    back = list(processes.PackedColumns(columns))
+    assert [(*e[:5], bytes(e.payload)) for e in back] == [
+        (*e[:5], bytes(e.payload)) for e in entries
+    ]
 
 
 def test_a_pool_only_for_many_small_files() -> None:

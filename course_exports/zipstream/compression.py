@@ -11,10 +11,10 @@ as deflating text and saves nothing, and lakes mislabel files both ways. So:
 
 A file read whole (up to a chunk, 4 MiB) is deflated by libdeflate in one call: on real
 code and data it takes 0.6-0.9x zlib-ng's CPU at the same level, and its output is no
-larger (benchmarks/deflate_codecs.py, README). Larger files are deflated in independent chunks that
-concatenate into one raw deflate stream (as pigz does), so several cores share one file;
-that needs a stream primed with the previous chunk's window, which zlib-ng has and
-libdeflate does not.
+larger (benchmarks/deflate_codecs.py, README). Larger files are deflated in independent
+chunks that concatenate into one raw deflate stream (as pigz does), so several cores
+share one file; that needs a stream primed with the previous chunk's window, which
+zlib-ng has and libdeflate does not.
 """
 
 from __future__ import annotations

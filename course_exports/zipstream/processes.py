@@ -110,9 +110,6 @@ class PackedColumns:
     def __init__(self, columns: _Columns) -> None:
         self._columns = columns
 
-    def __len__(self) -> int:
-        return len(self._columns.arcnames)
-
     def __iter__(self) -> Iterator[PackedEntry]:
         columns = self._columns
         view = memoryview(columns.payloads)  # payloads are views into one blob: no copies
