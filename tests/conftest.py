@@ -9,6 +9,7 @@ from __future__ import annotations
 import email
 import os
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -109,6 +110,21 @@ def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, aut
         and auth_data.password == SMTP_PASSWORD.encode()
     )
     return AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _prefect_events_closed() -> Iterator[None]:
+    """A module that ran flows in this process leaves Prefect's events worker behind,
+    its websocket open; the keepalive pings draw from the global ``random``, and one
+    landing while a later module's Hypothesis test draws examples made Hypothesis warn
+    "Do not use the `random` module inside strategies" (seen in CI now and then; traced
+    to ``websockets``' ping through a watch on ``random``'s functions). Draining the
+    worker after each module sends what it holds and closes the websocket."""
+    yield
+    if "prefect.events.worker" in sys.modules:
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=10, at_exit=False)
 
 
 @pytest.fixture(scope="session")
