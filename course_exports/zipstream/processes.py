@@ -77,13 +77,13 @@ class _Columns(NamedTuple):
     arcnames: list[str]
     sizes: list[int]
     crc32s: list[int]
-    sha256s: bytes  # the digests back to back, 32 bytes each
+    sha256s: str  # the hex digests back to back, as pack() made them
     methods: bytes  # one byte each
     ends: list[int]  # where each payload ends in ``payloads``
     payloads: bytes
 
 
-_DIGEST = 32
+_HEX_DIGEST = 64
 
 
 def _to_columns(entries: list[PackedEntry]) -> _Columns:
@@ -91,7 +91,7 @@ def _to_columns(entries: list[PackedEntry]) -> _Columns:
         [entry.arcname for entry in entries],
         [entry.size for entry in entries],
         [entry.crc32 for entry in entries],
-        bytes.fromhex("".join(entry.sha256 for entry in entries)),
+        "".join(entry.sha256 for entry in entries),
         bytes(entry.method for entry in entries),
         list(accumulate(len(entry.payload) for entry in entries)),
         b"".join(entry.payload for entry in entries),
@@ -120,7 +120,7 @@ class PackedColumns:
         )  # fmt: skip
         start = 0
         for index, (arcname, size, crc32, method, end) in enumerate(rows):
-            digest = digests[index * _DIGEST : (index + 1) * _DIGEST].hex()
+            digest = digests[index * _HEX_DIGEST : (index + 1) * _HEX_DIGEST]
             yield PackedEntry(arcname, size, crc32, digest, method, view[start:end])
             start = end
 
