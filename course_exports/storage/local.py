@@ -44,13 +44,9 @@ class LocalLocation(Location):
         return f"LocalLocation({self.root!r})"
 
     def _abs(self, *parts: Part) -> str:
-        if len(parts) == 1:
-            # One relative path, as listings give them and the zip reads 100,000 tiny
-            # files by: what join() would leave as it is, without its per-part work.
-            path = parts[0]
-            if type(path) is str and path and path[0] != "/" and path[-1] != "/":
-                return self._prefix + path
         rel = join(*parts)
+        if rel and rel[0] != "/":  # the usual case: what posixpath.join gives, cheaper
+            return self._prefix + rel
         return posixpath.join(self.root, rel) if rel else self.root
 
     #: How many reads are worth running at once: local reads hardly wait, and every thread costs a malloc arena.
