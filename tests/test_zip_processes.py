@@ -49,6 +49,18 @@ def test_a_process_packs_the_same_zip_as_threads(tmp_path: Path) -> None:
     check_zip(in_process, files, tmp_path)
 
 
+@pytest.mark.parametrize("queued", [1, 3])
+def test_a_pipeline_waiting_on_busy_packers_writes_the_same_zip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, queued: int
+) -> None:
+    # Few batches a packer may hold: the pipeline keeps stopping to write what came back.
+    monkeypatch.setattr(processes, "QUEUED_BATCHES", queued)
+    files = {n: d for n, d in mixed_files(1_500).items() if len(d) < 100_000}
+    threads = build(on_disk(tmp_path / "t", files, by_path=False), small_file_processes=0)[0]
+    waited = build(on_disk(tmp_path / "p", files), small_file_processes=2, processes_after_files=0)
+    assert waited[0] == threads
+
+
 def test_a_failure_in_a_process_packed_batch_stops_the_zip() -> None:
     def gone() -> Any:
         raise FileNotFoundError("no such file")
@@ -153,13 +165,57 @@ def test_a_pool_only_for_many_small_files() -> None:
         small = 100 * (SMALL_AVERAGE_BYTES - 1)
         assert packers.packer_for(100, 100 * SMALL_AVERAGE_BYTES) is None  # not small
         assert [packers.packer_for(100, small) for _ in range(9)] == [None] * 9  # not many yet
-        first, second, third = (packers.packer_for(100, small) for _ in range(3))
-        assert first is not None and second is not None and first is not second
-        assert third is first  # taken in turn
+        assert packers.packer_for(100, small) is not None
     finally:
         packers.shutdown()
     never = SmallFilePacker(workers=0, after_files=0)
     assert never.packer_for(100, 100) is None
+    assert not never.busy()
+
+
+def test_a_batch_goes_to_the_least_busy_packer_and_busy_ones_make_the_pipeline_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A FIFO nobody writes to holds a packer in its read: its batch stays queued.
+    monkeypatch.setattr(processes, "QUEUED_BATCHES", 2)
+    stuck = tmp_path / "fifo"
+    os.mkfifo(stuck)
+    packers = SmallFilePacker(workers=2, after_files=0)
+    try:
+        held = []
+        for _ in range(4):
+            assert not packers.busy()
+            packer = packers.packer_for(1, 1)
+            assert packer is not None
+            held.append(packer)
+            packer.submit_paths(["c/stuck"], [str(stuck)], [1], 6)
+        first, second = held[0], held[1]
+        assert first is not second and held == [first, second, first, second]
+        second.submit_paths(["c/stuck"], [str(stuck)], [1], 6)
+        assert packers.packer_for(1, 1) is first  # not in turn: by how much each holds
+        assert packers.packer_for(1, 1) is first
+        second_queued = 3
+        assert (first.queued, second.queued) == (2, second_queued)
+        assert packers.busy()
+    finally:
+        packers.shutdown(cancel=True)
+
+
+def test_the_pipes_to_a_packer_hold_a_packed_batch() -> None:
+    # With 64 KiB pipes a packed batch (~130 KB) blocked the packer until the export
+    # process's reader thread got the GIL back, once per 64 KiB.
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_GETPIPE_SZ"):
+        pytest.skip("pipe sizes are Linux's")
+    packer = processes.PackerProcess()
+    try:
+        for pipe in (packer._process.stdin, packer._process.stdout):
+            assert pipe is not None
+            assert fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ) >= min(
+                processes._PIPE_BYTES, int(Path("/proc/sys/fs/pipe-max-size").read_text())
+            )
+    finally:
+        packer.shutdown(cancel=False)
 
 
 def test_a_packer_ends_when_the_export_process_is_killed() -> None:

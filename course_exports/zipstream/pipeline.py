@@ -261,6 +261,8 @@ class _Pipeline:
     def _start_batch(self, upcoming: _Peekable) -> bool:
         # Once per file: the checks are written out here rather than called (100,000
         # tiny files make every call per file show).
+        if self._small_files.busy():
+            return False  # the batches in flight are written first; then this one starts
         batch: list[Source] = []
         cost = 0
         chunk_bytes, batch_bytes = self._options.chunk_bytes, self._batch_bytes
