@@ -33,8 +33,8 @@ from harness import case_parser, report_case, run_case_process  # noqa: E402
 
 from course_exports import registry, workspace  # noqa: E402
 from course_exports.course_export import export_course_zip  # noqa: E402
+from course_exports.export_records import ExportKind  # noqa: E402
 from course_exports.lake import read_course, read_roster, read_users  # noqa: E402
-from course_exports.registry import ExportKind  # noqa: E402
 from course_exports.storage import Location, open_location  # noqa: E402
 from course_exports.zipstream import DEFAULT_LEVEL  # noqa: E402
 

@@ -267,7 +267,7 @@ def case_function(
 ) -> dict[str, Any]:
     from course_exports import registry
     from course_exports.course_export import export_course_zip
-    from course_exports.registry import ExportKind
+    from course_exports.export_records import ExportKind
     from course_exports.storage import open_location
 
     started = time.perf_counter()

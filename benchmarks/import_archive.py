@@ -39,11 +39,11 @@ if str(ROOT) not in sys.path:
 
 from harness import peak_rss_mb  # noqa: E402
 
-from course_exports import registry  # noqa: E402
+from course_exports import export_records, registry  # noqa: E402
 from course_exports.course_export import ZIP_FORMAT  # noqa: E402
 from course_exports.errors import ExportError  # noqa: E402
+from course_exports.export_records import ExportKind, ExportRecord  # noqa: E402
 from course_exports.project import ImportLimits, import_workspace  # noqa: E402
-from course_exports.registry import ExportKind, ExportRecord  # noqa: E402
 from course_exports.storage import Location, open_location  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "import"
@@ -118,7 +118,7 @@ def write_large(entries: int) -> Any:
 
 def run_case(case: str, exports_url: str, course: int, export_id: str) -> None:
     exports = open_location(exports_url)
-    record = registry.read_record(exports, course, export_id)
+    record = export_records.read_record(exports, course, export_id)
     assert record is not None
     started = time.perf_counter()
     outcome = "imported"

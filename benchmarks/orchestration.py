@@ -99,8 +99,8 @@ def measure(tree: Path, runs: int, profile: int = 0) -> None:
     )
 
     from course_exports import registry
+    from course_exports.export_records import ExportKind
     from course_exports.lake import read_course
-    from course_exports.registry import ExportKind
     from course_exports.settings import load_settings
     from course_exports.storage import open_location
     from flows.export_access_data import export_access_data

@@ -23,8 +23,8 @@ from typing import Any, BinaryIO
 
 import polars as pl
 
+from course_exports.export_records import ExportRecord
 from course_exports.lake import Course, read_roster, read_users
-from course_exports.registry import ExportRecord
 from course_exports.spill import Spill
 from course_exports.storage import Location
 from course_exports.tabular import safe_csv

@@ -38,8 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from course_exports.course_export import ZIP_FORMAT, ZIP_MANIFEST
 from course_exports.errors import ExportError
+from course_exports.export_records import ExportRecord
 from course_exports.json_stream import JsonStreamError, read_object
-from course_exports.registry import ExportRecord
 from course_exports.text import one_line
 from course_exports.zipstream import CHUNK_BYTES
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from course_exports import registry
+from course_exports.export_records import ExportRecord, ExportRequest
 from course_exports.leases import RENEW_EVERY, Holder, Lease, course_lease, job_lease
 from course_exports.lifecycle import Claim
-from course_exports.registry import ExportRecord, ExportRequest
 from course_exports.storage import Location
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """One lifecycle for every export kind: claim, write, publish or fail; join or wait.
 
-A request (:class:`~course_exports.registry.ExportRequest`) becomes an export like this:
+A request (:class:`~course_exports.export_records.ExportRequest`) becomes an export like this:
 
 1. **Done before?** The request id's export is ``ready`` (or ``expired``): return it,
    unless its run is still alive and telling (no ``notified_at`` yet): wait for it. The
@@ -39,8 +39,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from course_exports import registry
+from course_exports import export_records, registry
 from course_exports.errors import ExportError
+from course_exports.export_records import ExportKind, ExportRecord, ExportRequest, ExportStatus
 from course_exports.leases import (
     LEASE_PREFIX,
     LEASE_TTL,
@@ -49,7 +50,6 @@ from course_exports.leases import (
     course_lease,
     job_lease,
 )
-from course_exports.registry import ExportKind, ExportRecord, ExportRequest, ExportStatus
 from course_exports.storage import Location
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def _decide(
 ) -> Claim:
     moment = now
     run = request.run_key
-    own = registry.read_record(exports, request.course_id, request.export_id)
+    own = export_records.read_record(exports, request.course_id, request.export_id)
     jobs = job_lease(exports, request.course_id, request.job_key)
     if own is not None:
         registry.check_same_request(own, request.request_id, request.parameters)
@@ -210,7 +210,7 @@ def _decide(
 
     joined = _read_joined(exports, request)
     if joined is not None:
-        target = registry.read_record(exports, request.course_id, joined.export_id)
+        target = export_records.read_record(exports, request.course_id, joined.export_id)
         if target is not None and _finished(target):
             return Claim(Outcome.DONE, target)
         holder = jobs.read()
@@ -285,7 +285,7 @@ def _join(
         and own.flow_run_id == request.flow_run_id
     ):
         # This run had queued its own export; another identical one got going first.
-        exports.delete(request.course_id, request.export_id, registry.MANIFEST)
+        exports.delete(request.course_id, request.export_id, export_records.MANIFEST)
     mark = Joined(export_id=export_id, job_key=request.job_key, joined_at=now)
     exports.write_bytes_atomic(mark.model_dump_json().encode(), *_joined_parts(request))
 
@@ -304,7 +304,7 @@ def _fresh_export(exports: Location, request: ExportRequest) -> ExportRecord | N
         return None
     if done.completed_at < request.requested_at or done.export_id == request.export_id:
         return None
-    record = registry.read_record(exports, request.course_id, done.export_id)
+    record = export_records.read_record(exports, request.course_id, done.export_id)
     if record is None or record.status is not ExportStatus.READY:
         return None
     return record
@@ -350,7 +350,7 @@ def _claim_record(
         if record is not None:
             return record
         # Another run of this request id got there between our read and our claim.
-        own = registry.read_record(exports, request.course_id, request.export_id)
+        own = export_records.read_record(exports, request.course_id, request.export_id)
         if own is None:
             raise RuntimeError(f"export {request.export_id} vanished while being claimed")
         registry.check_same_request(own, request.request_id, request.parameters)
@@ -396,7 +396,7 @@ def abandon_run(exports: Location, request: ExportRequest) -> ExportRecord | Non
             holder = lease.read()
             if holder is not None and holder.run == request.run_key:
                 lease.release(holder)
-    record = registry.read_record(exports, request.course_id, request.export_id)
+    record = export_records.read_record(exports, request.course_id, request.export_id)
     if (
         record is None
         or record.status is not ExportStatus.PENDING
@@ -413,4 +413,4 @@ def request_selection(**selection: Any) -> dict[str, Any]:
         if isinstance(value, list | tuple | set):
             value = sorted(set(value)) or None
         out[name] = value
-    return registry.canonical_parameters(out)
+    return export_records.canonical_parameters(out)

@@ -26,10 +26,10 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from course_exports import links, mail_headers
+from course_exports.export_records import ExportKind, ExportResult
 from course_exports.humanize import human_size
 from course_exports.lake import Person
 from course_exports.mail_headers import plain_text
-from course_exports.registry import ExportKind, ExportResult
 from course_exports.settings import Settings, SmtpConfig
 from course_exports.text import one_line as log_line
 

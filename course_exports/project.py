@@ -35,7 +35,8 @@ from course_exports.export_reader import (
     quoted,
     safe_relative,
 )
-from course_exports.registry import MANIFEST, ExportKind, ExportRecord, file_path, read_record
+from course_exports.export_records import MANIFEST, ExportKind, ExportRecord, read_record
+from course_exports.registry import file_path
 from course_exports.storage import Location, ObjectTooLargeError
 
 __all__ = [

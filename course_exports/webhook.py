@@ -41,7 +41,7 @@ from typing import Any
 import httpx
 from standardwebhooks import Webhook
 
-from course_exports.registry import ExportResult
+from course_exports.export_records import ExportResult
 from course_exports.text import one_line
 
 COMPLETED = "course-export.completed"

@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from course_exports import links, registry
+from course_exports import export_records, links
 from course_exports.errors import ExportError, SettingsError
-from course_exports.registry import ExportKind
+from course_exports.export_records import ExportKind
 from course_exports.settings import Settings, load_settings
 from course_exports.text import one_line
 from deployments.lms_client import TERMINAL_STATES, LmsClient, LmsClientError, RunEnded
@@ -82,7 +82,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     request_id = args.request_id or f"cli-{uuid.uuid4().hex}"
     with LmsClient.from_env() as client:
         ref = Runs(client).start(kind, _parameters(args), request_id)
-        export_id = registry.new_export_id(kind, args.course, request_id)
+        export_id = export_records.new_export_id(kind, args.course, request_id)
         what = "started" if ref.created else "already started"
         print(
             f"{args.kind} export of course {args.course} {what}: flow run {ref.id}, export {export_id}"
@@ -110,7 +110,7 @@ def _watch(
     while True:
         run = client.read_run(run_id)
         state = str(run.get("state_type"))
-        record = registry.read_record(exports, course_id, export_id)
+        record = export_records.read_record(exports, course_id, export_id)
         if record is not None and str(record.status) == "pending":
             text, percent = course_view.progress(record)
             line = f"{_bar(percent, tick)} running  {text}"
@@ -130,7 +130,7 @@ def _watch(
     try:
         result = client.result(run_id)
     except RunEnded as exc:
-        record = registry.read_record(exports, course_id, export_id)
+        record = export_records.read_record(exports, course_id, export_id)
         reason = getattr(record, "failure_reason", None) or exc.state_message or exc.state_name
         print(f"export failed: {one_line(reason, limit=500)}", file=out)
         return 1
@@ -157,7 +157,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     except LmsClientError as exc:
         print(f"(queued runs not shown: {exc})", file=sys.stderr)
     view = course_view.build(
-        registry.list_records(settings.exports(), args.course),
+        export_records.list_records(settings.exports(), args.course),
         runs,
         now=now,
         tz=course_view.zone(course.timezone),

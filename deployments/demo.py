@@ -20,8 +20,8 @@ os.environ.setdefault("PREFECT_HOME", str(Path("var/prefect").resolve()))
 import polars as pl
 
 from course_exports.errors import ExportError
+from course_exports.export_records import ExportResult
 from course_exports.lake import read_roster
-from course_exports.registry import ExportResult
 from course_exports.settings import ENV_PREFIX, Settings, load_settings
 from course_exports.text import one_line
 from sample_lake import LakeSpec, generate_lake

@@ -35,9 +35,9 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from course_exports import links, registry
+from course_exports import export_records, links, registry
 from course_exports.errors import ExportError, LakeDataError, SettingsError
-from course_exports.registry import ExportRecord, ExportStatus
+from course_exports.export_records import ExportRecord, ExportStatus
 from course_exports.settings import Settings, load_settings
 from course_exports.storage import Download, Location
 from course_exports.text import one_line, strip_bidi
@@ -141,7 +141,7 @@ class _Service:
             return _gone()
         try:
             record = await run_in_threadpool(
-                registry.read_record, self.exports, claims.course_id, claims.export_id
+                export_records.read_record, self.exports, claims.course_id, claims.export_id
             )
         except LakeDataError as exc:
             # A manifest that breaks the record's rules (e.g. a file_name that is a path

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from course_exports.registry import ExportKind, ExportResult
+from course_exports.export_records import ExportKind, ExportResult
 from course_exports.settings import load_settings
 from flows.hooks import export_flow
 from flows.parameters import COURSE_ID, REQUEST_ID, REQUESTED_BY, PositiveId

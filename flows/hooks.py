@@ -34,8 +34,8 @@ from prefect.flows import FlowStateHook
 from prefect.logging.loggers import flow_run_logger
 
 from course_exports import webhook
+from course_exports.export_records import ExportKind, ExportRequest, ExportResult
 from course_exports.lifecycle import TRANSIENT_REASON, teacher_reason
-from course_exports.registry import ExportKind, ExportRequest, ExportResult
 from course_exports.settings import load_settings
 from course_exports.text import one_line
 

@@ -12,9 +12,9 @@ from datetime import timedelta
 
 from prefect import flow
 
-from course_exports import lifecycle, registry
+from course_exports import export_records, lifecycle, registry
+from course_exports.export_records import ExportKind, ExportRequest
 from course_exports.lifecycle import CRASH_REASON
-from course_exports.registry import ExportKind, ExportRequest
 from course_exports.settings import Settings, load_settings
 from course_exports.text import one_line
 from flows.hooks import report_failure
@@ -67,8 +67,8 @@ def fail_crashed_export(settings: Settings, run: CrashedRun, kind: ExportKind) -
     if record is not None:
         registry.fail(exports, record, CRASH_REASON)
     else:
-        current = registry.read_record(exports, request.course_id, request.export_id)
-        if current is not None and current.status is registry.ExportStatus.READY:
+        current = export_records.read_record(exports, request.course_id, request.export_id)
+        if current is not None and current.status is export_records.ExportStatus.READY:
             print(f"export {current.export_id} was published before its run died")
             return
     report_failure(kind, read_flow_run(run.id), CRASH_REASON)

@@ -11,9 +11,9 @@ from uuid import UUID
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from course_exports import course_export, registry, workspace
+from course_exports.export_records import ExportRecord
 from course_exports.heartbeat import Heartbeat
 from course_exports.lake import Course, read_roster, read_users
-from course_exports.registry import ExportRecord
 from course_exports.settings import Settings
 from course_exports.workspace import WorkspacePlan
 from tasks.export import WrittenFile

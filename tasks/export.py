@@ -24,11 +24,11 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import Abort
 from prefect.states import Scheduled
 
-from course_exports import lifecycle, links, registry
+from course_exports import export_records, lifecycle, links, registry
+from course_exports.export_records import ExportKind, ExportRecord, ExportRequest, ExportResult
 from course_exports.heartbeat import Heartbeat, release_leases, start_heartbeat
 from course_exports.humanize import human_size
 from course_exports.lifecycle import Claim, Outcome
-from course_exports.registry import ExportKind, ExportRecord, ExportRequest, ExportResult
 from course_exports.settings import Settings
 from course_exports.text import markdown_text, one_line
 from tasks.mail import send_failure_mail, send_ready_mail
@@ -162,7 +162,7 @@ def conclude(
     record = decision.record
     assert record is not None  # a DONE claim carries the export it found
     joined = record.export_id != request.export_id
-    if record.status is registry.ExportStatus.FAILED:
+    if record.status is export_records.ExportStatus.FAILED:
         error = lifecycle.SharedExportFailedError(record)
         if request.notify:
             send_failure_mail(
@@ -174,7 +174,11 @@ def conclude(
         # Someone else's identical export: this requester gets their own mail and summary.
         print(f"request joined export {record.export_id} made for another request")
         return tell_requester(settings, request, checked, result)
-    if request.notify and record.status is registry.ExportStatus.READY and not record.notified_at:
+    if (
+        request.notify
+        and record.status is export_records.ExportStatus.READY
+        and not record.notified_at
+    ):
         # The run that published it stopped before its mail (killed between the two):
         # the teacher was never told, so this run tells.
         print(f"export {record.export_id} is ready but its mail never went out: sending it")

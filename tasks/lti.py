@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from course_exports import registry
+from course_exports.export_records import ExportRecord
 from course_exports.lake import Course
 from course_exports.lti import lti_csv
-from course_exports.registry import ExportRecord
 from course_exports.settings import Settings
 from tasks.export import WrittenFile
 from tasks.retry import io_task

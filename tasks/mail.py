@@ -6,8 +6,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from course_exports import mail
+from course_exports.export_records import ExportResult
 from course_exports.lake import Person
-from course_exports.registry import ExportResult
 from course_exports.settings import Settings
 
 

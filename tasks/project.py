@@ -6,9 +6,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.tasks import task
 
 from course_exports import project
+from course_exports.export_records import ExportRecord
 from course_exports.lake import Person, read_course, read_roster, read_users, require_teacher
 from course_exports.project import ImportedProject
-from course_exports.registry import ExportRecord
 from course_exports.settings import Settings
 from course_exports.text import markdown_text
 from tasks.retry import io_task

@@ -35,7 +35,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 
-from course_exports.registry import ExportKind
+from course_exports.export_records import ExportKind
 
 #: Carried by the automatic retry of a crashed export (deployments/lms_client.py has it too).
 CRASH_RETRY_TAG = "crash-retry"

@@ -12,6 +12,7 @@ from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 
 from course_exports.errors import InputError
+from course_exports.export_records import ExportKind, ExportRequest
 from course_exports.lake import (
     Course,
     Person,
@@ -22,7 +23,6 @@ from course_exports.lake import (
     require_teacher,
 )
 from course_exports.lifecycle import request_selection
-from course_exports.registry import ExportKind, ExportRequest
 from course_exports.settings import Settings
 from course_exports.workspace import check_selection
 from tasks.mail import send_failure_mail

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from course_exports.registry import ExportRecord, ExportStatus
+from course_exports.export_records import ExportRecord, ExportStatus
 from course_exports.settings import Settings, load_settings
 from course_exports.storage import open_location
 from sample_lake import LakeSummary, generate_lake, tiny_lake_spec

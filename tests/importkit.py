@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from course_exports import registry
+from course_exports.export_records import ExportKind, ExportRecord
 from course_exports.project import ImportedProject, import_workspace
-from course_exports.registry import ExportKind, ExportRecord
 from course_exports.storage import Location
 
 TOP = "Course (7) 2026-11-28 120000 UTC"

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from course_exports import links, registry
-from course_exports.registry import ExportKind, ExportRecord, ExportStatus
+from course_exports import export_records, links, registry
+from course_exports.export_records import ExportKind, ExportRecord, ExportStatus
 from course_exports.settings import Settings
 from course_exports.storage import Location
 from sample_lake import LakeSummary
@@ -110,7 +110,7 @@ class PageSite:
             )
         if status != "ready" or fields:
             record = record.model_copy(update={"status": ExportStatus(status), **fields})
-            registry.write_record(self.exports, record)
+            export_records.write_record(self.exports, record)
         return record
 
 

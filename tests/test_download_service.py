@@ -14,9 +14,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from course_exports import links, registry
+from course_exports import export_records, links, registry
 from course_exports.errors import SettingsError
-from course_exports.registry import ExportKind, ExportRecord, ExportStatus
+from course_exports.export_records import ExportKind, ExportRecord, ExportStatus
 from course_exports.settings import Settings
 from course_exports.storage import Location
 from deployments.download_service import content_disposition, create_app, main
@@ -232,7 +232,9 @@ def test_export_past_expires_at_gets_410_even_with_valid_token(local: Service) -
 
 def test_manifest_marked_expired_gets_410(local: Service) -> None:
     record = local.publish(payload(100))
-    registry.write_record(local.exports, record.model_copy(update={"status": ExportStatus.EXPIRED}))
+    export_records.write_record(
+        local.exports, record.model_copy(update={"status": ExportStatus.EXPIRED})
+    )
     assert httpx.get(local.link(record)).status_code == 410
 
 
@@ -264,7 +266,9 @@ def test_symlink_out_of_the_exports_root_gets_404(local: Service, tmp_path: Path
 def test_symlinked_export_folder_out_of_the_root_gets_404(local: Service, tmp_path: Path) -> None:
     record = local.publish(payload(100))
     folder = Path(
-        local.exports.path(registry.export_dir(local.exports, record.course_id, record.export_id))
+        local.exports.path(
+            export_records.export_dir(local.exports, record.course_id, record.export_id)
+        )
     )
     moved = tmp_path / "moved"
     folder.rename(moved)
@@ -275,7 +279,7 @@ def test_symlinked_export_folder_out_of_the_root_gets_404(local: Service, tmp_pa
 def point_manifest_at(exports: Location, record: ExportRecord, file_name: str) -> None:
     """Rewrite ``record``'s manifest on storage as a careless or hostile writer would,
     past the model's own checks."""
-    path = f"{registry.export_dir(exports, record.course_id, record.export_id)}/manifest.json"
+    path = f"{export_records.export_dir(exports, record.course_id, record.export_id)}/manifest.json"
     document = json.loads(exports.read_bytes(path))
     exports.write_bytes_atomic(json.dumps({**document, "file_name": file_name}).encode(), path)
 

@@ -20,7 +20,7 @@ import pytest
 from flowkit import LocalSite
 from importkit import snapshot
 
-from course_exports import project, registry
+from course_exports import export_records, project
 from course_exports.errors import InputError, NotFoundError, PermissionDeniedError
 from course_exports.export_reader import UnsafeArchiveError
 from course_exports.lake import read_course
@@ -241,9 +241,9 @@ def test_a_damaged_archive_is_refused_once_not_retried(
                 is_manifest = info.filename.endswith("/manifest.json")
                 dst.writestr(info, b"[]" if is_manifest else src.read(info))
     path.write_bytes(out.getvalue())
-    record = registry.read_record(exports, export.course_id, export.export_id)
+    record = export_records.read_record(exports, export.course_id, export.export_id)
     assert record is not None
-    registry.write_record(
+    export_records.write_record(
         exports,
         record.model_copy(
             update={

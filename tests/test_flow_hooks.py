@@ -19,8 +19,8 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from standardwebhooks import Webhook
 
 from course_exports import webhook
+from course_exports.export_records import ExportResult
 from course_exports.lifecycle import CRASH_REASON
-from course_exports.registry import ExportResult
 from flows.export_lti_settings import export_lti_settings
 from flows.hooks import RESULT_ARTIFACT_TYPE
 

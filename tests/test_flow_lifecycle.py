@@ -28,8 +28,8 @@ from prefect.client.schemas.filters import (
 
 from course_exports import leases, links
 from course_exports.errors import ConflictError
+from course_exports.export_records import ExportRecord, ExportResult, ExportStatus
 from course_exports.lake import read_course
-from course_exports.registry import ExportRecord, ExportResult, ExportStatus
 from course_exports.storage import open_location
 from flows.export_access_data import export_access_data
 from flows.export_course import export_course

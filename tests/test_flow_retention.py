@@ -11,9 +11,9 @@ import pytest
 from flowkit import LocalSite
 from test_retention import DATA, NOW, SECOND, TTL, make_export
 
-from course_exports import registry
+from course_exports import export_records, registry
 from course_exports.access_log import retention_cutoff
-from course_exports.registry import ExportStatus
+from course_exports.export_records import ExportStatus
 from course_exports.retention import AccessPurgeSummary, ExportPurgeSummary
 from course_exports.storage import Location, open_location
 from flows.retention import purge_access_logs, purge_expired_exports
@@ -67,12 +67,12 @@ def test_purge_expired_exports(site: LocalSite) -> None:
     assert summary.bytes_freed > 2 * len(DATA)
     assert expired.export_id in markdown and dead.export_id in markdown
 
-    tombstone = registry.read_record(exports, 7, expired.export_id)
+    tombstone = export_records.read_record(exports, 7, expired.export_id)
     assert tombstone is not None and tombstone.status is ExportStatus.EXPIRED
     assert tombstone.purged_at == NOW
-    assert registry.read_record(exports, 7, dead.export_id) is None
+    assert export_records.read_record(exports, 7, dead.export_id) is None
     for kept in (alive, writing):
-        assert registry.read_record(exports, 7, kept.export_id) == kept
+        assert export_records.read_record(exports, 7, kept.export_id) == kept
         assert Path(exports.path(registry.file_path(exports, kept))).read_bytes() == DATA
 
     again, _, _ = run(purge_expired_exports, now=NOW)
@@ -88,7 +88,7 @@ def test_purge_expired_exports_dry_run(site: LocalSite) -> None:
     assert dry.dry_run and dry.expired_ids == [expired.export_id]
     assert "Dry run" in markdown and "would free" in markdown
     assert site.export_files() == before
-    record = registry.read_record(exports, 7, expired.export_id)
+    record = export_records.read_record(exports, 7, expired.export_id)
     assert record is not None and record.status is ExportStatus.READY
 
 

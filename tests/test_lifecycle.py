@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from course_exports import heartbeat, leases, lifecycle, registry
+from course_exports import export_records, heartbeat, leases, lifecycle, registry
 from course_exports.errors import ConflictError, InputError, LakeDataError
+from course_exports.export_records import ExportKind, ExportRequest, ExportStatus
 from course_exports.lifecycle import Claim, Outcome
-from course_exports.registry import ExportKind, ExportRequest, ExportStatus
 from course_exports.storage import Location, open_location
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -51,7 +51,7 @@ def claim(exports: Location, req: ExportRequest, now: datetime = NOW) -> Claim:
 
 def finish(
     exports: Location, decision: Claim, req: ExportRequest, data: bytes = b"zip"
-) -> registry.ExportRecord:
+) -> export_records.ExportRecord:
     assert decision.record is not None
     record = registry.name_file(exports, decision.record, "a.zip")
     with registry.open_export_file(exports, record) as out:
@@ -92,7 +92,7 @@ def test_same_request_id_other_selections_at_once_one_claims_one_conflicts(
         assert len(writes) == 1 and len(refused) == 1, outcomes
         [winner] = writes
         assert winner.record is not None
-        stored = registry.read_record(exports, 7, winner.record.export_id)
+        stored = export_records.read_record(exports, 7, winner.record.export_id)
         assert stored == winner.record  # the winner's parameters, untouched by the loser
         finish(exports, winner, runs[outcomes.index(winner)])
 
@@ -167,7 +167,7 @@ def test_twins_queued_far_apart_share_one_export(exports: Location) -> None:
 def test_a_twin_does_not_take_an_export_that_is_no_longer_ready(exports: Location) -> None:
     first, twin = request("run-a"), request("run-b", requested_by=4)
     ready = finish(exports, claim(exports, first), first)
-    registry.write_record(exports, ready.model_copy(update={"status": ExportStatus.EXPIRED}))
+    export_records.write_record(exports, ready.model_copy(update={"status": ExportStatus.EXPIRED}))
     made = claim(exports, twin)
     assert made.writes and made.record is not None
     assert made.record.export_id != ready.export_id
@@ -293,7 +293,7 @@ def test_the_heartbeat_writes_progress_and_renews_leases(exports: Location) -> N
         time.sleep(0.02)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        stored = registry.read_record(exports, 7, decision.record.export_id)
+        stored = export_records.read_record(exports, 7, decision.record.export_id)
         if stored is not None and stored.progress.get("files_done") == 4:
             break
         time.sleep(0.05)
@@ -326,7 +326,7 @@ def test_waiting_too_long_gives_up_and_frees_the_queue(exports: Location) -> Non
     with pytest.raises(lifecycle.WaitedTooLongError) as raised:
         claim(exports, request("run-b", assignment_ids=[2]), now=late)
     assert raised.value.reason == lifecycle.WAITED_TOO_LONG_REASON
-    tombstone = registry.read_record(exports, 7, queued.record.export_id)
+    tombstone = export_records.read_record(exports, 7, queued.record.export_id)
     assert tombstone is not None and tombstone.status is ExportStatus.FAILED
     assert leases.job_lease(exports, 7, request("run-b", assignment_ids=[2]).job_key).read() is None
 
@@ -353,14 +353,14 @@ def test_claims_and_leases_are_atomic_on_s3(s3_server: Any) -> None:
     runs = [request(f"run-{i}", request_id="r1", assignment_ids=[i % 2]) for i in range(8)]
     barrier = threading.Barrier(len(runs))
 
-    def go(req: ExportRequest) -> registry.ExportRecord | None:
+    def go(req: ExportRequest) -> export_records.ExportRecord | None:
         barrier.wait()
         return registry.claim(exports, req, course_name="Intro", ttl=TTL, now=NOW)
 
     with ThreadPoolExecutor(len(runs)) as pool:
         won = [c for c in pool.map(go, runs) if c is not None]
     assert len(won) == 1
-    assert registry.read_record(exports, 7, won[0].export_id) == won[0]
+    assert export_records.read_record(exports, 7, won[0].export_id) == won[0]
     lease = leases.course_lease(exports, 7)
     holders = [lease.acquire(f"e{i}", f"run-{i}", now=NOW) for i in range(3)]
     assert len({h.token for h in holders}) == 1 and holders[0].held_by("e0", "run-0")

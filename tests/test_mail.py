@@ -14,9 +14,9 @@ from hypothesis import settings as examples
 from hypothesis import strategies as st
 
 from course_exports import mail, mail_headers
+from course_exports.export_records import ExportKind, ExportResult, ExportStatus
 from course_exports.humanize import human_size
 from course_exports.lake import Person
-from course_exports.registry import ExportKind, ExportResult, ExportStatus
 from course_exports.settings import Settings
 
 EXPIRES = datetime(2026, 12, 5, 18, 17, 42, tzinfo=UTC)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from course_exports import mail, registry
+from course_exports import export_records, mail, registry
 from course_exports.errors import InputError, LakeDataError
 from course_exports.lake import Person
 from course_exports.retention import ExportPurgeSummary
@@ -78,8 +78,8 @@ def test_skipped_manifest_log_line_stays_one_line(
     (folder / "manifest.json").write_text(
         '{"course_name": "' + HOSTILE.replace("\r\n", "\\r\\n").replace("\n", "\\n") + '"}'
     )
-    with caplog.at_level(logging.WARNING, logger="course_exports.registry"):
-        assert registry.list_records(exports, 7) == []
+    with caplog.at_level(logging.WARNING, logger="course_exports.export_records"):
+        assert export_records.list_records(exports, 7) == []
     assert_one_line(caplog.records)
 
 
@@ -117,7 +117,7 @@ def test_download_service_log_lines_stay_one_line(
     )  # type: ignore[arg-type]
     exports = settings.exports()
     record = registry.begin_export(
-        exports, kind=registry.ExportKind.COURSE, course_id=7, course_name=HOSTILE,
+        exports, kind=export_records.ExportKind.COURSE, course_id=7, course_name=HOSTILE,
         requested_by=1, request_id=None, parameters={}, file_name="Intro\u202egpj.exe [click](x).zip",  # an old manifest: bidi in the name
         ttl=timedelta(days=7),
     )  # fmt: skip
@@ -131,7 +131,7 @@ def test_download_service_log_lines_stay_one_line(
 def test_export_summary_markdown_is_inert() -> None:
     from datetime import timedelta
 
-    from course_exports.registry import ExportKind, ExportResult, ExportStatus
+    from course_exports.export_records import ExportKind, ExportResult, ExportStatus
     from tasks.export import summary_markdown
 
     result = ExportResult(

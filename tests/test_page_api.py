@@ -14,7 +14,7 @@ import pytest
 from pagekit import PageSite, now
 
 from course_exports import links
-from course_exports.registry import ExportKind
+from course_exports.export_records import ExportKind
 from deployments.download_service import OPENAPI
 
 

@@ -23,7 +23,7 @@ import pytest
 from pagekit import KEY, PageSite
 
 from course_exports import links
-from course_exports.registry import ExportKind
+from course_exports.export_records import ExportKind
 from deployments import cli
 from deployments.local_stack import REPO_ROOT, free_port
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from course_exports.registry import ExportKind
+from course_exports.export_records import ExportKind
 from deployments.web import starter
 from deployments.web.runs import RunInfo
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from pagekit import TTL, PageSite, now
 
-from course_exports.registry import ExportKind, ExportRecord, ExportStatus, new_export_id
+from course_exports.export_records import ExportKind, ExportRecord, ExportStatus, new_export_id
 from deployments.web import course_view
 from deployments.web.course_view import RowState
 from deployments.web.runs import RunInfo

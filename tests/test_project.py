@@ -33,8 +33,8 @@ from importkit import (
 )
 
 from course_exports.errors import InputError, NotFoundError
+from course_exports.export_records import ExportRecord
 from course_exports.project import ImportLimits, UnsafeArchiveError
-from course_exports.registry import ExportRecord
 from course_exports.storage import LocalLocation, Location, open_location
 
 

@@ -11,7 +11,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.events.actions import ChangeFlowRunState, RunDeployment
 from prefect.events.schemas.automations import EventTrigger
 
-from course_exports.registry import ExportKind
+from course_exports.export_records import ExportKind
 from deployments import automations, serve
 from tasks import recovery
 from tasks.recovery import CRASH_RETRY_TAG, HANDLED_TAG, CrashedRun

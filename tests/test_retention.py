@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from seaweed import SeaweedFS
 
-from course_exports import registry, retention
+from course_exports import export_records, registry, retention
 from course_exports.access_log import ACCESS_LOG_SCHEMA
 from course_exports.errors import LakeDataError
+from course_exports.export_records import ExportKind, ExportRecord, ExportStatus
 from course_exports.project import PROJECT_JSON, PROJECTS
-from course_exports.registry import ExportKind, ExportRecord, ExportStatus
 from course_exports.retention import AccessPurgeSummary, ExportPurgeSummary
 from course_exports.retention.steps import StepKind
 from course_exports.settings import Settings
@@ -72,7 +72,7 @@ def make_export(
     if isinstance(exports, LocalLocation):
         set_mtime(
             exports,
-            exports.path(registry.export_dir(exports, course_id, record.export_id)),
+            exports.path(export_records.export_dir(exports, course_id, record.export_id)),
             created,
         )
     return record
@@ -131,7 +131,7 @@ def files_of(root: Path) -> dict[str, bytes]:
 
 
 def state_of(exports: Location, record: ExportRecord) -> ExportRecord | None:
-    return registry.read_record(exports, record.course_id, record.export_id)
+    return export_records.read_record(exports, record.course_id, record.export_id)
 
 
 @pytest.fixture
@@ -164,7 +164,7 @@ def test_expires_at_the_second_and_not_before(exports: Location) -> None:
     kept = state_of(exports, alive)
     assert kept == alive and kept.is_live(NOW)
     assert Path(kept.file_url).read_bytes() == DATA
-    assert [r.export_id for r in registry.list_live(exports, 7, NOW)] == [alive.export_id]
+    assert [r.export_id for r in export_records.list_live(exports, 7, NOW)] == [alive.export_id]
 
 
 COUNTS = (
@@ -227,7 +227,7 @@ def test_pending_is_kept_for_a_day_then_removed(exports: Location) -> None:
     assert summary.bytes_freed > len(DATA)  # the file and its manifest
     assert summary.in_progress == 1
     assert state_of(exports, old) is None
-    assert not Path(exports.path(registry.export_dir(exports, 7, old.export_id))).exists()
+    assert not Path(exports.path(export_records.export_dir(exports, 7, old.export_id))).exists()
     assert state_of(exports, young) == young and file_exists(exports, young)
 
 
@@ -253,7 +253,7 @@ def test_files_without_manifest(exports: Location) -> None:
 
 def test_stale_temp_files_of_atomic_writes(exports: Location) -> None:
     live = make_export(exports, NOW - timedelta(days=2))
-    folder = Path(exports.path(registry.export_dir(exports, 7, live.export_id)))
+    folder = Path(exports.path(export_records.export_dir(exports, 7, live.export_id)))
     old_tmp = folder / f".manifest.json.{uuid.uuid4().hex}.tmp"
     new_tmp = folder / f".manifest.json.{uuid.uuid4().hex}.tmp"
     for path, when in ((old_tmp, NOW - timedelta(days=2)), (new_tmp, NOW - timedelta(hours=1))):
@@ -298,7 +298,7 @@ def test_a_rerun_taking_over_the_export_id_is_left_alone(exports: Location) -> N
     dead = make_export(exports, NOW - timedelta(days=2), publish=False)
     plan = retention.decide_export_purge(retention.survey_exports(exports), NOW, TTL)
     assert [s.item for s in plan.steps] == [dead.export_id]
-    registry.write_record(exports, dead.model_copy(update={"created_at": NOW}))
+    export_records.write_record(exports, dead.model_copy(update={"created_at": NOW}))
     assert retention.apply_steps(exports, plan.steps, NOW) == []
     assert file_exists(exports, dead)
 
@@ -318,7 +318,7 @@ def test_what_is_not_ours_is_not_touched(exports: Location, tmp_path: Path) -> N
     for rel in ("README.txt", "7/notes.txt", "misc/abc/def.bin", f"{PROJECTS}/x/y.txt"):
         put(exports, exports.path(rel), b"keep me")
     broken = uuid.uuid4().hex
-    put(exports, exports.path(7, broken, registry.MANIFEST), b"{not json")
+    put(exports, exports.path(7, broken, export_records.MANIFEST), b"{not json")
     put(exports, exports.path(7, broken, "export.csv"), b"data")
     set_mtime(exports, exports.root, old)
     before = files_of(tmp_path / "exports")
@@ -488,7 +488,7 @@ def test_only_uploads_a_day_old_are_aborted(exports: Location) -> None:
     """Decided from the upload's start time (a real server reports the real clock, so tested here)."""
     running = make_export(exports, NOW - timedelta(days=3), publish=False)
     # the pending export is old, but its upload started an hour ago: the run is alive
-    folder = exports.path(registry.export_dir(exports, 7, running.export_id))
+    folder = exports.path(export_records.export_dir(exports, 7, running.export_id))
     uploads = [
         retention.PendingUpload(
             path=f"{folder}/export.csv",
@@ -700,4 +700,4 @@ def test_a_failed_tombstone_lives_as_long_as_the_export_would_have(exports: Loca
     [step] = [s for s in plan.steps if s.item == record.export_id]
     assert step.kind is retention.StepKind.REMOVE_TOMBSTONE
     assert retention.apply_steps(exports, [step], later) == [step]
-    assert registry.read_record(exports, 7, record.export_id) is None
+    assert export_records.read_record(exports, 7, record.export_id) is None

@@ -18,7 +18,7 @@ from standardwebhooks import Webhook
 
 from course_exports import webhook
 from course_exports.errors import SettingsError
-from course_exports.registry import ExportKind, ExportResult, ExportStatus
+from course_exports.export_records import ExportKind, ExportResult, ExportStatus
 from course_exports.settings import load_settings
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(1, 33))).decode()

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from course_exports.access_log import as_utc
+from course_exports.export_records import ExportRecord, ExportStatus, read_record, write_record
 from course_exports.project import PROJECT_JSON
-from course_exports.registry import ExportRecord, ExportStatus, read_record, write_record
 from course_exports.retention.exports import is_stale, last_sign_of_life
 from course_exports.retention.steps import ProjectStamp, PurgeStep, StepKind
 from course_exports.retention.survey import find_files, is_course_mark

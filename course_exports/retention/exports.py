@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel
 
 from course_exports.access_log import as_utc
+from course_exports.export_records import MANIFEST, ExportRecord, ExportStatus
 from course_exports.project import PROJECT_JSON
-from course_exports.registry import MANIFEST, ExportRecord, ExportStatus
 from course_exports.retention.steps import PurgeStep, StepKind, StoredFile, purge_step
 from course_exports.retention.survey import (
     ExportFolder,

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
-from course_exports.registry import ExportRecord
+from course_exports.export_records import ExportRecord
 
 
 class StoredFile(BaseModel):

@@ -10,8 +10,8 @@ from datetime import datetime
 from pydantic import BaseModel, ValidationError
 
 from course_exports.errors import LakeDataError
+from course_exports.export_records import MANIFEST, ExportRecord, read_record
 from course_exports.project import PROJECT_JSON, PROJECTS
-from course_exports.registry import MANIFEST, ExportRecord, read_record
 from course_exports.retention.steps import ProjectStamp, StoredFile
 from course_exports.storage import Entry, Location
 

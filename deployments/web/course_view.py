@@ -16,8 +16,8 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from course_exports.export_records import ExportKind, ExportRecord
 from course_exports.humanize import human_size
-from course_exports.registry import ExportKind, ExportRecord
 from deployments.web.runs import RunInfo
 
 #: Expired exports stay on the page (greyed out) this long.

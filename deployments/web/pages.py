@@ -27,9 +27,9 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from course_exports import links, registry
+from course_exports import export_records, links
 from course_exports.errors import ExportError, NotFoundError
-from course_exports.registry import ExportKind, ExportRecord
+from course_exports.export_records import ExportKind, ExportRecord
 from course_exports.settings import Settings
 from course_exports.text import strip_bidi
 from deployments.lms_client import LmsClientError
@@ -231,7 +231,7 @@ class CoursePages:
     ) -> tuple[course_view.CourseView, Any, bool]:
         course = self.p.facts.course(course_id)
         if records is None:
-            records = registry.list_records(self.p.settings.exports(), course_id)
+            records = export_records.list_records(self.p.settings.exports(), course_id)
         runs, prefect_ok = self._runs(course_id)
         view = course_view.build(
             records,
@@ -313,7 +313,7 @@ class CoursePages:
             return "joined", same.export_id or same.run_id
         params = {"course_id": course_id, **wanted.parameters}
         ref = self.p.runs.start(wanted.kind, params, wanted.request_id)
-        export_id = registry.new_export_id(wanted.kind, course_id, wanted.request_id)
+        export_id = export_records.new_export_id(wanted.kind, course_id, wanted.request_id)
         return ("started" if ref.created else "joined"), export_id
 
     # -- Download buttons --------------------------------------------------------------
@@ -326,7 +326,7 @@ class CoursePages:
         now = self.p.clock()
         try:
             record = await run_in_threadpool(
-                registry.read_record, self.p.settings.exports(), current.course_id, export_id
+                export_records.read_record, self.p.settings.exports(), current.course_id, export_id
             )
         except ExportError as exc:
             log.error("export %s/%s: %s", current.course_id, export_id, exc)
@@ -380,7 +380,7 @@ class CoursePages:
         return JSONResponse(body, headers=HEADERS)
 
     def _listing(self, course_id: int, now: datetime) -> dict[str, Any]:
-        records = registry.list_records(self.p.settings.exports(), course_id)
+        records = export_records.list_records(self.p.settings.exports(), course_id)
         live = [r for r in records if r.is_live(now)]
         view, _, _ = self._view(course_id, records)
         return {

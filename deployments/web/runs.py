@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from course_exports.registry import ExportKind, new_export_id
+from course_exports.export_records import ExportKind, new_export_id
 from deployments.lms_client import ACTIVE_STATES, FlowRunRef, LmsClient
 
 #: The deployment of each export kind (prefect.yaml).

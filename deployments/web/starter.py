@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from course_exports.registry import ExportKind
+from course_exports.export_records import ExportKind
 from deployments.web.course_view import zone
 from deployments.web.runs import RunInfo
 
