@@ -29,6 +29,7 @@ from course_exports.storage import (
     ObjectChangedError,
     ObjectTooLargeError,
     RedirectDownload,
+    SizedReader,
     open_location,
 )
 from course_exports.storage.base import join as storage_join
@@ -423,3 +424,21 @@ def test_s3_failed_write_leaves_no_upload_even_through_an_outage(s3_server: Seaw
             raise RuntimeError("the pipeline failed during the outage")
     assert list(direct.pending_uploads()) == []
     assert not direct.exists("big.bin")
+
+
+def test_a_sized_reader_seeks_by_arithmetic_and_refuses_before_the_start() -> None:
+    class Letters(SizedReader):
+        def readinto(self, out: Any) -> int:
+            n = max(0, min(len(out), self._size - self._position))
+            out[:n] = b"abcdefghij"[self._position : self._position + n]
+            self._position += n
+            return n
+
+    raw = Letters(10, "s3://bucket/letters")
+    assert (raw.seek(3), raw.read(2), raw.tell()) == (3, b"de", 5)
+    assert (raw.seek(2, io.SEEK_CUR), raw.read()) == (7, b"hij")
+    assert (raw.seek(-4, io.SEEK_END), raw.read(1)) == (6, b"g")
+    assert raw.seek(20) == 20 and raw.read() == b""  # past the end reads nothing, as files do
+    with pytest.raises(OSError, match="s3://bucket/letters: seek before the start"):
+        raw.seek(-11, io.SEEK_END)
+    assert io.BufferedReader(Letters(10, "x")).read() == b"abcdefghij"

@@ -10,11 +10,10 @@ refuses any other read (pyarrow reads footers from it).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from typing import Any
 
-from course_exports.storage import Location
+from course_exports.storage import Location, SizedReader
 
 #: The end of a file fetched for its footer: pyarrow's own first footer read, which
 #: holds the whole footer of any but very wide or very long files.
@@ -27,12 +26,13 @@ class UnfetchedReadError(OSError):
     """A reader asked for bytes that were not fetched."""
 
 
-class FetchedFile(io.RawIOBase):
+class FetchedFile(SizedReader):
     """A read-only file of ``size`` bytes of which only ``pieces`` (offset, bytes) are
     known. A read must lie inside the known bytes (pieces that touch join); any other
     read raises :class:`UnfetchedReadError` (an OSError) rather than invent bytes."""
 
     def __init__(self, size: int, pieces: Sequence[tuple[int, bytes]]) -> None:
+        super().__init__(size, "a fetched file")
         joined: list[tuple[int, bytes]] = []
         for offset, data in sorted((o, d) for o, d in pieces if d):
             end = joined[-1][0] + len(joined[-1][1]) if joined else -1
@@ -41,24 +41,6 @@ class FetchedFile(io.RawIOBase):
             else:
                 joined.append((offset, data))
         self._pieces = [(offset, memoryview(data)) for offset, data in joined]
-        self._size = size
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._position = base + offset
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
 
     def readinto(self, out: Any) -> int:
         start = self._position

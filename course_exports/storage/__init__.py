@@ -15,6 +15,7 @@ from course_exports.storage.base import (
     ObjectChangedError,
     ObjectTooLargeError,
     PendingUpload,
+    SizedReader,
     join,
 )
 from course_exports.storage.download import Download, FileDownload, RedirectDownload
@@ -41,6 +42,7 @@ __all__ = [
     "PendingUpload",
     "RedirectDownload",
     "S3Location",
+    "SizedReader",
     "join",
     "open_location",
 ]

@@ -9,6 +9,7 @@ one it has. Listings are streamed :class:`Entry` tuples, never a dict per object
 from __future__ import annotations
 
 import errno
+import io
 import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
@@ -61,6 +62,34 @@ class ObjectChangedError(OSError):
     def __init__(self, url: str) -> None:
         super().__init__(errno.ESTALE, f"{url}: replaced while it was being read")
         self.url = url
+
+
+class SizedReader(io.RawIOBase):
+    """A read-only file of a known size that keeps its own position: seeking is
+    arithmetic, never I/O. A subclass reads at ``_position`` in ``readinto`` and moves it
+    on; ``name`` says whose file it is in errors."""
+
+    def __init__(self, size: int, name: str) -> None:
+        super().__init__()
+        self._size = size
+        self._position = 0
+        self._name = name
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise OSError(errno.EINVAL, f"{self._name}: seek before the start")
+        self._position = base + offset
+        return self._position
 
 
 def join(*parts: Part) -> str:

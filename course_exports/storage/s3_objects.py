@@ -24,7 +24,7 @@ from obstore.store import S3Store
 if TYPE_CHECKING:
     from obstore import GetOptions
 
-from course_exports.storage.base import ObjectChangedError
+from course_exports.storage.base import ObjectChangedError, SizedReader
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -114,33 +114,16 @@ class BodyStream(io.RawIOBase):
         return n
 
 
-class PinnedObject(io.RawIOBase):
+class PinnedObject(SizedReader):
     """One version of an object as a seekable file: ranged GETs that each carry the
     ``If-Match`` of the ETag seen when it was opened, so an object replaced while it is
     read fails the next read (412) instead of mixing two versions' bytes."""
 
     def __init__(self, store: S3Store, key: str, url: str) -> None:
         meta = obstore.head(store, key)
+        super().__init__(int(meta["size"]), url)
         self._store, self._key, self._url = store, key, url
-        self._size = int(meta["size"])
         self._etag: str | None = meta["e_tag"]
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise OSError(errno.EINVAL, f"{self._url}: seek before the start")
-        self._position = base + offset
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
 
     def readinto(self, out: Any) -> int:
         end = min(self._position + len(out), self._size)
