@@ -18,8 +18,10 @@ process full of threads is unsafe. It imports only this package, so it starts in
 fraction of a second, which about :data:`AFTER_SMALL_FILES` small files pay back: small
 courses never start one. Batches and results are length-prefixed pickles, in order (one
 reader thread a packer completes the futures first in, first out); a packed batch comes
-back as columns (:class:`_Columns`). The packed entries are the same bytes either way:
-the zip does not depend on where a batch was packed.
+back as columns (:class:`_Columns`). A packer holds at most :data:`QUEUED_BATCHES`
+batches, and its pipes hold a packed batch: neither process ever waits on a full pipe
+while the other has work for it. The packed entries are the same bytes either way: the
+zip does not depend on where a batch was packed.
 """
 
 from __future__ import annotations
