@@ -31,9 +31,9 @@ Cases, each in a fresh subprocess so its peak RSS (``VmHWM``) is its own:
 - ``flow``: the ``export-course`` flow run end to end against a Prefect server started
   here in its own process (so the case's process is what a worker's flow run would be,
   with Prefect's flow engine and the flow imported before the clock starts, as
-  ``python -m prefect.engine`` has them before its run starts; see ``run_case``): request checks, plan,
-  registry, zip, publication, summary artifact; no mail. One untimed flow run (the
-  first mix's LTI links) warms the fresh server first.
+  ``python -m prefect.engine`` has them before its run starts; see ``run_case``):
+  request checks, plan, registry, zip, publication, summary artifact; no mail. One
+  untimed flow run (the first mix's LTI links) warms the fresh server first.
 
 The machine is shared and noisy: compare the ratios within one run, not seconds across
 runs. The function runs first in each mix (the baseline needs its zip), then the

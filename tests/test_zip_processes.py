@@ -173,7 +173,7 @@ def test_a_pool_only_for_many_small_files() -> None:
     assert not never.busy()
 
 
-def test_a_batch_goes_to_the_least_busy_packer_and_busy_ones_make_the_pipeline_wait(
+def test_a_batch_goes_to_the_least_busy_packer_and_full_packers_are_busy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A FIFO nobody writes to holds a packer in its read: its batch stays queued.
@@ -194,8 +194,7 @@ def test_a_batch_goes_to_the_least_busy_packer_and_busy_ones_make_the_pipeline_w
         second.submit_paths(["c/stuck"], [str(stuck)], [1], 6)
         assert packers.packer_for(1, 1) is first  # not in turn: by how much each holds
         assert packers.packer_for(1, 1) is first
-        second_queued = 3
-        assert (first.queued, second.queued) == (2, second_queued)
+        assert (first.queued, second.queued) == (2, 3)
         assert packers.busy()
     finally:
         packers.shutdown(cancel=True)

@@ -262,7 +262,7 @@ class _Pipeline:
         # Once per file: the checks are written out here rather than called (100,000
         # tiny files make every call per file show).
         if self._small_files.busy():
-            return False  # the batches in flight are written first; then this one starts
+            return False  # no batch starts (small or not) until one in flight is written
         batch: list[Source] = []
         cost = 0
         chunk_bytes, batch_bytes = self._options.chunk_bytes, self._batch_bytes

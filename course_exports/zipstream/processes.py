@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from itertools import accumulate
+from operator import attrgetter
 from typing import IO, NamedTuple
 
 from course_exports.local_files import read_whole
@@ -242,10 +243,6 @@ class PackerProcess:
         self._reader.join()
 
 
-def _queued(process: PackerProcess) -> int:
-    return process.queued
-
-
 def _enlarge(pipe: IO[bytes] | None) -> None:
     # Linux only (F_SETPIPE_SZ); elsewhere, or above a lowered ceiling, the default stays.
     if pipe is not None and hasattr(fcntl, "F_SETPIPE_SZ"):
@@ -263,8 +260,8 @@ class SmallFilePacker:
         self._processes: list[PackerProcess] = []
 
     def busy(self) -> bool:
-        """Every packer holds :data:`QUEUED_BATCHES`: the next small batch should wait
-        (there is one in flight to write meanwhile)."""
+        """Every packer holds :data:`QUEUED_BATCHES`: the pipeline starts no batch until
+        it has written one that came back (there is always one in flight then)."""
         return bool(self._processes) and all(
             process.queued >= QUEUED_BATCHES for process in self._processes
         )
@@ -279,7 +276,7 @@ class SmallFilePacker:
             return None
         if not self._processes:
             self._processes = [PackerProcess() for _ in range(self._workers)]
-        return min(self._processes, key=_queued)  # the first of the least busy
+        return min(self._processes, key=attrgetter("queued"))  # the first of the least busy
 
     def shutdown(self, *, cancel: bool = False) -> None:
         for process in self._processes:
