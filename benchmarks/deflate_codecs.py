@@ -3,15 +3,13 @@
     .venv/bin/python benchmarks/deflate_codecs.py                 # every corpus below
     .venv/bin/python benchmarks/deflate_codecs.py --limit 5000    # at most 5,000 files each
 
-Why a whole file read into memory is deflated by libdeflate (by ISA-L under 1 KiB) and a
-streamed one by zlib-ng (``course_exports/zipstream/compression.py``): each library
-deflates the same files, one call per file as the zip's packer does, single-threaded, in
-this process. Sizes count a file that does not shrink as stored (as the zip does); CPU is
-process time. Columns are relative to zlib at level 6, which is what ``zipfile`` (the
-course-zip baseline) uses.
+Why a whole file read into memory is deflated by libdeflate and a streamed one by zlib-ng
+(``course_exports/zipstream/compression.py``): each library deflates the same files, one
+call per file as the zip's packer does, single-threaded, in this process. Sizes count a
+file that does not shrink as stored (as the zip does); CPU is process time. Columns are
+relative to zlib at level 6, which is what ``zipfile`` (the course-zip baseline) uses.
 
-Corpora, grouped by file size (< 1 KB, 1-4 KB, 4-64 KB, 64 KB-4 MB; larger files are
-streamed):
+Corpora, grouped by file size (< 4 KB, 4-64 KB, 64 KB-4 MB; larger files are streamed):
 
 - ``text``, ``tiny``: benchmarks/course_mixes.py's generated mixes (made if missing);
 - ``packages``: the installed packages that uv.lock pins (course_mixes.SOURCE_PACKAGES:
@@ -35,14 +33,12 @@ for path in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(path))
 
 import deflate  # noqa: E402
-from isal import isal_zlib  # noqa: E402
 from zlib_ng import zlib_ng  # noqa: E402
 
 #: A whole file larger than this is streamed in chunks by the zip (pipeline.CHUNK_BYTES).
 WHOLE_FILE_LIMIT = 4 * 2**20
 BUCKETS: tuple[tuple[str, int, int], ...] = (
-    ("< 1 KB", 0, 1024),
-    ("1-4 KB", 1024, 4096),
+    ("< 4 KB", 0, 4096),
     ("4-64 KB", 4096, 65536),
     ("64 KB-4 MB", 65536, WHOLE_FILE_LIMIT + 1),
 )
@@ -51,7 +47,6 @@ CODECS: dict[str, Callable[[bytes], bytes | bytearray]] = {
     "zlib-ng 6": lambda data: zlib_ng.compress(data, 6, wbits=-15),
     "libdeflate 6": lambda data: deflate.deflate_compress(data, 6),
     "libdeflate 5": lambda data: deflate.deflate_compress(data, 5),
-    "ISA-L 1": lambda data: isal_zlib.compress(data, 1, wbits=-15),
 }
 
 

@@ -11,13 +11,10 @@ as deflating text and saves nothing, and lakes mislabel files both ways. So:
 
 A file read whole (up to a chunk, 4 MiB) is deflated by libdeflate in one call: on real
 code and data it takes 0.6-0.9x zlib-ng's CPU at the same level, and its output is no
-larger (benchmarks/deflate_codecs.py, README). Under 1 KiB ISA-L deflates instead:
-libdeflate spends ~10 µs setting up each call, more than the deflate of a small file
-itself, and ISA-L's fastest level takes about half its CPU there for output within 3%
-of zlib's level 6 (a course of 100,000 tiny files is mostly that set-up). Larger files
-are deflated in independent chunks that concatenate into one raw deflate stream (as
-pigz does), so several cores share one file; that needs a stream primed with the
-previous chunk's window, which zlib-ng has and libdeflate does not.
+larger (benchmarks/deflate_codecs.py, README). Larger files are deflated in independent
+chunks that concatenate into one raw deflate stream (as pigz does), so several cores
+share one file; that needs a stream primed with the previous chunk's window, which
+zlib-ng has and libdeflate does not.
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ import hashlib
 from typing import NamedTuple
 
 import deflate
-from isal import isal_zlib
 from zlib_ng import zlib_ng as zlib
 
 from course_exports.zipstream.records import DEFLATED, STORED
@@ -60,14 +56,6 @@ _RAW = -15  # raw deflate (no zlib header): what a zip holds
 # libdeflate stores inputs this short as they are (a few dozen bytes at level 6), where
 # zlib-ng still shrinks them: "a" * 20 is 5 bytes deflated.
 _LIBDEFLATE_FROM = 64
-# From 64 bytes up to here, ISA-L at its level 1 (below): on real code (the standard
-# library's and installed packages' Python) its output is 1.0-2.2% larger than zlib's
-# at level 6 up to 1 KiB, 2.9-3.6% from 1 to 1.5 KiB and 4.5% from 1.5 to 2 KiB
-# (benchmarks/deflate_codecs.py), so the line is drawn where the 3% budget holds.
-_FAST_BELOW = 1024
-_FAST_LEVEL = 1
-# Levels above the default ask for smaller output at any cost: libdeflate's then.
-_FAST_UP_TO_LEVEL = DEFAULT_LEVEL
 
 # Containers and media that are compressed already: stored without trying.
 PRECOMPRESSED_SUFFIXES = frozenset(
@@ -144,11 +132,8 @@ def pack(arcname: str, data: bytes, level: int, compress: bool | None = None) ->
 
 
 def _deflate_whole(data: bytes, level: int) -> bytes | bytearray:
-    size = len(data)
-    if size < _LIBDEFLATE_FROM:
+    if len(data) < _LIBDEFLATE_FROM:
         return zlib.compress(data, level, wbits=_RAW)
-    if size < _FAST_BELOW and level <= _FAST_UP_TO_LEVEL:
-        return isal_zlib.compress(data, _FAST_LEVEL, wbits=_RAW)
     return deflate.deflate_compress(data, level)
 
 
