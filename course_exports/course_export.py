@@ -25,12 +25,12 @@ import polars as pl
 
 from course_exports.export_records import ExportRecord
 from course_exports.lake import Course, read_roster, read_users
-from course_exports.spill import Spill
 from course_exports.storage import Location
 from course_exports.tabular import safe_csv
 from course_exports.workspace import MAX_NAME, WorkspaceFile, WorkspacePlan, safe_name
 from course_exports.zipstream import (
     DEFAULT_LEVEL,
+    DeferredEntry,
     Source,
     WrittenEntry,
     ZipStreamWriter,
@@ -213,11 +213,18 @@ def write_course_zip(
     """Stream the whole course zip into ``out`` (never seeks; memory bounded by the window)."""
     top = top_folder(course, record.created_at)
     writer = ZipStreamWriter(out, level=level, date_time=_local_time(record.created_at))
-    entries = Spill()  # a manifest line per entry, on disk: 500,000 files add up
-    try:
+    owners = [w.user_id for w in plan.workspaces]
+    usernames = dict(
+        users.filter(pl.col("user_id").is_in(owners)).select("user_id", "username").iter_rows()
+    )
+    header = manifest_header(record, course, plan, usernames)
+    sent: deque[WorkspaceFile] = deque()
+
+    def entry_lines() -> Iterator[bytes]:
+        """Every entry's manifest line, as each entry is written: pulling them drives
+        the zip, so the manifest is hashed and deflated while the files are packed."""
         for name, data in (("course.json", course_json), ("roster.csv", roster_csv(roster, users))):
-            entries.append_line(entry_line(writer.add_bytes(f"{top}/{name}", data), top, None))
-        sent: deque[WorkspaceFile] = deque()
+            yield entry_line(writer.add_bytes(f"{top}/{name}", data), top, None)
         for entry in stream_entries(
             writer,
             workspace_sources(lake, top, plan, sent),
@@ -229,20 +236,18 @@ def write_course_zip(
             small_file_processes=small_file_processes,
             on_progress=on_progress,
         ):
-            entries.append_line(entry_line(entry, top, sent.popleft()))
-        owners = [w.user_id for w in plan.workspaces]
-        usernames = dict(
-            users.filter(pl.col("user_id").is_in(owners)).select("user_id", "username").iter_rows()
-        )
-        header = manifest_header(record, course, plan, usernames)
-        writer.write_stream(f"{top}/{ZIP_MANIFEST}", manifest_chunks(header, entries.lines()))
-        writer.close()
-        files = entries.count - 2
-    finally:
-        entries.close()
+            yield entry_line(entry, top, sent.popleft())
+
+    # The manifest goes last (it holds every entry's checksum) but is made as they are
+    # written; only its deflated bytes wait, on disk: 500,000 files add up.
+    with DeferredEntry(f"{top}/{ZIP_MANIFEST}", level=level) as manifest:
+        for chunk in manifest_chunks(header, entry_lines()):
+            manifest.write(chunk)
+        manifest.write_to(writer)
+    writer.close()
     return CourseZipStats(
         entries=writer.entry_count,
-        files=files,
+        files=writer.entry_count - 3,  # course.json, roster.csv, the manifest
         workspaces=len(plan.workspaces),
         assignments=len(plan.assignment_folders),
         bytes_in=plan.total_bytes,

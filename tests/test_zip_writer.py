@@ -6,7 +6,6 @@ import hashlib
 import io
 import zipfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,40 +77,7 @@ def test_deflates_what_shrinks_and_stores_what_does_not() -> None:
     assert stored.add_bytes("t.txt", text(1000)).method == "store"
 
 
-# -- streamed entries --------------------------------------------------------------------
-
-
-def test_write_stream_makes_one_entry_of_unknown_size(tmp_path: Path) -> None:
-    pieces = [text(100_000, seed=i) for i in range(5)] + [b"", b"tail\n"]
-    out = io.BytesIO()
-    writer = ZipStreamWriter(NonSeekable(out).stream, date_time=DATE_TIME)
-    writer.add_bytes("c/first.txt", b"first")
-    entry = writer.write_stream("c/manifest.json", iter(pieces))
-    writer.add_bytes("c/after.txt", b"after")
-    writer.close()
-    whole = b"".join(pieces)
-    assert (entry.size, entry.method) == (len(whole), "deflate")
-    assert entry.sha256 == hashlib.sha256(whole).hexdigest()
-    assert entry.compressed_size < len(whole) // 2
-    check_zip(
-        out.getvalue(),
-        {"c/first.txt": b"first", "c/manifest.json": whole, "c/after.txt": b"after"},
-        tmp_path,
-    )
-    stored = ZipStreamWriter(io.BytesIO()).write_stream("s.bin", [b"ab", b"cd"], compress=False)
-    assert (stored.method, stored.compressed_size) == ("store", 4)
-
-
-def test_a_failing_stream_spoils_the_writer() -> None:
-    def pieces() -> Iterator[bytes]:
-        yield b"some"
-        raise OSError("disk full")
-
-    writer = ZipStreamWriter(io.BytesIO())
-    with pytest.raises(OSError):
-        writer.write_stream("c/manifest.json", pieces())
-    with pytest.raises(ArchiveError, match="unusable"):
-        writer.close()
+# -- entries begun by hand ----------------------------------------------------------------
 
 
 def test_entries_begun_by_hand_must_be_finished_one_at_a_time() -> None:

@@ -6,8 +6,10 @@ one concern a module:
 
 * :mod:`.records` — the byte format: named record layouts as pure functions;
 * :mod:`.compression` — store or deflate, decided cheaply per entry; parallel deflate;
-* :mod:`.writer` — :class:`ZipStreamWriter`, appending entries (whole, streamed from an
-  iterable, or compressed by the caller) and the central directory, in O(1) memory;
+* :mod:`.writer` — :class:`ZipStreamWriter`, appending entries (whole, or compressed by
+  the caller) and the central directory, in O(1) memory;
+* :mod:`.deferred` — :class:`DeferredEntry`: an entry made while others are written
+  (the manifest), hashed and deflated in the background, added later in one call;
 * :mod:`.reading` — :class:`Source` and reads with retries and size checks;
 * :mod:`.pipeline` — :func:`stream_entries`: read, deflate and write many sources in
   order on every core within a window of bytes in flight, through the writer's public API;
@@ -19,6 +21,7 @@ names are UTF-8 and flagged so (bit 11).
 """
 
 from course_exports.zipstream.compression import DEFAULT_LEVEL, is_precompressed
+from course_exports.zipstream.deferred import DeferredEntry
 from course_exports.zipstream.pipeline import CHUNK_BYTES, stream_entries, write_entries
 from course_exports.zipstream.reading import Source
 from course_exports.zipstream.records import ZIP64_LIMIT
@@ -29,6 +32,7 @@ __all__ = [
     "DEFAULT_LEVEL",
     "ZIP64_LIMIT",
     "ArchiveError",
+    "DeferredEntry",
     "Source",
     "WrittenEntry",
     "ZipStreamWriter",

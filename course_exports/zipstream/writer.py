@@ -4,11 +4,10 @@ Entries go in one of three ways, all public:
 
 * :meth:`ZipStreamWriter.add_bytes` / :meth:`~ZipStreamWriter.add_packed`: a whole
   entry already in memory (its header carries CRC and sizes);
-* :meth:`~ZipStreamWriter.write_stream`: one entry from an iterable of byte strings of
-  unknown total size, hashed and deflated here as it streams (the course manifest);
 * :meth:`~ZipStreamWriter.begin_entry`, :meth:`~ZipStreamWriter.write_data`,
-  :meth:`~ZipStreamWriter.end_entry`: an entry whose data the caller compresses
-  (the parallel pipeline's large files); CRC and sizes follow in a data descriptor.
+  :meth:`~ZipStreamWriter.end_entry`: an entry whose data the caller compresses (the
+  parallel pipeline's large files, :class:`~.deferred.DeferredEntry`'s manifest); CRC
+  and sizes follow in a data descriptor.
 
 Memory does not grow with the number of entries beyond a 64-bit hash of each name
 (duplicate names are refused): each entry's central-directory header is rendered when
@@ -17,14 +16,10 @@ the entry ends and spooled to a temporary file, copied out at :meth:`close`.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple, cast
-
-from zlib_ng import zlib_ng as zlib
 
 from course_exports.errors import ExportError
 from course_exports.zipstream import records
@@ -213,30 +208,6 @@ class ZipStreamWriter:
         return WrittenEntry(
             entry.arcname, size, record.compressed_size, crc32, sha256, method_name(record.method)
         )
-
-    def write_stream(
-        self, arcname: str, chunks: Iterable[bytes], *, compress: bool = True
-    ) -> WrittenEntry:
-        """One entry from ``chunks`` (any total size below the ZIP64 limit), hashed and
-        deflated in this thread as it streams: never held whole."""
-        method = DEFLATED if compress and self.level != 0 else STORED
-        self.begin_entry(arcname, method, ZIP64_LIMIT - 1)
-        deflate = zlib.compressobj(self.level, zlib.DEFLATED, -15) if method == DEFLATED else None
-        crc, sha, size = 0, hashlib.sha256(), 0
-        try:
-            for chunk in chunks:
-                crc = zlib.crc32(chunk, crc)
-                sha.update(chunk)
-                size += len(chunk)
-                out = deflate.compress(chunk) if deflate is not None else chunk
-                if out:
-                    self.write_data(out)
-            if deflate is not None:
-                self.write_data(deflate.flush())
-        except BaseException as exc:
-            self.fail(f"streaming {arcname!r} failed: {exc!r}")
-            raise
-        return self.end_entry(size, crc, sha.hexdigest())
 
     # -- the end -----------------------------------------------------------------------
 
