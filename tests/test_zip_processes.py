@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from zipkit import build, check_zip, noise, source, text
 
+from course_exports.local_files import PIPE_BYTES
 from course_exports.zipstream import ArchiveError, Source, processes
 from course_exports.zipstream.processes import SMALL_AVERAGE_BYTES, SmallFilePacker, pack_files
 
@@ -211,7 +212,7 @@ def test_the_pipes_to_a_packer_hold_a_packed_batch() -> None:
         for pipe in (packer._process.stdin, packer._process.stdout):
             assert pipe is not None
             assert fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ) >= min(
-                processes._PIPE_BYTES, int(Path("/proc/sys/fs/pipe-max-size").read_text())
+                PIPE_BYTES, int(Path("/proc/sys/fs/pipe-max-size").read_text())
             )
     finally:
         packer.shutdown(cancel=False)

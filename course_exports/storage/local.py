@@ -15,6 +15,7 @@ from operator import itemgetter
 from typing import BinaryIO
 
 from course_exports.local_files import read_whole
+from course_exports.storage import local_walk
 from course_exports.storage.base import (
     Entry,
     Location,
@@ -103,43 +104,13 @@ class LocalLocation(Location):
     # -- listings ----------------------------------------------------------------------
 
     def iter_files(self, *parts: Part) -> Iterator[Entry]:
-        base = join(*parts)
-        yield from self._walk(self._abs(*parts), base)
-
-    def _walk(self, folder: str, rel: str) -> Iterator[Entry]:
-        try:
-            with os.scandir(folder) as it:
-                items = list(it)
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        # Key order, as AWS lists (a folder sorts as its name + "/"): stable output.
-        # Links are left out: a link in a workspace could point anywhere on this machine.
         # Once per file below (100,000 tiny files, or a log of hourly files listed by
-        # every export): lookups hoisted, the sort keyed in C.
-        keyed = [
-            (item.name + "/", item) if item.is_dir(follow_symlinks=False) else (item.name, item)
-            for item in items
-        ]
-        keyed.sort(key=_first)
-        prefix = f"{rel}/" if rel else ""
-        is_file, from_timestamp = stat.S_ISREG, datetime.fromtimestamp
-        for key, item in keyed:
-            if key[-1] == "/":
-                yield from self._walk(item.path, prefix + item.name)
-                continue
-            try:
-                st = item.stat(follow_symlinks=False)
-            except FileNotFoundError:  # removed while listing
-                continue
-            if not is_file(st.st_mode):
-                continue
-            size = st.st_size
-            yield Entry(
-                prefix + item.name,
-                size,
-                from_timestamp(st.st_mtime, UTC),
-                f"{st.st_mtime_ns:x}-{size:x}-{st.st_ino:x}",
-            )
+        # every export): lookups hoisted.
+        from_timestamp, second = datetime.fromtimestamp, 10**9
+        for rel, size, mtime_ns, inode in local_walk.walk(self._abs(*parts), join(*parts)):
+            # The float ``st_mtime`` is, made the way CPython makes it from the stat.
+            mtime = from_timestamp(mtime_ns // second + (mtime_ns % second) * 1e-9, UTC)
+            yield Entry(rel, size, mtime, f"{mtime_ns:x}-{size:x}-{inode:x}")
 
     def list_names(self, *parts: Part) -> list[str]:
         try:

@@ -26,8 +26,6 @@ zip does not depend on where a batch was packed.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import pickle
 import struct
@@ -41,7 +39,7 @@ from itertools import accumulate
 from operator import attrgetter
 from typing import IO, NamedTuple
 
-from course_exports.local_files import read_whole
+from course_exports.local_files import enlarge_pipe, read_whole
 from course_exports.zipstream.compression import PackedEntry, pack
 
 #: A batch whose files average less than this goes to a packer process (above it hashing
@@ -55,11 +53,6 @@ AFTER_SMALL_FILES = 10_000
 QUEUED_BATCHES = 8
 #: A frame on the pipes: the length of the pickle that follows.
 _FRAME = struct.Struct("<Q")
-#: Pipe buffers asked for (Linux's default ceiling, /proc/sys/fs/pipe-max-size). With
-#: 64 KiB pipes a packed batch (~130 KB) blocked the packer until the export process's
-#: reader thread got the GIL back for every 64 KiB, up to 5 ms each time (the switch
-#: interval): measured on 100,000 tiny files, the two processes used 1.35 cores of 2.
-_PIPE_BYTES = 1 << 20
 
 
 def pack_named(arcnames: list[str], blobs: list[bytes], level: int) -> list[PackedEntry]:
@@ -185,7 +178,7 @@ class PackerProcess:
             stdout=subprocess.PIPE,
         )
         for pipe in (self._process.stdin, self._process.stdout):
-            _enlarge(pipe)
+            enlarge_pipe(pipe)
         self._waiting: deque[Future[Packed]] = deque()
         self._lock = threading.Lock()  # a batch's frame and its future go in together
         self._reader = threading.Thread(target=self._read_results, daemon=True)
@@ -241,13 +234,6 @@ class PackerProcess:
                 self._process.stdin.close()
         self._process.wait()
         self._reader.join()
-
-
-def _enlarge(pipe: IO[bytes] | None) -> None:
-    # Linux only (F_SETPIPE_SZ); elsewhere, or above a lowered ceiling, the default stays.
-    if pipe is not None and hasattr(fcntl, "F_SETPIPE_SZ"):
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
 
 
 class SmallFilePacker:
