@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -73,6 +74,8 @@ def test_the_location_lists_through_the_helper(
     monkeypatch.setattr(local_walk, "HAND_OFF_AFTER", 2)
     assert list(loc.iter_files("w")) == here  # sizes, times and tags included
     assert [e.size for e in here] == [int(e.path.rsplit("/", 1)[1].split(".")[0]) for e in here]
+    for entry in here:  # the time to the last bit, as ``os.stat`` gives it
+        assert entry.mtime == datetime.fromtimestamp(os.stat(tmp_path / entry.path).st_mtime, UTC)
 
 
 def _too_deep(root: Path) -> Path:

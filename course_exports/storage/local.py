@@ -11,7 +11,6 @@ import stat
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from operator import itemgetter
 from typing import BinaryIO
 
 from course_exports.local_files import read_whole
@@ -30,9 +29,6 @@ from course_exports.storage.download import Download, FileDownload
 from course_exports.text import one_line
 
 log = logging.getLogger(__name__)
-
-
-_first = itemgetter(0)
 
 
 class LocalLocation(Location):
@@ -108,7 +104,7 @@ class LocalLocation(Location):
         # every export): lookups hoisted.
         from_timestamp, second = datetime.fromtimestamp, 10**9
         for rel, size, mtime_ns, inode in local_walk.walk(self._abs(*parts), join(*parts)):
-            # The float ``st_mtime`` is, made the way CPython makes it from the stat.
+            # ``st_mtime`` exactly as CPython makes it from the seconds and nanoseconds.
             mtime = from_timestamp(mtime_ns // second + (mtime_ns % second) * 1e-9, UTC)
             yield Entry(rel, size, mtime, f"{mtime_ns:x}-{size:x}-{inode:x}")
 
