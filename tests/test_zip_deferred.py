@@ -98,3 +98,5 @@ def test_an_entry_goes_into_the_zip_once() -> None:
         deferred.write_to(writer)
         with pytest.raises(ValueError, match="written to the zip already"):
             deferred.write(b"more")
+        with pytest.raises(ValueError, match="written to the zip already"):
+            deferred.write_to(writer)

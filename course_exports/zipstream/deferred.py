@@ -64,6 +64,8 @@ class DeferredEntry:
     def write_to(self, writer: ZipStreamWriter) -> WrittenEntry:
         """Finish the data and write the entry into ``writer`` (its sizes and CRC follow
         the data in a descriptor, as for any entry begun by hand)."""
+        if self._finished:
+            raise ValueError(f"{self.arcname!r} was written to the zip already")
         self._hand_off(last=True)
         self._finished = True
         assert self._in_flight is not None
