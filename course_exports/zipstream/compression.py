@@ -91,7 +91,9 @@ def is_precompressed(arcname: str) -> bool:
 
 
 def _saves_enough(size: int, compressed: int) -> bool:
-    return compressed <= size - (size >> _MIN_SAVING_SHIFT)
+    # At least one byte: under 32 bytes 1/32 rounds to none, and a deflated entry no
+    # smaller than its data only costs its reader an inflate.
+    return compressed <= size - max(1, size >> _MIN_SAVING_SHIFT)
 
 
 def _worth_deflating(data: bytes | memoryview, probe: int) -> bool:
