@@ -76,7 +76,12 @@ def walk(
     past ``hand_off_after`` files (default :data:`HAND_OFF_AFTER`), from a helper."""
     if hand_off_after is None:
         hand_off_after = HAND_OFF_AFTER
-    stack = [_children(folder, rel)]
+    yield from _walk([_children(folder, rel)], hand_off_after)
+
+
+def _walk(stack: list[list[Work]], hand_off_after: int | None) -> Iterator[Found]:
+    """The walk of what ``stack`` holds (each level reversed, innermost last); past
+    ``hand_off_after`` files the rest goes to a helper (None: never, as in the helper)."""
     found = 0
     while stack:
         pending = stack[-1]
@@ -85,7 +90,7 @@ def walk(
             continue
         work = pending.pop()
         if work[1]:
-            if found >= hand_off_after:
+            if hand_off_after is not None and found >= hand_off_after:
                 pending.append(work)
                 # What is left, in walk order: the innermost folder's rest first.
                 yield from _elsewhere([w for level in reversed(stack) for w in reversed(level)])
@@ -93,18 +98,6 @@ def walk(
             stack.append(_children(work[2], work[3]))
         elif (entry := _stat(work[2], work[3])) is not None:
             found += 1
-            yield entry
-
-
-def _walk_all(works: list[Work]) -> Iterator[Found]:
-    stack = [list(reversed(works))]
-    while stack:
-        pending = stack[-1]
-        if not pending:
-            stack.pop()
-        elif (work := pending.pop())[1]:
-            stack.append(_children(work[2], work[3]))
-        elif (entry := _stat(work[2], work[3])) is not None:
             yield entry
 
 
@@ -167,20 +160,21 @@ def _serve() -> None:
     out = sys.stdout.buffer
     buffer: list[bytes] = []
     encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    failure: OSError | None = None
     try:
-        for rel, size, mtime, inode in _walk_all(works):
+        for rel, size, mtime, inode in _walk([works[::-1]], None):
             buffer.append(b"%s\0%d\0%d\0%d\0" % (rel.encode(encoding, errors), size, mtime, inode))
             if len(buffer) >= 1000:
                 out.write(b"".join(buffer))
                 buffer.clear()
-    except OSError as exc:  # unreadable folder: what it was, for the caller to raise
-        out.write(b"".join(buffer))
-        out.flush()
-        names = (str(exc.errno), exc.strerror or "", str(exc.filename or ""))
-        sys.stderr.buffer.write(_SEP.join(os.fsencode(name) for name in names))
-        sys.exit(2)
+    except OSError as exc:  # unreadable folder: sent after what was found before it
+        failure = exc
     out.write(b"".join(buffer))
     out.flush()
+    if failure is not None:  # what it was, for the caller to raise
+        names = (str(failure.errno), failure.strerror or "", str(failure.filename or ""))
+        sys.stderr.buffer.write(_SEP.join(os.fsencode(name) for name in names))
+        sys.exit(2)
 
 
 if __name__ == "__main__":
