@@ -4,7 +4,7 @@ A course can hold hundreds of thousands of files; a Python object per file (its 
 size, checksum...) costs hundreds of bytes, so 500,000 of them would cost more memory
 than the whole zip pipeline. A :class:`Spill` appends records as JSON lines to an
 anonymous temporary file (gone when closed, collected, or the process ends) and reads
-them back by the byte span an appender was given, or all in order.
+them back by the byte span an appender was given.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["Span", "Spill"]
 
 Span = tuple[int, int]  # [start, end) byte offsets in the spill
-_READ_BLOCK = 1 << 20
+_FLUSH_BYTES = 1 << 20  # appended bytes kept in memory before one write
 
 
 class Spill:
@@ -31,7 +30,6 @@ class Spill:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self.size = 0  # bytes appended, including those not flushed yet
-        self.count = 0
 
     def append(self, record: Any) -> Span:
         """Append one JSON-serialisable record; returns its span."""
@@ -43,8 +41,7 @@ class Spill:
         self._pending.append(line + b"\n")
         self.size += len(line) + 1
         self._pending_bytes += len(line) + 1
-        self.count += 1
-        if self._pending_bytes >= _READ_BLOCK:
+        if self._pending_bytes >= _FLUSH_BYTES:
             self.flush()
         return start, self.size
 
@@ -65,20 +62,6 @@ class Spill:
         # One parse for the whole span: lines are JSON values, so joined by commas they
         # make a JSON array.
         return json.loads(b"[" + data.rstrip(b"\n").replace(b"\n", b",") + b"]")  # type: ignore[no-any-return]
-
-    def lines(self) -> Iterator[bytes]:
-        """Every line in append order, without newlines, in blocks (never all at once)."""
-        self.flush()
-        offset, rest = 0, b""
-        while offset < self.size:
-            block = os.pread(self._fd, _READ_BLOCK, offset)
-            if not block:
-                break
-            offset += len(block)
-            *complete, rest = (rest + block).split(b"\n")
-            yield from complete
-        if rest:
-            yield rest
 
     def close(self) -> None:
         self._file.close()
