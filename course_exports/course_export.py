@@ -106,7 +106,6 @@ def manifest_header(
     record: ExportRecord,
     course: Course,
     plan: WorkspacePlan,
-    usernames: dict[int, str],
 ) -> dict[str, Any]:
     """The zip's own manifest but its entries: who, when, what was selected, counts,
     assignments (with their stack) and workspaces (with owner and role)."""
@@ -126,7 +125,7 @@ def manifest_header(
         {
             "assignment_id": w.assignment_id,
             "user_id": w.user_id,
-            "username": usernames.get(w.user_id),
+            "username": w.username,
             "role": w.role or None,
             "folder": f"workspaces/{w.folder}",
             "files": w.files,
@@ -213,11 +212,7 @@ def write_course_zip(
     """Stream the whole course zip into ``out`` (never seeks; memory bounded by the window)."""
     top = top_folder(course, record.created_at)
     writer = ZipStreamWriter(out, level=level, date_time=_local_time(record.created_at))
-    owners = [w.user_id for w in plan.workspaces]
-    usernames = dict(
-        users.filter(pl.col("user_id").is_in(owners)).select("user_id", "username").iter_rows()
-    )
-    header = manifest_header(record, course, plan, usernames)
+    header = manifest_header(record, course, plan)
     sent: deque[WorkspaceFile] = deque()
 
     def entry_lines() -> Iterator[bytes]:

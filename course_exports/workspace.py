@@ -120,6 +120,7 @@ class WorkspaceFile(NamedTuple):
 class Workspace:
     assignment_id: int
     user_id: int
+    username: str | None  # from the user directory; None when it does not know the user
     folder: str  # "<assignment folder>/<student folder>"
     role: str  # roster role, or "" when the user left the course
     files: int
@@ -270,15 +271,16 @@ def plan_workspaces(
     for assignment_id, user_id in sorted(
         spans, key=lambda k: (order[k[0]], str(usernames.get(k[1]) or ""), k[1])
     ):
-        username = usernames.get(user_id) or f"user {user_id}"
+        username = usernames.get(user_id)
         folder = student_names[assignment_id].claim(
-            safe_name(username, f"user {user_id}"), suffix=str(user_id)
+            safe_name(username or f"user {user_id}", f"user {user_id}"), suffix=str(user_id)
         )
         files, size = sizes[(assignment_id, user_id)]
         plan.workspaces.append(
             Workspace(
                 assignment_id,
                 user_id,
+                username,
                 f"{folders[assignment_id]}/{folder}",
                 roles.get(user_id, ""),
                 files,
