@@ -23,7 +23,7 @@ from importkit import snapshot
 from course_exports import export_records, project
 from course_exports.errors import InputError, NotFoundError, PermissionDeniedError
 from course_exports.export_reader import UnsafeArchiveError
-from course_exports.lake import read_course
+from course_exports.lake import read_course, read_users
 from course_exports.storage import open_location
 from deployments.download_service import create_app
 from flows.export_course import export_course
@@ -97,6 +97,12 @@ def test_round_trip_every_byte(site: LocalSite, serve_app: Any) -> None:
     assert {a["id"] for a in manifest["assignments"]} == set(
         read_course(open_location(str(site.lake)), site.course).assignment_ids()
     )
+    # each workspace names its owner as the lake's user directory does
+    users = dict(
+        read_users(open_location(str(site.lake))).select("user_id", "username").iter_rows()
+    )
+    assert manifest["workspaces"]
+    assert all(w["username"] == users.get(w["user_id"]) for w in manifest["workspaces"])
     # folder names are unique and safe even though two assignments are called "Homework"
     folders = [a["folder"] for a in manifest["assignments"]]
     assert len(set(f.casefold() for f in folders)) == len(folders)
