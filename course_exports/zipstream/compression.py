@@ -30,6 +30,7 @@ from course_exports.zipstream.records import DEFLATED, STORED
 __all__ = [
     "DEFAULT_LEVEL",
     "PRECOMPRESSED_SUFFIXES",
+    "RAW_DEFLATE",
     "PackedEntry",
     "deflate_chunk",
     "is_precompressed",
@@ -52,7 +53,7 @@ _SMALL_PROBE = 4096
 _LARGE_PROBE = 64 * 1024
 _ASCII_SAMPLE = 4096
 _DEFLATE_WINDOW = 32 * 1024
-_RAW = -15  # raw deflate (no zlib header): what a zip holds
+RAW_DEFLATE = -15  # zlib wbits for raw deflate (no zlib header): what a zip holds
 # libdeflate stores inputs this short as they are (a few dozen bytes at level 6), where
 # zlib-ng still shrinks them: "a" * 20 is 5 bytes deflated.
 _LIBDEFLATE_FROM = 64
@@ -103,7 +104,7 @@ def _worth_deflating(data: bytes | memoryview, probe: int) -> bool:
     if bytes(head).isascii() if isinstance(head, memoryview) else head.isascii():
         return True
     sample = data[:probe]
-    return _saves_enough(len(sample), len(zlib.compress(sample, 1, wbits=_RAW)))
+    return _saves_enough(len(sample), len(zlib.compress(sample, 1, wbits=RAW_DEFLATE)))
 
 
 def method_name(method: int) -> str:
@@ -135,7 +136,7 @@ def pack(arcname: str, data: bytes, level: int, compress: bool | None = None) ->
 
 def _deflate_whole(data: bytes, level: int) -> bytes | bytearray:
     if len(data) < _LIBDEFLATE_FROM:
-        return zlib.compress(data, level, wbits=_RAW)
+        return zlib.compress(data, level, wbits=RAW_DEFLATE)
     return deflate.deflate_compress(data, level)
 
 
@@ -150,9 +151,9 @@ def deflate_chunk(data: bytes, primer: bytes | None, level: int, last: bool) -> 
     """One piece of a raw deflate stream; pieces concatenate into one stream (pigz)."""
     if primer:
         # The decoder has these bytes in its window already: matches may reach back.
-        compressor = zlib.compressobj(level, zlib.DEFLATED, _RAW, zdict=primer)
+        compressor = zlib.compressobj(level, zlib.DEFLATED, RAW_DEFLATE, zdict=primer)
     else:
-        compressor = zlib.compressobj(level, zlib.DEFLATED, _RAW)
+        compressor = zlib.compressobj(level, zlib.DEFLATED, RAW_DEFLATE)
     head = compressor.compress(data)
     tail = compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
     return head + tail if head else tail

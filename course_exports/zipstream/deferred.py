@@ -21,7 +21,7 @@ from types import TracebackType
 
 from zlib_ng import zlib_ng as zlib
 
-from course_exports.zipstream.compression import DEFAULT_LEVEL
+from course_exports.zipstream.compression import DEFAULT_LEVEL, RAW_DEFLATE
 from course_exports.zipstream.records import DEFLATED, STORED
 from course_exports.zipstream.writer import WrittenEntry, ZipStreamWriter
 
@@ -29,7 +29,6 @@ __all__ = ["DeferredEntry"]
 
 _BLOCK = 1 << 20  # large enough that the thread's calls release the GIL and pay off
 _COPY_PIECE = 1 << 20
-_RAW = -15  # raw deflate (no zlib header): what a zip holds
 
 
 class DeferredEntry:
@@ -46,7 +45,7 @@ class DeferredEntry:
         self._pending_bytes = 0
         # Read by the caller only after the thread's last block is done (``write_to``).
         self._crc, self._sha, self._size, self._compressed_size = 0, hashlib.sha256(), 0, 0
-        self._deflate = zlib.compressobj(level, zlib.DEFLATED, _RAW) if level != 0 else None
+        self._deflate = zlib.compressobj(level, zlib.DEFLATED, RAW_DEFLATE) if level != 0 else None
         self._file = tempfile.TemporaryFile(prefix="course-export-")  # noqa: SIM115
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="zip-deferred")
         self._in_flight: Future[None] | None = None
