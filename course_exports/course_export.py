@@ -30,6 +30,7 @@ from course_exports.tabular import safe_csv
 from course_exports.workspace import MAX_NAME, WorkspaceFile, WorkspacePlan, safe_name
 from course_exports.zipstream import (
     DEFAULT_LEVEL,
+    SMALL_AVERAGE_BYTES,
     DeferredEntry,
     Source,
     WrittenEntry,
@@ -193,6 +194,12 @@ class CourseZipStats:
     bytes_in: int
 
 
+def small_files_ahead(plan: WorkspacePlan) -> int:
+    """The files of workspaces whose files average under the packers' line: what the
+    zip's pipeline can expect to pack in processes (it starts them at once if many)."""
+    return sum(w.files for w in plan.workspaces if w.bytes < w.files * SMALL_AVERAGE_BYTES)
+
+
 def write_course_zip(
     out: BinaryIO,
     lake: Location,
@@ -229,6 +236,7 @@ def write_course_zip(
             window_bytes=WINDOW_BYTES,
             compress_workers=compress_workers,
             small_file_processes=small_file_processes,
+            small_files_ahead=small_files_ahead(plan),
             on_progress=on_progress,
         ):
             yield entry_line(entry, top, sent.popleft())

@@ -174,6 +174,19 @@ def test_a_pool_only_for_many_small_files() -> None:
     assert not never.busy()
 
 
+def test_packers_start_at_once_when_the_caller_expects_many_small_files() -> None:
+    small = 100 * (SMALL_AVERAGE_BYTES - 1)
+    expected = SmallFilePacker(workers=1, after_files=1_000, small_files_ahead=1_000)
+    too_few = SmallFilePacker(workers=1, after_files=1_000, small_files_ahead=999)
+    try:
+        assert expected.packer_for(100, 100 * SMALL_AVERAGE_BYTES) is None  # still not small
+        assert expected.packer_for(100, small) is not None  # the first small batch
+        assert too_few.packer_for(100, small) is None  # as if nothing were expected
+    finally:
+        expected.shutdown()
+        too_few.shutdown()
+
+
 def test_a_batch_goes_to_the_least_busy_packer_and_full_packers_are_busy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,6 +23,7 @@ names are UTF-8 and flagged so (bit 11).
 from course_exports.zipstream.compression import DEFAULT_LEVEL, is_precompressed
 from course_exports.zipstream.deferred import DeferredEntry
 from course_exports.zipstream.pipeline import CHUNK_BYTES, stream_entries, write_entries
+from course_exports.zipstream.processes import SMALL_AVERAGE_BYTES
 from course_exports.zipstream.reading import Source
 from course_exports.zipstream.records import ZIP64_LIMIT
 from course_exports.zipstream.writer import ArchiveError, WrittenEntry, ZipStreamWriter
@@ -30,6 +31,7 @@ from course_exports.zipstream.writer import ArchiveError, WrittenEntry, ZipStrea
 __all__ = [
     "CHUNK_BYTES",
     "DEFAULT_LEVEL",
+    "SMALL_AVERAGE_BYTES",
     "ZIP64_LIMIT",
     "ArchiveError",
     "DeferredEntry",

@@ -57,6 +57,13 @@ RAW_DEFLATE = -15  # zlib wbits for raw deflate (no zlib header): what a zip hol
 # libdeflate stores inputs this short as they are (a few dozen bytes at level 6), where
 # zlib-ng still shrinks them: "a" * 20 is 5 bytes deflated.
 _LIBDEFLATE_FROM = 64
+# Files below this are deflated at level 1 (greedy matching) whatever the level: on them
+# lazy matching finds little (output 0.8-2.2% larger at level 1 on installed packages'
+# 256 B-2 KiB files, 2.4% on the tiny mix's 1-2 KiB text; 3.5% from 2 KiB) and costs
+# 1.4-1.7x the CPU (1-2 KiB: 22-25 us against 36-37 us a file), which a course of
+# 100,000 tiny files pays on its critical path (benchmarks/deflate_codecs.py, README).
+SMALL_FILE_BYTES = 2048
+_SMALL_FILE_LEVEL = 1
 
 # Containers and media that are compressed already: stored without trying.
 PRECOMPRESSED_SUFFIXES = frozenset(
@@ -135,8 +142,10 @@ def pack(arcname: str, data: bytes, level: int, compress: bool | None = None) ->
 
 
 def _deflate_whole(data: bytes, level: int) -> bytes | bytearray:
-    if len(data) < _LIBDEFLATE_FROM:
-        return zlib.compress(data, level, wbits=RAW_DEFLATE)
+    if len(data) < SMALL_FILE_BYTES:
+        level = min(level, _SMALL_FILE_LEVEL)
+        if len(data) < _LIBDEFLATE_FROM:
+            return zlib.compress(data, level, wbits=RAW_DEFLATE)
     return deflate.deflate_compress(data, level)
 
 

@@ -404,6 +404,7 @@ def stream_entries(
     on_progress: Callable[[int, int], None] | None = None,
     small_file_processes: int | None = None,
     processes_after_files: int | None = None,
+    small_files_ahead: int = 0,
 ) -> Iterator[WrittenEntry]:
     """Write ``sources`` into ``writer`` in order, yielding each entry once written.
 
@@ -416,7 +417,9 @@ def stream_entries(
     before its end. ``on_progress(files, bytes)`` is called from the consuming thread at
     most every 0.5 s and once at the end. Batches of small files go to
     ``small_file_processes`` packer processes (default: one fewer than the cores; 0: never)
-    once ``processes_after_files`` small files were seen (see ``processes``).
+    once ``processes_after_files`` small files were seen (see ``processes``), or from the
+    first if the caller expects ``small_files_ahead`` files in batches averaging under
+    ``SMALL_AVERAGE_BYTES`` and that is as many.
     """
     if read_workers < 1 or compress_workers < 1 or read_attempts < 1:
         raise ValueError("read_workers, compress_workers and read_attempts must be >= 1")
@@ -434,6 +437,7 @@ def stream_entries(
         small_files=SmallFilePacker(
             default_workers() if small_file_processes is None else small_file_processes,
             AFTER_SMALL_FILES if processes_after_files is None else processes_after_files,
+            small_files_ahead,
         ),
     )
     return pipeline.run(sources)

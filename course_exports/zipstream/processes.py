@@ -239,9 +239,14 @@ class PackerProcess:
 class SmallFilePacker:
     """Decides, batch by batch, whether a packer process packs it; owns those processes."""
 
-    def __init__(self, workers: int, after_files: int = AFTER_SMALL_FILES) -> None:
+    def __init__(
+        self, workers: int, after_files: int = AFTER_SMALL_FILES, small_files_ahead: int = 0
+    ) -> None:
         self._workers = workers
-        self._after = after_files
+        # A caller that knows as many small files are coming (a course's plan) has them
+        # packed in processes from the first: threads pack the first ``after_files`` at
+        # about half a packer's rate (measured on 100,000 tiny files: 0.1-0.8 s).
+        self._after = 0 if small_files_ahead >= after_files else after_files
         self._seen = 0
         self._processes: list[PackerProcess] = []
 
