@@ -200,8 +200,7 @@ def list_workspace_files(
     files and one per student.
     """
     root = f"workspaces/{course_id}/"
-    for entry in lake.iter_files("workspaces", course_id):
-        path = entry.path
+    for path, size in lake.iter_sizes("workspaces", course_id):
         parts = path.removeprefix(root).split("/", 2)
         if len(parts) < 3:
             raise LakeDataError(lake.url_for(path), "a file outside any workspace folder")
@@ -214,7 +213,7 @@ def list_workspace_files(
         if _UNDECODABLE.search(parts[2]):
             # A local file whose name is not UTF-8: no zip name or manifest can hold it.
             raise LakeDataError(lake.url_for(path), "a file name that is not valid UTF-8")
-        yield assignment_id, user_id, parts[2], path, entry.size
+        yield assignment_id, user_id, parts[2], path, size
 
 
 def listing_line(rel: str, path: str, size: int) -> bytes:

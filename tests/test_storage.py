@@ -149,6 +149,9 @@ def test_listing_is_relative_and_streamed(loc: Location) -> None:
     assert loc.list_names("nothing") == []
     listing = loc.iter_files("w")
     assert next(listing).path in names  # an iterator, not a list
+    # Paths and sizes alone: the same listing, in the same order.
+    for parts in (("w",), ("w", 1), ("nothing",), ()):
+        assert list(loc.iter_sizes(*parts)) == [(e.path, e.size) for e in loc.iter_files(*parts)]
 
 
 def test_etag_changes_with_content(loc: Location) -> None:

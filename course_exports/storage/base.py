@@ -191,6 +191,13 @@ class Location(ABC):
         fetched as the caller consumes them. Empty if it is absent. In no promised order
         (AWS lists in key order, SeaweedFS folder by folder): sort if it matters."""
 
+    def iter_sizes(self, *parts: Part) -> Iterator[tuple[str, int]]:
+        """``(path, size)`` of every object under ``parts``, as :meth:`iter_files` lists
+        them: for listings of many files that need nothing else (a course's workspaces),
+        where a backend can skip making the rest of an entry."""
+        for entry in self.iter_files(*parts):
+            yield entry.path, entry.size
+
     @abstractmethod
     def list_names(self, *parts: Part) -> list[str]:
         """The names directly in the folder ``parts`` (objects and subfolders), sorted;

@@ -108,6 +108,12 @@ class LocalLocation(Location):
             mtime = from_timestamp(mtime_ns // second + (mtime_ns % second) * 1e-9, UTC)
             yield Entry(rel, size, mtime, f"{mtime_ns:x}-{size:x}-{inode:x}")
 
+    def iter_sizes(self, *parts: Part) -> Iterator[tuple[str, int]]:
+        # A time and a tag made for each of 100,000 files cost ~3.5 µs a file, a third of
+        # the export process's work on listing a course of tiny files.
+        for rel, size, _, _ in local_walk.walk(self._abs(*parts), join(*parts)):
+            yield rel, size
+
     def list_names(self, *parts: Part) -> list[str]:
         try:
             return sorted(os.listdir(self._abs(*parts)))
