@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from zipkit import build, check_zip, noise, source, text
 
 from course_exports.local_files import PIPE_BYTES
-from course_exports.zipstream import ArchiveError, Source, processes
+from course_exports.zipstream import ArchiveError, Source, pipeline, processes
 from course_exports.zipstream.processes import SMALL_AVERAGE_BYTES, SmallFilePacker, pack_files
 
 
@@ -60,6 +60,33 @@ def test_a_pipeline_waiting_on_busy_packers_writes_the_same_zip(
     threads = build(on_disk(tmp_path / "t", files, by_path=False), small_file_processes=0)[0]
     waited = build(on_disk(tmp_path / "p", files), small_file_processes=2, processes_after_files=0)
     assert waited[0] == threads
+
+
+def test_while_every_packer_is_full_the_pipeline_packs_one_batch_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A packer holding one batch is full: the next batch is packed here, not waited for,
+    # one at a time, and the zip is the same as if threads had packed it all.
+    monkeypatch.setattr(processes, "QUEUED_BATCHES", 1)
+    files = {f"c/{i}.txt": text(300, seed=i) for i in range(3_000)}
+    threads = build(on_disk(tmp_path / "t", files, by_path=False), small_file_processes=0)[0]
+    own: list[int] = []  # the files of each batch packed here, as they started
+    running = [0, 0]  # batches packed here at once: now, at most
+
+    def spy(arcnames: list[str], *args: Any) -> Any:
+        own.append(len(arcnames))
+        running[0] += 1  # += of a list item is not atomic, but a second batch would be seen
+        running[1] = max(running)
+        try:
+            return pack_files(arcnames, *args)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(pipeline, "pack_files", spy)
+    mixed = build(on_disk(tmp_path / "p", files), small_file_processes=1, processes_after_files=0)
+    assert mixed[0] == threads
+    assert 0 < sum(own) < len(files)  # some batches here, the others in the packer
+    assert running[1] == 1
 
 
 def test_a_failure_in_a_process_packed_batch_stops_the_zip() -> None:
