@@ -51,14 +51,20 @@ def test_a_process_packs_the_same_zip_as_threads(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("queued", [1, 3])
+@pytest.mark.parametrize("by_path", [True, False])  # read by the packer, or here (S3)
 def test_a_pipeline_waiting_on_busy_packers_writes_the_same_zip(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, queued: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, queued: int, by_path: bool
 ) -> None:
-    # Few batches a packer may hold: the pipeline keeps stopping to write what came back.
+    # Few batches a packer may hold: the pipeline keeps stopping to write what came back,
+    # and packs a batch of its own meanwhile.
     monkeypatch.setattr(processes, "QUEUED_BATCHES", queued)
     files = {n: d for n, d in mixed_files(1_500).items() if len(d) < 100_000}
     threads = build(on_disk(tmp_path / "t", files, by_path=False), small_file_processes=0)[0]
-    waited = build(on_disk(tmp_path / "p", files), small_file_processes=2, processes_after_files=0)
+    waited = build(
+        on_disk(tmp_path / "p", files, by_path=by_path),
+        small_file_processes=2,
+        processes_after_files=0,
+    )
     assert waited[0] == threads
 
 

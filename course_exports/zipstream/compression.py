@@ -58,10 +58,10 @@ RAW_DEFLATE = -15  # zlib wbits for raw deflate (no zlib header): what a zip hol
 # zlib-ng still shrinks them: "a" * 20 is 5 bytes deflated.
 _LIBDEFLATE_FROM = 64
 # Files below this are deflated at level 1 (greedy matching) whatever the level: on them
-# lazy matching finds little (output 0.8-2.2% larger at level 1 on installed packages'
-# 256 B-2 KiB files, 2.4% on the tiny mix's 1-2 KiB text; 3.5% from 2 KiB) and costs
-# 1.4-1.7x the CPU (1-2 KiB: 22-25 us against 36-37 us a file), which a course of
-# 100,000 tiny files pays on its critical path (benchmarks/deflate_codecs.py, README).
+# lazy matching finds little (level 1's output is 0.8-1.5% larger than level 6's on the
+# installed packages', the stdlib's and the tiny mix's files under 2 KiB; 2.5-3.6% from
+# 2 to 4 KiB) and costs 1.2-1.5x the CPU (14-21 µs a file against 21-25 µs), which a
+# course of 100,000 tiny files pays on its critical path (benchmarks/deflate_codecs.py).
 SMALL_FILE_BYTES = 2048
 _SMALL_FILE_LEVEL = 1
 
