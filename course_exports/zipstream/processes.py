@@ -251,8 +251,9 @@ class SmallFilePacker:
         self._processes: list[PackerProcess] = []
 
     def busy(self) -> bool:
-        """Every packer holds :data:`QUEUED_BATCHES`: the pipeline starts no batch until
-        it has written one that came back (there is always one in flight then)."""
+        """Every packer holds :data:`QUEUED_BATCHES`: the pipeline packs at most one batch
+        itself meanwhile and starts no other until it has written one that came back
+        (there is always one in flight then)."""
         return bool(self._processes) and all(
             process.queued >= QUEUED_BATCHES for process in self._processes
         )
