@@ -78,7 +78,7 @@ bench-access: setup
 	$(BIN)/python benchmarks/access_export_s3.py
 
 bench-course: setup
-	$(BIN)/python benchmarks/course_mixes.py
+	$(BIN)/python benchmarks/course_mixes.py --repeat 3
 	$(BIN)/python benchmarks/course_export.py
 	$(BIN)/python benchmarks/course_export_s3.py
 
