@@ -54,8 +54,8 @@ def test_the_zip_expects_the_small_files_its_plan_holds(
     # Workspace 7 holds 30 small files, workspace 8 two large ones: the pipeline is told
     # of the 30 (so packers start at the first small batch of a course of many), and
     # the zip is whole either way.
-    course = Course(id=1042, name="Intro", units=[Unit(id=1, name="W", assignments=[
-        Assignment(id=501, name="Homework")])])  # fmt: skip
+    homework = Assignment(id=501, name="Homework")
+    course = Course(id=1042, name="Intro", units=[Unit(id=1, name="W", assignments=[homework])])
     for user, count, size in ((7, 30, 100), (8, 2, 2 * SMALL_AVERAGE_BYTES)):
         folder = tmp_path / "lake" / "workspaces" / "1042" / "501" / str(user)
         folder.mkdir(parents=True)
@@ -63,8 +63,15 @@ def test_the_zip_expects_the_small_files_its_plan_holds(
             (folder / f"f{index}.txt").write_bytes(b"x" * size)
     lake = open_location(str(tmp_path / "lake"))
     roster = pl.DataFrame({"user_id": [7, 8], "role": ["Student", "Student"]})
-    users = pl.DataFrame({"user_id": [7, 8], "username": ["sam", "kim"], "email": ["s@x", "k@x"],
-                          "first_name": ["S", "K"], "last_name": ["S", "K"]})  # fmt: skip
+    users = pl.DataFrame(
+        {
+            "user_id": [7, 8],
+            "username": ["sam", "kim"],
+            "email": ["s@x", "k@x"],
+            "first_name": ["S", "K"],
+            "last_name": ["S", "K"],
+        }
+    )
     plan = plan_workspaces(list_workspace_files(lake, 1042), course, roster, users)
     assert small_files_ahead(plan) == 30
     told: list[int] = []
@@ -81,8 +88,10 @@ def test_the_zip_expects_the_small_files_its_plan_holds(
         created_at=CREATED, expires_at=CREATED + timedelta(days=7),
     )  # fmt: skip
     out = io.BytesIO()
-    write_course_zip(out, lake, record=record, course=course, course_json=b"{}", roster=roster,
-                     users=users, plan=plan)  # fmt: skip
+    write_course_zip(
+        out, lake, record=record, course=course, course_json=b"{}", roster=roster, users=users,
+        plan=plan,
+    )  # fmt: skip
     assert told == [30]
     with zipfile.ZipFile(out) as archive:
         assert archive.testzip() is None
