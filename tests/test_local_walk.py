@@ -112,3 +112,28 @@ def test_a_walk_stopped_early_leaves_no_helper(tmp_path: Path) -> None:
     [helper] = [child for child in psutil.Process().children() if child.pid not in before]
     walk.close()
     assert not helper.is_running()  # killed and reaped, not left behind as a zombie
+
+
+def test_the_helper_stats_by_name_what_a_whole_path_stat_finds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The helper stats a file by its name in its folder made the working directory: the
+    # same answer as a stat of the whole path, for files, links, FIFOs, folders, a file
+    # or a folder that is gone, and, above the length where a path could pass the system's
+    # limit, by the whole path again.
+    monkeypatch.chdir(tmp_path)  # the helper's way changes the directory: put it back
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f.txt").write_bytes(b"abc")
+    (tmp_path / "a" / "link").symlink_to(tmp_path / "a" / "f.txt")
+    os.mkfifo(tmp_path / "a" / "fifo")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "g.txt").write_bytes(b"de")
+    names = ["a/f.txt", "a/link", "a/fifo", "b", "b/g.txt", "a/gone", "gone/x", "b/g.txt"]
+    by_name = local_walk._StatByName()
+    for up_to in (1000, 5):
+        monkeypatch.setattr(local_walk, "_BY_NAME_UP_TO", up_to)
+        for name in names:
+            path = str(tmp_path / name)
+            assert by_name(path, name) == local_walk._stat(path, name), (up_to, name)
+    found = by_name(str(tmp_path / "b" / "g.txt"), "b/g.txt")
+    assert found is not None and found[1] == 2

@@ -7,8 +7,9 @@ help: every ``lstat`` gives the GIL back and waits to retake it). So a walk star
 and, once it has found :data:`HAND_OFF_AFTER` files, hands what is left of it (from the
 next folder on) to a helper process running this very file with no imports but the
 standard library's, which stats and sends back ``(path, size, mtime, inode)`` records
-while this process reads them: ~2.2 µs a file here instead of ~7 (the helper's ~9 run
-on the other core). Small listings (a day's log, an export's folder) never start one.
+while this process reads them: ~2.2 µs a file here instead of ~7 (the helper's ~6 run
+on the other core; it stats each file by name in its folder, :class:`_StatByName`).
+Small listings (a day's log, an export's folder) never start one.
 
 Both sides walk with the same code, so the order is the same: key order, as S3 lists (a
 folder sorts as its name + "/"), links and other non-regular files left out (a link in
@@ -21,7 +22,7 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import IO
 
 #: Files found in this process before the rest of a walk goes to a helper process. The
@@ -69,6 +70,38 @@ def _stat(path: str, rel: str) -> Found | None:
     return rel, st.st_size, st.st_mtime_ns, st.st_ino
 
 
+class _StatByName:
+    """The helper's stat: by name, in the file's folder made the working directory. The
+    kernel then looks up one name instead of every folder on the way, and the stats are
+    most of a walk (~30% less CPU a stat here). A process of its own may move its working
+    directory; the export process may not (its threads share it). A path too long to
+    stat whole is still stat'ed whole, so it fails here as it fails in the export process."""
+
+    def __init__(self) -> None:
+        self._cwd: str | None = None
+
+    def __call__(self, path: str, rel: str) -> Found | None:
+        folder, _, name = path.rpartition("/")
+        if not folder or len(path) > _BY_NAME_UP_TO:
+            return _stat(path, rel)
+        try:
+            if folder != self._cwd:
+                self._cwd = None
+                os.chdir(folder)
+                self._cwd = folder
+            st = os.stat(name, follow_symlinks=False)
+        except FileNotFoundError:  # removed while listing (the file, or its folder)
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return rel, st.st_size, st.st_mtime_ns, st.st_ino
+
+
+#: Longest path (in characters) stat'ed by name: any path under it is under the system's
+#: limit in bytes (4,096 on Linux; a character is at most 4 bytes of UTF-8).
+_BY_NAME_UP_TO = 1000
+
+
 def walk(
     folder: str, rel: str, *, hand_off_after: int | None = None
 ) -> Generator[Found, None, None]:
@@ -79,7 +112,11 @@ def walk(
     yield from _walk([_children(folder, rel)], hand_off_after)
 
 
-def _walk(stack: list[list[Work]], hand_off_after: int | None) -> Iterator[Found]:
+def _walk(
+    stack: list[list[Work]],
+    hand_off_after: int | None,
+    stat_file: Callable[[str, str], Found | None] = _stat,
+) -> Iterator[Found]:
     """The walk of what ``stack`` holds (each level reversed, innermost last); past
     ``hand_off_after`` files the rest goes to a helper (None: never, as in the helper)."""
     found = 0
@@ -96,7 +133,7 @@ def _walk(stack: list[list[Work]], hand_off_after: int | None) -> Iterator[Found
                 yield from _elsewhere([w for level in reversed(stack) for w in reversed(level)])
                 return
             stack.append(_children(work[2], work[3]))
-        elif (entry := _stat(work[2], work[3])) is not None:
+        elif (entry := stat_file(work[2], work[3])) is not None:
             found += 1
             yield entry
 
@@ -154,7 +191,12 @@ def _serve() -> None:
     """The helper: walk what stdin names, write a record per file to stdout."""
     fields = sys.stdin.buffer.read().split(_SEP)
     works = [
-        ("", fields[i] == _DIR, os.fsdecode(fields[i + 1]), os.fsdecode(fields[i + 2]))
+        (
+            "",
+            fields[i] == _DIR,
+            os.path.abspath(os.fsdecode(fields[i + 1])),  # before any change of directory
+            os.fsdecode(fields[i + 2]),
+        )
         for i in range(0, len(fields) - 2, 3)
     ]  # in walk order already: their keys are not needed
     out = sys.stdout.buffer
@@ -162,7 +204,7 @@ def _serve() -> None:
     encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
     failure: OSError | None = None
     try:
-        for rel, size, mtime, inode in _walk([works[::-1]], None):
+        for rel, size, mtime, inode in _walk([works[::-1]], None, _StatByName()):
             buffer.append(b"%s\0%d\0%d\0%d\0" % (rel.encode(encoding, errors), size, mtime, inode))
             if len(buffer) >= 1000:
                 out.write(b"".join(buffer))
