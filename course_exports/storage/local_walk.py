@@ -84,17 +84,14 @@ class _StatByName:
         folder, _, name = path.rpartition("/")
         if not folder or len(path) > _BY_NAME_UP_TO:
             return _stat(path, rel)
-        try:
-            if folder != self._cwd:
-                self._cwd = None
+        if folder != self._cwd:
+            self._cwd = None
+            try:
                 os.chdir(folder)
-                self._cwd = folder
-            st = os.stat(name, follow_symlinks=False)
-        except FileNotFoundError:  # removed while listing (the file, or its folder)
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        return rel, st.st_size, st.st_mtime_ns, st.st_ino
+            except FileNotFoundError:  # the folder removed while listing
+                return None
+            self._cwd = folder
+        return _stat(name, rel)
 
 
 #: Longest path (in characters) stat'ed by name: any path under it is under the system's
