@@ -207,6 +207,36 @@ def test_a_day_the_lms_rewrote_is_read_from_the_source(copied: tuple[Lake, Locat
     assert export(site, store)[0] == data
 
 
+@pytest.mark.parametrize("gone", ["index.json", "chunks"])
+def test_a_day_dropped_while_an_export_reads_the_copy_comes_from_the_source(
+    copied: tuple[Lake, Location], monkeypatch: pytest.MonkeyPatch, gone: str
+) -> None:
+    """The indexer, the purge or another export may drop a day's index or file between
+    this export's listing of the copy and its reads: that day is read from the source,
+    the others from the copy, and the export goes on."""
+    site, store = copied
+    day = busy_day(site)
+    target = copy_file(store, day).parent / "index.json" if gone == "index.json" else None
+    survey = clustered.survey_copy
+
+    def survey_then_drop(store: Location) -> dict[date, dict[str, int]]:
+        found = survey(store)
+        if target is not None:
+            target.unlink(missing_ok=True)
+        return found
+
+    monkeypatch.setattr(clustered, "survey_copy", survey_then_drop)
+    partitions = access_log.list_day_partitions(site.lake, WINDOW)
+    copy = clustered.find_current_days(store, partitions, site.course)
+    assert (day in copy.days) == (gone == "chunks") and len(copy.days) > 100
+    if gone == "chunks":
+        copy_file(store, day).unlink()
+    rows, damaged = copy.read(list(copy.days.values()), site.course)
+    assert [d.partition.day for d, _ in damaged] == ([day] if gone == "chunks" else [])
+    assert rows.height and all("FileNotFoundError" in str(error) for _, error in damaged)
+    assert export(site, store)[0] == reference(site)
+
+
 def corrupt_chunks(store: Location, day: date) -> None:
     """Flip a byte inside every chunk but the last, leaving the size (and the last
     chunk, which the indexer's cheap check reads) intact."""

@@ -256,6 +256,22 @@ def test_tail_and_range_reads(loc: Location, name: str) -> None:
         loc.read_range(path, 5, 5)
 
 
+def test_many_range_reads_each_with_its_own_outcome(loc: Location) -> None:
+    """Each range its bytes, in order, or the error its read raised: one object gone
+    does not take the others' bytes with it."""
+    data = bytes(range(256)) * 8
+    for name in ("a", "b"):
+        loc.write_bytes_atomic(name.encode() + data, "m", name)
+    got = loc.read_ranges(
+        [("m/b", 0, 10), ("m/absent", 0, 10), ("m/a", 1, 300), ("m/a", 5_000, 6_000)]
+    )
+    assert got[0] == (b"b" + data)[:10] and got[2] == data[:299] and got[3] == b""
+    assert isinstance(got[1], FileNotFoundError)
+    assert loc.read_ranges([]) == []
+    with pytest.raises(ValueError):  # a caller's mistake is raised, not an outcome
+        loc.read_ranges([("m/a", 0, 10), ("m/a", 5, 5)])
+
+
 def test_deletes(loc: Location) -> None:
     for name in ["d/1/a", "d/1/b", "d/2/c", "keep/x"]:
         loc.write_bytes_atomic(b"1", name)

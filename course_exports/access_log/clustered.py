@@ -41,7 +41,6 @@ import json
 import logging
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import NamedTuple
@@ -212,7 +211,10 @@ def find_current_days(
     }
     days: dict[date, CopiedDay] = {}
     order = sorted(indexes)
-    blobs: list[bytes] = store.read_many([indexes[d] for d in order])
+    try:
+        blobs = store.read_many([indexes[d] for d in order])
+    except FileNotFoundError:  # an index dropped since the listing (damaged, purged, rebuilt)
+        blobs = [_read_or_nothing(store, indexes[d]) for d in order]
     for day, data in zip(order, blobs, strict=True):
         index = parse_index(data)
         partition = wanted[day]
@@ -222,6 +224,13 @@ def find_current_days(
             continue
         days[day] = CopiedDay(partition, index, index.chunks_of(course_id))
     return CourseCopy(store, days)
+
+
+def _read_or_nothing(store: Location, path: str) -> bytes:
+    try:
+        return store.read_bytes(path)
+    except FileNotFoundError:
+        return b""  # no index: the day is read from the source
 
 
 def survey_copy(store: Location) -> dict[date, dict[str, int]]:
@@ -253,9 +262,10 @@ def read_copied_rows(
     wanted = [day for day in days if day.chunks]
     if not wanted:
         return SCAN_SCHEMA.to_frame(), []
-    # Days at once: as many as the storage finds worth it (S3 reads wait on the network).
-    with ThreadPoolExecutor(min(store.parallel_reads, len(wanted))) as pool:
-        fetched = list(pool.map(lambda day: _fetch(store, day), wanted))
+    # The storage runs the reads as it finds worth it: at once on S3, where they wait on
+    # the network; one after another on a disk (179 small reads ~15 ms, ~45 in threads).
+    spans = store.read_ranges([_span(day) for day in wanted])
+    fetched = [_verified(store, day, span) for day, span in zip(wanted, spans, strict=True)]
     damaged = [
         (d, f) for d, f in zip(wanted, fetched, strict=True) if isinstance(f, DamagedCopyError)
     ]
@@ -276,14 +286,22 @@ def read_copied_rows(
     return (pl.concat(frames) if frames else SCAN_SCHEMA.to_frame()), damaged
 
 
-def _fetch(store: Location, day: CopiedDay) -> list[bytes] | DamagedCopyError:
+def _span(day: CopiedDay) -> tuple[str, int, int]:
+    """The one range of the day's file that holds the course's chunks."""
+    first, last = day.index.chunks[day.chunks[0]], day.index.chunks[day.chunks[-1]]
+    return day.path, first.offset, last.offset + last.length
+
+
+def _verified(
+    store: Location, day: CopiedDay, span: bytes | Exception
+) -> list[bytes] | DamagedCopyError:
     """The course's chunks of the day, each checked, or why the day is damaged."""
+    if isinstance(span, Exception):  # gone (rebuilt meanwhile), unreadable
+        return DamagedCopyError(f"{store.url_for(day.path)}: {type(span).__name__}: {span}")
     try:
-        return _fetch_verified(store, day)
+        return checked_chunks(day.index, day.chunks, span, _span(day)[1])
     except DamagedCopyError as exc:
         return DamagedCopyError(f"{store.url_for(day.path)}: {exc}")
-    except Exception as exc:  # gone (rebuilt meanwhile), unreadable
-        return DamagedCopyError(f"{store.url_for(day.path)}: {type(exc).__name__}: {exc}")
 
 
 def _scan_groups(
@@ -311,14 +329,6 @@ def _scan(days: list[tuple[CopiedDay, list[bytes]]], course_id: int) -> pl.DataF
     )
     _check_rows(frame, [day for day, _ in days])
     return frame
-
-
-def _fetch_verified(store: Location, day: CopiedDay) -> list[bytes]:
-    """Fetch the course's chunks (one span) and check each against its crc32 in the
-    index (DamagedCopyError if one fails)."""
-    first, last = day.index.chunks[day.chunks[0]], day.index.chunks[day.chunks[-1]]
-    span = store.read_range(day.path, first.offset, last.offset + last.length)
-    return checked_chunks(day.index, day.chunks, span, first.offset)
 
 
 def checked_chunks(index: DayIndex, numbers: Sequence[int], data: bytes, start: int) -> list[bytes]:

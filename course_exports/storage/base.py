@@ -12,7 +12,7 @@ import errno
 import io
 import posixpath
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
@@ -113,6 +113,20 @@ def validate_range(start: int, end: int) -> None:
         raise ValueError(f"not a byte range: {start} to {end}")
 
 
+def validate_ranges(ranges: Sequence[tuple[str, int, int]]) -> None:
+    for _, start, end in ranges:
+        validate_range(start, end)
+
+
+def read_or_error(
+    read: Callable[[str, int, int], bytes], path: str, start: int, end: int
+) -> bytes | Exception:
+    try:
+        return read(path, start, end)
+    except Exception as exc:  # handed to the caller with the others' bytes
+        return exc
+
+
 class Location(ABC):
     """A storage root. Paths given to and returned by its methods are relative to it."""
 
@@ -173,6 +187,15 @@ class Location(ABC):
         """Bytes ``start`` to ``end`` (exclusive) of an object in one request (a ranged
         GET on S3); fewer, maybe none, where the object ends sooner. FileNotFoundError
         if absent; ValueError unless ``0 <= start < end``."""
+
+    def read_ranges(self, ranges: Sequence[tuple[str, int, int]]) -> list[bytes | Exception]:
+        """Each ``(path, start, end)`` as :meth:`read_range` reads it, in order: its bytes,
+        or the exception that read raised (an object gone since its listing is one
+        caller's problem, not every read's). One after another here, where a read hardly
+        waits (threads only add their hand-offs); concurrently where reads wait on the
+        network. ValueError, before any read, unless every range is ``0 <= start < end``."""
+        validate_ranges(ranges)
+        return [read_or_error(self.read_range, *item) for item in ranges]
 
     @abstractmethod
     def read_many(self, paths: Iterable[str]) -> list[bytes]:

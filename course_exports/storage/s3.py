@@ -24,7 +24,7 @@ import errno
 import io
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC
 from functools import cached_property
 from typing import Any, BinaryIO
@@ -45,7 +45,9 @@ from course_exports.storage.base import (
     Part,
     PendingUpload,
     join,
+    read_or_error,
     validate_range,
+    validate_ranges,
     validate_tail,
 )
 from course_exports.storage.download import Download, RedirectDownload
@@ -238,6 +240,10 @@ class S3Location(Location):
 
     def read_many(self, paths: Iterable[str]) -> list[bytes]:
         return list(shared_pool().map(self.read_bytes, paths))
+
+    def read_ranges(self, ranges: Sequence[tuple[str, int, int]]) -> list[bytes | Exception]:
+        validate_ranges(ranges)
+        return list(shared_pool().map(lambda item: read_or_error(self.read_range, *item), ranges))
 
     def scan_sources(self, paths: list[str]) -> list[bytes]:
         return self.read_many(paths)
