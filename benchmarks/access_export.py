@@ -129,7 +129,7 @@ def _inputs(lake: Location, course_id: int) -> tuple[Any, Any, Any]:
 
 
 def run_writer(args: argparse.Namespace, use_copy: bool) -> dict[str, Any]:
-    from course_exports.access_log.clustered import find_current_days
+    from course_exports.access_log.course_copy import find_current_days
 
     lake = open_location(str(args.lake))
     assignments, roster, users = _inputs(lake, args.course)

@@ -42,8 +42,8 @@ from access_export import OUT, RETENTION_MONTHS, ensure_lake  # noqa: E402
 from access_export_s3 import copy_lake  # noqa: E402
 
 from course_exports import access_log  # noqa: E402
-from course_exports.access_log import DayPartition, clustered, indexer  # noqa: E402
-from course_exports.access_log.clustered import CopiedDay  # noqa: E402
+from course_exports.access_log import DayPartition, clustered, course_copy, indexer  # noqa: E402
+from course_exports.access_log.course_copy import CopiedDay  # noqa: E402
 from course_exports.access_log.schema import SCAN_SCHEMA  # noqa: E402
 from course_exports.storage import Location, open_location  # noqa: E402
 
@@ -87,7 +87,7 @@ def copy_before(store: Location, days: Sequence[CopiedDay], course_id: int) -> p
 
 
 def copy_after(store: Location, days: Sequence[CopiedDay], course_id: int) -> pl.DataFrame:
-    frame, damaged = clustered.read_copied_rows(store, days, course_id)
+    frame, damaged = course_copy.read_copied_rows(store, days, course_id)
     assert not damaged, damaged
     return frame
 
@@ -171,7 +171,7 @@ def main() -> int:
                 ("S3", s3_store, counted_store),
                 ("local", local_store, None),
             ):
-                copy = clustered.find_current_days(store, local_partitions, course_id)
+                copy = course_copy.find_current_days(store, local_partitions, course_id)
                 days = list(copy.days.values())
                 frames = []
                 for name, read in (("before", copy_before), ("now", copy_after)):

@@ -19,8 +19,11 @@ from flows.retention import NOW, resolve_now, run_name
 from tasks.access_copy import (
     CopySummary,
     copy_access_day,
+    merge_access_month,
     plan_access_copy,
+    plan_month_merges,
     remove_copied_days,
+    remove_merged_months,
     summarise_access_copy,
 )
 
@@ -31,7 +34,8 @@ from tasks.access_copy import (
     description=(
         "Copies closed days of the access log, sorted by course and time, into our own "
         "storage so an access export reads only its course's rows; rebuilds days the LMS "
-        "changed or that are damaged, removes days the log no longer has."
+        "changed or that are damaged, removes days the log no longer has, and merges each "
+        "month's days into one file for small courses."
     ),
     persist_result=True,
     result_serializer="json",
@@ -52,9 +56,15 @@ def refresh_access_log_copy(
     plan = plan_access_copy(settings, resolve_now(now), max_days, verify)
     results = [copy_access_day(settings, day) for day in plan.build]
     removed = remove_copied_days(settings, plan.remove) if plan.remove else []
-    summary = summarise_access_copy(plan, results, removed)
+    # Months after days: a month merges the day copies as they are now.
+    month_plan = plan_month_merges(settings, verify)
+    merged = [merge_access_month(settings, month) for month in month_plan.merge]
+    if month_plan.remove:
+        remove_merged_months(settings, month_plan.remove)
+    summary = summarise_access_copy(plan, results, removed, month_plan, merged)
     print(
         f"copied {summary.copied} days ({summary.rows:,} rows, {summary.seconds:.1f} s), "
-        f"{summary.current} current, {summary.removed} removed, {summary.remaining} left"
+        f"{summary.current} current, {summary.removed} removed, {summary.remaining} left; "
+        f"merged {summary.months_merged} months, {summary.months_current} current"
     )
     return summary

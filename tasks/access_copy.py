@@ -1,4 +1,5 @@
-"""Steps of refresh-access-log-copy: plan, copy a day, remove days, a summary to read."""
+"""Steps of refresh-access-log-copy: plan, copy a day, remove days, merge months, a
+summary to read."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from course_exports.access_log import indexer
+from course_exports.access_log import indexer, months
 from course_exports.access_log.indexer import CopyDay, CopyPlan, CopyResult
+from course_exports.access_log.months import MonthMerge, MonthPlan, MonthResult
 from course_exports.humanize import human_size
 from course_exports.settings import Settings
 from course_exports.text import markdown_text
@@ -43,6 +45,25 @@ def remove_copied_days(settings: Settings, days: list[date]) -> list[date]:
     return days
 
 
+@io_task("plan-month-merges", timeout_seconds=1800)
+def plan_month_merges(settings: Settings, verify: bool) -> MonthPlan:
+    """Months whose merge of small courses is missing or no longer their days'."""
+    return months.plan_months(settings.exports(), verify=verify)
+
+
+# A month is a chunk too (~2 s of work for 30 days of 170,000 events).
+@io_task("merge-access-month", timeout_seconds=1800, task_run_name="merge month={merge.month}")
+def merge_access_month(settings: Settings, merge: MonthMerge) -> MonthResult:
+    return months.merge_month(settings.exports(), merge)
+
+
+@io_task("remove-merged-months", timeout_seconds=600)
+def remove_merged_months(settings: Settings, gone: list[str]) -> list[str]:
+    for month in gone:
+        months.remove_month(settings.exports(), month)
+    return gone
+
+
 class CopySummary(BaseModel):
     """What one refresh of the copy did."""
 
@@ -57,9 +78,19 @@ class CopySummary(BaseModel):
     removed: int
     current: int
     remaining: int
+    #: Months merged for small courses (again), their bytes, and months already current.
+    months_merged: int = 0
+    months_bytes: int = 0
+    months_current: int = 0
 
 
-def summarise(plan: CopyPlan, results: list[CopyResult], removed: list[date]) -> CopySummary:
+def summarise(
+    plan: CopyPlan,
+    results: list[CopyResult],
+    removed: list[date],
+    month_plan: MonthPlan,
+    merged: list[MonthResult],
+) -> CopySummary:
     done = [r for r in results if r.copied]
     return CopySummary(
         now=plan.now,
@@ -72,6 +103,9 @@ def summarise(plan: CopyPlan, results: list[CopyResult], removed: list[date]) ->
         removed=len(removed),
         current=plan.current,
         remaining=plan.remaining,
+        months_merged=sum(1 for m in merged if m.days),
+        months_bytes=sum(m.copy_bytes for m in merged),
+        months_current=month_plan.current,
     )
 
 
@@ -90,6 +124,9 @@ def copy_markdown(summary: CopySummary) -> str:
         f"| days already current | {summary.current:,} |",
         f"| days removed (no longer in the log) | {summary.removed:,} |",
         f"| days left for the next runs | {summary.remaining:,} |",
+        f"| months merged for small courses | {summary.months_merged:,}"
+        f" ({human_size(summary.months_bytes)}) |",
+        f"| months already merged | {summary.months_current:,} |",
     ]
     if summary.not_copied:
         lines += ["", "**Left on the source (broken rows):**"]
@@ -100,9 +137,13 @@ def copy_markdown(summary: CopySummary) -> str:
 
 @task(name="summarise-access-copy", cache_policy=NO_CACHE)
 def summarise_access_copy(
-    plan: CopyPlan, results: list[CopyResult], removed: list[date]
+    plan: CopyPlan,
+    results: list[CopyResult],
+    removed: list[date],
+    month_plan: MonthPlan,
+    merged: list[MonthResult],
 ) -> CopySummary:
-    summary = summarise(plan, results, removed)
+    summary = summarise(plan, results, removed, month_plan, merged)
     create_markdown_artifact(
         markdown=copy_markdown(summary),
         key="refresh-access-log-copy",

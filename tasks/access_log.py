@@ -9,7 +9,7 @@ from typing import BinaryIO, cast
 
 from course_exports import access_log, registry
 from course_exports.access_log import AccessWindow, DayPartition
-from course_exports.access_log.clustered import CourseCopy, find_current_days
+from course_exports.access_log.course_copy import CourseCopy, find_current_days
 from course_exports.export_records import ExportRecord
 from course_exports.heartbeat import Heartbeat
 from course_exports.lake import Course, check_assignment_ids, read_roster, read_users

@@ -21,8 +21,9 @@ from hypothesis import given
 from reference import lake_reference_csv
 
 from course_exports import access_log
-from course_exports.access_log import clustered, indexer
-from course_exports.access_log.clustered import COPY_DIR, CourseCopy, DayIndex
+from course_exports.access_log import clustered, course_copy, indexer
+from course_exports.access_log.clustered import COPY_DIR, DayIndex
+from course_exports.access_log.course_copy import CourseCopy
 from course_exports.errors import LakeDataError
 from course_exports.lake import read_course, read_roster, read_users
 from course_exports.storage import Location, open_location
@@ -85,21 +86,24 @@ def build_copy(
     return plan
 
 
-def export(site: Lake, store: Location | None, **options: Any) -> tuple[bytes, Any]:
+def export(
+    site: Lake, store: Location | None, course_id: int | None = None, **options: Any
+) -> tuple[bytes, Any]:
     lake = site.lake
-    course = read_course(lake, site.course)
+    course_id = site.course if course_id is None else course_id
+    course = read_course(lake, course_id)
     partitions = access_log.list_day_partitions(lake, WINDOW)
-    copy = clustered.find_current_days(store, partitions, site.course) if store else None
+    copy = course_copy.find_current_days(store, partitions, course_id) if store else None
     access_log.check_log_files(lake, [p for p in partitions if not copy or p.day not in copy.days])
     out = io.BytesIO()
     stats = access_log.write_access_csv(
         lake,
         partitions,
         out,
-        course_id=site.course,
+        course_id=course_id,
         window=WINDOW,
         assignments=course.assignment_labels(),
-        roster=read_roster(lake, site.course),
+        roster=read_roster(lake, course_id),
         users=read_users(lake),
         copy=copy,
         **options,
@@ -107,8 +111,9 @@ def export(site: Lake, store: Location | None, **options: Any) -> tuple[bytes, A
     return out.getvalue(), stats
 
 
-def reference(site: Lake, **options: Any) -> bytes:
-    return lake_reference_csv(site.root, site.course, WINDOW, **options)
+def reference(site: Lake, course_id: int | None = None, **options: Any) -> bytes:
+    course_id = site.course if course_id is None else course_id
+    return lake_reference_csv(site.root, course_id, WINDOW, **options)
 
 
 def test_the_layouts_hold_the_same_events(lakes: dict[LogLayout, Lake]) -> None:
@@ -196,7 +201,7 @@ def test_a_day_the_lms_rewrote_is_read_from_the_source(copied: tuple[Lake, Locat
     extra = table.slice(0, 1).set_column(2, "course_id", pa.array([site.course], pa.int64()))
     pq.write_table(pa.concat_tables([table, extra]), path)
     partitions = access_log.list_day_partitions(site.lake, WINDOW)
-    copy = clustered.find_current_days(store, partitions, site.course)
+    copy = course_copy.find_current_days(store, partitions, site.course)
     assert day not in copy.days and len(copy.days) > 100
     data, _ = export(site, store)
     assert data == reference(site)
@@ -217,17 +222,17 @@ def test_a_day_dropped_while_an_export_reads_the_copy_comes_from_the_source(
     site, store = copied
     day = busy_day(site)
     target = copy_file(store, day).parent / "index.json" if gone == "index.json" else None
-    survey = clustered.survey_copy
+    survey = course_copy.survey_copy
 
-    def survey_then_drop(store: Location) -> dict[date, dict[str, int]]:
+    def survey_then_drop(store: Location) -> clustered.CopySurvey:
         found = survey(store)
         if target is not None:
             target.unlink(missing_ok=True)
         return found
 
-    monkeypatch.setattr(clustered, "survey_copy", survey_then_drop)
+    monkeypatch.setattr(course_copy, "survey_copy", survey_then_drop)
     partitions = access_log.list_day_partitions(site.lake, WINDOW)
-    copy = clustered.find_current_days(store, partitions, site.course)
+    copy = course_copy.find_current_days(store, partitions, site.course)
     assert (day in copy.days) == (gone == "chunks") and len(copy.days) > 100
     if gone == "chunks":
         copy_file(store, day).unlink()
@@ -423,7 +428,9 @@ def test_chunks_of_a_course() -> None:
 def test_an_empty_copy_changes_nothing(lakes: dict[LogLayout, Lake], tmp_path: Path) -> None:
     site = lakes[LogLayout.DAILY_UNSORTED]
     store = open_location(str(tmp_path / "nothing"))
-    copy = clustered.find_current_days(store, access_log.list_day_partitions(site.lake, WINDOW), 1)
+    copy = course_copy.find_current_days(
+        store, access_log.list_day_partitions(site.lake, WINDOW), 1
+    )
     assert copy == CourseCopy(store, {})
     assert export(site, store)[0] == reference(site)
 

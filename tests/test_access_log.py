@@ -882,7 +882,8 @@ def test_planner_reads_a_busy_day_once_and_learns(monkeypatch: pytest.MonkeyPatc
 def test_planner_sizes_copied_days_by_their_chunks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from course_exports.access_log.clustered import CopiedDay, DayIndex
+    from course_exports.access_log.clustered import DayIndex
+    from course_exports.access_log.course_copy import CopiedDay
 
     monkeypatch.setattr(reader, "_BATCH_ROWS", 100)
     monkeypatch.setattr(reader, "_ROWS_PER_BYTE_GUESS", 0.001)  # 1 row a source day

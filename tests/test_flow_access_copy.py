@@ -46,8 +46,10 @@ def test_export_matches_the_reference_on_every_layout(
     if with_copy:
         summary = refresh_access_log_copy(max_days=1000)
         assert summary.copied >= 180 and summary.not_copied == []
+        assert summary.months_merged >= 6 and summary.months_bytes > 0
         again = refresh_access_log_copy()
         assert again.copied == 0 and again.current == summary.copied
+        assert again.months_merged == 0 and again.months_current == summary.months_merged
     result = export_access_data(course_id=site.course, requested_by=site.teacher)
     window = AccessWindow(
         datetime.fromisoformat(result.details["window_start"]),

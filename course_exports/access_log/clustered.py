@@ -1,4 +1,7 @@
-"""Our course-clustered copy of the access log, as exports read it.
+"""Our course-clustered copy of the access log: its layout, indexes and checks.
+
+How an export reads it is ``course_copy``; how the indexer builds it, ``indexer`` and
+``months``.
 
 The lake is the LMS's and read-only, and its day files hold every course in no useful
 order, so without help an export of a course of 3,000 events reads all 30 million. We
@@ -29,6 +32,18 @@ file). The rows must then be of the day, with known access types. Anything else 
 :class:`DamagedCopyError`: the reader reads that day from the source, and drops the
 index so the next indexer run rebuilds the day (``indexer``).
 
+Small courses have a faster way in: each month's copied days merged into one file,
+``_access_log_copy/month=YYYY-MM/<build id>.parquets`` with its ``index.json``
+(:class:`MonthIndex`, built by ``months``): the rows of every course with at most
+:data:`MONTH_COURSE_ROWS` rows in those days, chunked the same way, and the list of the
+courses left out. A median course then makes six ranged reads for half a year instead
+of 179, and Polars decodes six small chunks instead of 179 (decoding ~4,000 rows a day of
+other courses' chunks was most of such an export's reading). The day files stay as they
+are: what a month leaves out (a big course, a day the LMS rewrote since) is read from
+them, so a month only ever saves time. A month is used for a day only when it holds the
+day from exactly the files the LMS has now; one that fails a check is discarded like a
+day (its days come from the source until the indexer merges the month again).
+
 Format 1 was one parquet file a day in row groups of 4,096 rows: an export then read
 the course's span and the footer (two reads a day) and Polars parsed each day's footer
 of ~40 row groups; a small course's 179 copied days cost twice what chunks cost.
@@ -41,15 +56,12 @@ import json
 import logging
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
-import polars as pl
 from pydantic import BaseModel, ValidationError
 
 from course_exports.access_log.partitions import DayPartition
-from course_exports.access_log.schema import ACCESS_TYPE_LABELS, SCAN_SCHEMA
 from course_exports.storage import Location
 
 log = logging.getLogger(__name__)
@@ -64,8 +76,13 @@ FORMAT = 2
 #: course's export decodes fewer than 2 x CHUNK_ROWS rows of a day: a few tens of KB,
 #: while a day of 170,000 events is about 40 chunks, each with its own small footer.
 CHUNK_ROWS = 4_096
-#: Chunk bytes per Polars scan, so memory stays bounded whatever a batch holds.
-_SCAN_BYTES = 64 * 2**20
+#: Of a month's merged days (see above); bumped as FORMAT is.
+MONTH_FORMAT = 1
+#: A course with more rows than this in a month's days is left out of the month's file
+#: and read from the days' files (its own chunks there are cheap to read already): 98%
+#: of the course-months of the benchmark's lake are under it (the median course has
+#: ~600 rows a month), 49% of its events, so the months add ~45% to the copy.
+MONTH_COURSE_ROWS = 4 * CHUNK_ROWS
 
 
 class DamagedCopyError(Exception):
@@ -89,14 +106,15 @@ class Chunk(NamedTuple):
         return self.rows if self.courses == 1 else -(-self.rows // self.courses)
 
 
-class DayIndex(BaseModel):
-    """``index.json`` of one copied day."""
+#: ``(name, size, content tag)`` of each source file of a day, as a listing gave them.
+Stamps = list[tuple[str, int, str]]
+
+
+class ChunkedFile(BaseModel):
+    """What the index of a file of the copy (a day's or a month's) says about it."""
 
     format: int
-    day: date
-    #: ``(name, size, content tag)`` of every source file, as the listing gave them.
-    source: list[tuple[str, int, str]]
-    #: The copy's parquet file in the day's folder, and its size in bytes.
+    #: The parquet file in the index's folder, and its size in bytes.
     file: str
     size: int
     rows: int
@@ -106,16 +124,20 @@ class DayIndex(BaseModel):
     #: Seconds the build took (reported by the indexer and the benchmark).
     build_seconds: float = 0.0
 
-    def is_current(self, partition: DayPartition) -> bool:
-        """Built by this code from exactly the files the LMS has for the day now."""
-        stamps = tuple(tuple(s) for s in self.source)
-        return (
-            self.format == FORMAT
-            and self.day == partition.day
-            and bool(partition.stamps)
-            and all(tag for _, _, tag in partition.stamps)  # unknown tags: cannot tell
-            and stamps == partition.stamps
-        )
+    @property
+    def folder(self) -> str:
+        """The folder of the file and its index under :data:`COPY_DIR`."""
+        raise NotImplementedError
+
+    @property
+    def held_days(self) -> frozenset[date]:
+        """The days whose rows the file holds."""
+        raise NotImplementedError
+
+    @property
+    def path(self) -> str:
+        """The file, relative to the exports root."""
+        return f"{COPY_DIR}/{self.folder}/{self.file}"
 
     def chunks_of(self, course_id: int) -> tuple[int, ...]:
         """The chunks that can hold the course's rows (consecutive, maybe none)."""
@@ -131,14 +153,92 @@ class DayIndex(BaseModel):
         return tuple(found)
 
 
+class DayIndex(ChunkedFile):
+    """``index.json`` of one copied day."""
+
+    day: date
+    source: Stamps
+
+    @property
+    def folder(self) -> str:
+        return day_folder(self.day)
+
+    @property
+    def held_days(self) -> frozenset[date]:
+        return frozenset((self.day,))
+
+    def is_current(self, partition: DayPartition) -> bool:
+        """Built by this code from exactly the files the LMS has for the day now."""
+        return (
+            self.format == FORMAT
+            and self.day == partition.day
+            and same_files(self.source, partition)
+        )
+
+
+class MonthIndex(ChunkedFile):
+    """``index.json`` of a month's merged days (see the module's docstring)."""
+
+    month: str  # YYYY-MM
+    #: The days merged, each with the source files its day's copy was made from.
+    days: dict[date, Stamps]
+    #: Courses with more than MONTH_COURSE_ROWS rows in these days: not in the file.
+    left_out: list[int]
+
+    @property
+    def folder(self) -> str:
+        return month_folder(self.month)
+
+    @property
+    def held_days(self) -> frozenset[date]:
+        return frozenset(self.days)
+
+    def current_days(self, partitions: dict[date, DayPartition]) -> list[date]:
+        """The days it holds from exactly the files the LMS has for them now."""
+        if self.format != MONTH_FORMAT:
+            return []
+        return sorted(
+            day
+            for day, stamps in self.days.items()
+            if day in partitions and same_files(stamps, partitions[day])
+        )
+
+
+def same_files(stamps: Stamps, partition: DayPartition) -> bool:
+    """``stamps`` are the day's files as the LMS has them now (every one with a content
+    tag: without one a rewrite cannot be told)."""
+    return (
+        bool(partition.stamps)
+        and all(tag for _, _, tag in partition.stamps)
+        and tuple(tuple(s) for s in stamps) == partition.stamps
+    )
+
+
 def day_folder(day: date) -> str:
     return f"event_date={day.isoformat()}"
 
 
+def month_folder(month: str) -> str:
+    return f"month={month}"
+
+
+def month_of(day: date) -> str:
+    """The month (``YYYY-MM``) whose merge holds ``day``."""
+    return day.strftime("%Y-%m")
+
+
+Index = TypeVar("Index", bound=ChunkedFile)
+
+
 def parse_index(data: bytes) -> DayIndex | None:
-    """The index, or None when it is unreadable (a damaged day, to be rebuilt)."""
+    """A day's index, or None when it is unreadable (a damaged day, to be rebuilt)."""
+    return parse_model(data, DayIndex)
+
+
+def parse_model(data: bytes, model: type[Index]) -> Index | None:
+    """An index of ``model``'s kind, or None when it is unreadable (to be rebuilt)."""
     try:
-        return DayIndex.model_validate_json(data)
+        return model.model_validate_json(data)
     except (ValidationError, ValueError):
         return None
 
@@ -153,185 +253,39 @@ def index_format(data: bytes) -> int | None:
     return found if isinstance(found, int) else None
 
 
-def index_bytes(index: DayIndex) -> bytes:
+def index_bytes(index: ChunkedFile) -> bytes:
     return json.dumps(index.model_dump(mode="json"), separators=(",", ":")).encode()
 
 
-@dataclass(frozen=True)
-class CopiedDay:
-    """A day an export reads from the copy: which file, and the course's chunks."""
+class CopySurvey(NamedTuple):
+    """The copy's files and their sizes, from one listing: per day, and per month."""
 
-    partition: DayPartition
-    index: DayIndex
-    chunks: tuple[int, ...]
-
-    @property
-    def rows(self) -> int:
-        """The course's rows of the day, as the index tells them (see Chunk)."""
-        return sum(self.index.chunks[i].course_rows() for i in self.chunks)
-
-    @property
-    def path(self) -> str:
-        """The copy's file, relative to the exports root."""
-        return f"{COPY_DIR}/{day_folder(self.index.day)}/{self.index.file}"
+    days: dict[date, dict[str, int]]
+    months: dict[str, dict[str, int]]
 
 
-@dataclass(frozen=True)
-class CourseCopy:
-    """The copy as one export sees it: where it is, and its current days."""
-
-    store: Location
-    days: dict[date, CopiedDay]
-
-    def read(
-        self, days: Sequence[CopiedDay], course_id: int
-    ) -> tuple[pl.DataFrame, list[tuple[CopiedDay, DamagedCopyError]]]:
-        return read_copied_rows(self.store, days, course_id)
-
-    def discard(self, copied: CopiedDay) -> None:
-        discard_index(self.store, copied.index)
-
-
-def find_current_days(
-    store: Location, partitions: Sequence[DayPartition], course_id: int
-) -> CourseCopy:
-    """The days of ``partitions`` the copy holds, current and of the right size.
-
-    One listing of the copy and one small read per day's index. A day whose index is
-    missing, unreadable, stale or whose file is missing or of another size is left out
-    (read from the source); so is a day without rows of the course... except that it
-    is kept with no chunks, so the export skips it without reading anything.
-    """
-    wanted = {p.day: p for p in partitions}
-    copied = survey_copy(store)
-    indexes = {
-        day: f"{COPY_DIR}/{day_folder(day)}/{INDEX}"
-        for day, files in copied.items()
-        if INDEX in files and day in wanted
-    }
-    days: dict[date, CopiedDay] = {}
-    order = sorted(indexes)
-    try:
-        blobs = store.read_many([indexes[d] for d in order])
-    except FileNotFoundError:  # an index dropped since the listing (damaged, purged, rebuilt)
-        blobs = [_read_or_nothing(store, indexes[d]) for d in order]
-    for day, data in zip(order, blobs, strict=True):
-        index = parse_index(data)
-        partition = wanted[day]
-        if index is None or not index.is_current(partition):
-            continue
-        if copied[day].get(index.file) != index.size:
-            continue
-        days[day] = CopiedDay(partition, index, index.chunks_of(course_id))
-    return CourseCopy(store, days)
-
-
-def _read_or_nothing(store: Location, path: str) -> bytes:
-    try:
-        return store.read_bytes(path)
-    except FileNotFoundError:
-        return b""  # no index: the day is read from the source
-
-
-def survey_copy(store: Location) -> dict[date, dict[str, int]]:
-    """Every copied day's files and their sizes, from one listing of the copy."""
+def survey_copy(store: Location) -> CopySurvey:
+    """Every copied day's and merged month's files and their sizes, from one listing."""
     days: dict[date, dict[str, int]] = {}
+    months: dict[str, dict[str, int]] = {}
     for entry in store.iter_files(COPY_DIR):
         folder, _, name = entry.path.removeprefix(f"{COPY_DIR}/").partition("/")
-        if not folder.startswith("event_date=") or "/" in name:
-            continue  # not a day's folder, or a folder inside one: not ours
+        if "/" in name:
+            continue  # a folder inside a day's or a month's: not ours
+        kind, _, when = folder.partition("=")
         try:
-            day = date.fromisoformat(folder.removeprefix("event_date="))
+            if kind == "event_date":
+                days.setdefault(date.fromisoformat(when), {})[name] = entry.size
+            elif kind == "month" and when == date.fromisoformat(f"{when}-01").strftime("%Y-%m"):
+                months.setdefault(when, {})[name] = entry.size
         except ValueError:
-            continue
-        days.setdefault(day, {})[name] = entry.size
-    return days
+            continue  # not a date: not ours
+    return CopySurvey(days, months)
 
 
-def read_copied_rows(
-    store: Location, days: Sequence[CopiedDay], course_id: int
-) -> tuple[pl.DataFrame, list[tuple[CopiedDay, DamagedCopyError]]]:
-    """The course's rows of ``days`` (all columns), and the days found damaged.
-
-    Each day is one ranged read of the course's chunks, concurrently with the other
-    days; every chunk is checked against its crc32 in the index, and Polars decodes
-    those very bytes (each chunk is a parquet file of its own), nothing else of the
-    file. So an export fetches what its course costs, never whole day files, on any
-    storage. A damaged day contributes no rows: the caller reads it from the source.
-    """
-    wanted = [day for day in days if day.chunks]
-    if not wanted:
-        return SCAN_SCHEMA.to_frame(), []
-    # The storage runs the reads as it finds worth it: at once on S3, where they wait on
-    # the network; one after another on a disk (179 small reads ~15 ms, ~45 in threads).
-    spans = store.read_ranges([_span(day) for day in wanted])
-    fetched = [_verified(store, day, span) for day, span in zip(wanted, spans, strict=True)]
-    damaged = [
-        (d, f) for d, f in zip(wanted, fetched, strict=True) if isinstance(f, DamagedCopyError)
-    ]
-    good = [
-        (d, f) for d, f in zip(wanted, fetched, strict=True) if not isinstance(f, DamagedCopyError)
-    ]
-    frames = []
-    for group in _scan_groups(good):
-        try:
-            frames.append(_scan(group, course_id))
-        except Exception:  # find the day(s) at fault; the others are fine
-            for day, chunks in group:
-                try:
-                    frames.append(_scan([(day, chunks)], course_id))
-                except Exception as exc:
-                    problem = f"{store.url_for(day.path)}: {type(exc).__name__}: {exc}"
-                    damaged.append((day, DamagedCopyError(problem)))
-    return (pl.concat(frames) if frames else SCAN_SCHEMA.to_frame()), damaged
-
-
-def _span(day: CopiedDay) -> tuple[str, int, int]:
-    """The one range of the day's file that holds the course's chunks."""
-    first, last = day.index.chunks[day.chunks[0]], day.index.chunks[day.chunks[-1]]
-    return day.path, first.offset, last.offset + last.length
-
-
-def _verified(
-    store: Location, day: CopiedDay, span: bytes | Exception
-) -> list[bytes] | DamagedCopyError:
-    """The course's chunks of the day, each checked, or why the day is damaged."""
-    if isinstance(span, Exception):  # gone (rebuilt meanwhile), unreadable
-        return DamagedCopyError(f"{store.url_for(day.path)}: {type(span).__name__}: {span}")
-    try:
-        return checked_chunks(day.index, day.chunks, span, _span(day)[1])
-    except DamagedCopyError as exc:
-        return DamagedCopyError(f"{store.url_for(day.path)}: {exc}")
-
-
-def _scan_groups(
-    days: list[tuple[CopiedDay, list[bytes]]],
-) -> list[list[tuple[CopiedDay, list[bytes]]]]:
-    """Days in scans of at most :data:`_SCAN_BYTES` of chunks."""
-    groups: list[list[tuple[CopiedDay, list[bytes]]]] = []
-    size = 0
-    for day, chunks in days:
-        weight = sum(len(chunk) for chunk in chunks)
-        if not groups or size + weight > _SCAN_BYTES:
-            groups.append([])
-            size = 0
-        groups[-1].append((day, chunks))
-        size += weight
-    return groups
-
-
-def _scan(days: list[tuple[CopiedDay, list[bytes]]], course_id: int) -> pl.DataFrame:
-    sources = [chunk for _, chunks in days for chunk in chunks]
-    frame = (
-        pl.scan_parquet(sources, schema=SCAN_SCHEMA, hive_partitioning=False)
-        .filter(pl.col("course_id") == course_id)
-        .collect()
-    )
-    _check_rows(frame, [day for day, _ in days])
-    return frame
-
-
-def checked_chunks(index: DayIndex, numbers: Sequence[int], data: bytes, start: int) -> list[bytes]:
+def checked_chunks(
+    index: ChunkedFile, numbers: Sequence[int], data: bytes, start: int
+) -> list[bytes]:
     """The bytes of chunks ``numbers`` out of ``data`` (the file's bytes from offset
     ``start`` on), each checked against its length and crc32 in the index
     (DamagedCopyError naming the first that fails)."""
@@ -345,29 +299,14 @@ def checked_chunks(index: DayIndex, numbers: Sequence[int], data: bytes, start: 
     return checked
 
 
-def _check_rows(frame: pl.DataFrame, days: Sequence[CopiedDay]) -> None:
-    """Belt and braces after the checksums: the rows are of these days, of known kinds."""
-    time = pl.col("event_time")
-    first, last = days[0].partition.start, days[-1].partition.end
-    problems = frame.select(
-        (~pl.col("access_type").is_in(list(ACCESS_TYPE_LABELS)).fill_null(False))
-        .any()
-        .alias("unknown access type"),
-        time.is_null().any().alias("no time"),
-        ((time < first) | (time >= last)).any().alias("another day"),
-    ).row(0, named=True)
-    found = [name for name, bad in problems.items() if bad]
-    if found:
-        raise DamagedCopyError(f"rows disagree with the index ({', '.join(found)})")
-
-
-def discard_index(store: Location, index: DayIndex) -> None:
-    """Drop a damaged day's index (if it is still the one read): the day is rebuilt."""
-    path = (COPY_DIR, day_folder(index.day), INDEX)
+def discard_index(store: Location, index: ChunkedFile) -> None:
+    """Drop a damaged file's index (if it is still the one read): the indexer rebuilds
+    the day or merges the month again."""
+    path = (COPY_DIR, index.folder, INDEX)
     try:
-        current = parse_index(store.read_bytes(*path))
+        current = parse_model(store.read_bytes(*path), type(index))
     except FileNotFoundError:
         return
     if current == index:
         store.delete(*path)
-        log.warning("dropped the index of the damaged copy of %s", index.day)
+        log.warning("dropped the index of the damaged copy in %s", index.folder)

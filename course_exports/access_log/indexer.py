@@ -34,6 +34,8 @@ from course_exports.access_log.clustered import (
     day_folder,
     index_bytes,
     index_format,
+    month_folder,
+    month_of,
     parse_index,
     survey_copy,
 )
@@ -111,7 +113,7 @@ def plan_copy(
     in_log = list_day_partitions(lake, window)
     # A storage that gives no content tag cannot tell a rewritten day: never copied.
     closed = [p for p in in_log if p.end <= now and all(tag for _, _, tag in p.stamps)]
-    copies = survey_copy(store)
+    copies = survey_copy(store).days
     build: list[CopyDay] = []
     current = 0
     for partition in closed:
@@ -287,10 +289,13 @@ def chunked_parquet(frame: pl.DataFrame) -> tuple[bytes, list[Chunk]]:
 
 
 def remove_day(store: Location, day: date) -> None:
-    """Delete one day of the copy (the purge drops it with the source's day)."""
+    """Delete one day of the copy (the purge drops it with the source's day), and its
+    month's merge first: a merged month never outlives one of its days (its rows would
+    stay past the retention); the indexer merges the month's other days again."""
+    store.delete_tree(COPY_DIR, month_folder(month_of(day)))
     store.delete_tree(COPY_DIR, day_folder(day))
 
 
 def copy_sizes(store: Location) -> dict[date, int]:
     """Bytes of the copy's files per copied day (for summaries and the purge)."""
-    return {d: sum(f.values()) for d, f in survey_copy(store).items()}
+    return {d: sum(f.values()) for d, f in survey_copy(store).days.items()}

@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from course_exports.access_log.clustered import CopiedDay, CourseCopy
+from course_exports.access_log.course_copy import CopiedDay, CourseCopy
 from course_exports.access_log.partitions import ACCESS_LOG_DIR, DayPartition
 from course_exports.access_log.schema import (
     ACCESS_TYPE_LABELS,
@@ -329,7 +329,7 @@ def check_rows(lake: Location, batch: Batch, query: Query, events: pl.DataFrame)
         return
     for partition in batch.partitions:
         if partition.day in batch.copied:
-            continue  # checked when read (clustered.read_copied_rows)
+            continue  # checked when read (course_copy.read_copied_rows)
         outside = (pl.col("event_time") < partition.start) | (pl.col("event_time") >= partition.end)
         for path in partition.files:
             rows = _read_file(lake, path, query, batch).filter(outside).head(1).collect()

@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 import polars as pl
 
-from course_exports.access_log.clustered import CourseCopy
+from course_exports.access_log.course_copy import CourseCopy
 from course_exports.access_log.partitions import DayPartition
 from course_exports.access_log.reader import Prefetcher, Query, check_rows, explain_failure
 from course_exports.access_log.render import (
