@@ -7,8 +7,8 @@ For each layout (one unsorted row group a day, hourly files, sorted by course wi
 row groups) the same 30 million events of 2,000 very uneven courses and 200,000 users
 (``sample_lake.issue_lake_spec``) are generated under ``benchmarks/out/lakes/<layout>``
 (reused when made from the same spec on the same day), the course-clustered copy is
-built (time per day, size against the source), and the largest and the median course
-are exported by:
+built as the refresh flow builds it, days then merged months (time per day and per
+month, size against the source), and the largest and the median course are exported by:
 
 * ``pandas``: the export as a careful pandas + pyarrow user writes it (read, merge,
   format, sort, to_csv), the baseline;
@@ -96,8 +96,9 @@ def ensure_lake(lake_dir: Path, layout: str, events: int) -> dict[str, Any]:
 
 
 def build_copy(lake: Location, store: Location) -> dict[str, float]:
-    """Build (or bring up to date) the course-clustered copy; what it cost."""
-    from course_exports.access_log import indexer
+    """Build (or bring up to date) the course-clustered copy, days then merged months,
+    as the refresh flow does; what it cost."""
+    from course_exports.access_log import indexer, months
 
     plan = indexer.plan_copy(lake, store, datetime.now(UTC), RETENTION_MONTHS, max_days=10_000)
     seconds = rows = source = copied = 0.0
@@ -107,17 +108,31 @@ def build_copy(lake: Location, store: Location) -> dict[str, float]:
         rows += result.rows
         source += result.source_bytes
         copied += result.copy_bytes
-    return {"days": len(plan.build), "seconds": seconds, "source": source, "copy": copied}
+    merges = months.plan_months(store)
+    merged = [months.merge_month(store, merge) for merge in merges.merge]
+    for month in merges.remove:
+        months.remove_month(store, month)
+    return {
+        "days": len(plan.build),
+        "seconds": seconds,
+        "source": source,
+        "copy": copied,
+        "months": len(merged),
+        "month_seconds": sum(m.seconds for m in merged),
+    }
 
 
-def copy_size(lake: Location, store: Location) -> tuple[int, int]:
-    """Bytes of the source log and of the copy, over the days the copy holds."""
+def copy_size(lake: Location, store: Location) -> tuple[int, int, int]:
+    """Bytes of the source log, of the copy's days (over the days the copy holds) and of
+    its merged months."""
     from course_exports.access_log import indexer
+    from course_exports.access_log.clustered import survey_copy
 
     window = access_log.AccessWindow(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC))
     partitions = {p.day: p for p in access_log.list_day_partitions(lake, window)}
     sizes = {d: n for d, n in indexer.copy_sizes(store).items() if d in partitions}
-    return sum(partitions[d].size_bytes for d in sizes), sum(sizes.values())
+    months = sum(sum(files.values()) for files in survey_copy(store).months.values())
+    return sum(partitions[d].size_bytes for d in sizes), sum(sizes.values()), months
 
 
 # ----------------------------------------------------------------------------- the runs
@@ -325,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"({built['seconds'] / built['days']:.2f} s a day)",
                 flush=True,
             )
+        if built["months"]:
+            print(
+                f"{layout}: merged {built['months']:.0f} months in {built['month_seconds']:.1f} s",
+                flush=True,
+            )
     if args.baseline is not None:
         for layout, (_, lake_dir, _, _) in prepared.items():
             prepare_baseline(args.baseline, out / "baseline", layout, lake_dir, args.events)
@@ -334,15 +354,21 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, ...]] = []
     copies: list[tuple[str, ...]] = []
     for layout, (summary, lake_dir, exports_dir, built) in prepared.items():
-        source, copied = copy_size(open_location(str(lake_dir)), open_location(str(exports_dir)))
+        lake, store = open_location(str(lake_dir)), open_location(str(exports_dir))
+        source, copied, merged = copy_size(lake, store)
         per_day = f"{built['seconds'] / built['days']:.2f}" if built["days"] else "(built before)"
+        per_month = (
+            f"{built['month_seconds'] / built['months']:.2f}" if built["months"] else "(before)"
+        )
         copies.append(
             (
                 layout,
                 f"{source / 1e6:.0f}",
                 f"{copied / 1e6:.0f}",
-                f"{copied / source:.2f}",
+                f"{merged / 1e6:.0f}",
+                f"{(copied + merged) / source:.2f}",
                 per_day,
+                per_month,
             )
         )
         for case in args.cases.split(","):
@@ -414,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print()
-    print(table(("layout", "source MB", "copy MB", "copy/source", "build s/day"), copies))
+    header = ("layout", "source MB", "days MB", "months MB", "copy/source", "s/day", "s/month")
+    print(table(header, copies))
     return 0
 
 
