@@ -465,10 +465,16 @@ def copied_days_folder(store: Location, day: date) -> Path:
     return Path(store.path(COPY_DIR, clustered.day_folder(day)))
 
 
-def test_a_small_course_reads_a_sliver_of_the_copy_on_s3(tmp_path: Path, s3_server: Any) -> None:
+@pytest.mark.parametrize("merged", [False, True], ids=["days", "months"])
+def test_a_small_course_reads_a_sliver_of_the_copy_on_s3(
+    tmp_path: Path, s3_server: Any, merged: bool
+) -> None:
     """On S3 an export from the copy fetches its course's chunks of each day (one ranged
-    GET), never whole files: O(course), not O(log)."""
+    GET), or of each month once months are merged, never whole files: O(course), not
+    O(log)."""
     from faults import faulty_proxy
+
+    from course_exports.access_log import months
 
     spec = LakeSpec(
         seed=11,
@@ -484,11 +490,11 @@ def test_a_small_course_reads_a_sliver_of_the_copy_on_s3(tmp_path: Path, s3_serv
     small = sorted(summary.events_per_course, key=summary.events_per_course.__getitem__)[5]
     site = Lake(tmp_path / "lake", dataclasses.replace(summary, course_ids=[small]))
     bucket = s3_server.make_bucket("copy")
-    build_copy(
-        site.lake,
-        open_location(f"s3://{bucket}/exports", s3_endpoint_url=s3_server.endpoint_url),
-        chunk_rows=clustered.CHUNK_ROWS,
-    )
+    built = open_location(f"s3://{bucket}/exports", s3_endpoint_url=s3_server.endpoint_url)
+    build_copy(site.lake, built, chunk_rows=clustered.CHUNK_ROWS)
+    if merged:
+        for merge in months.plan_months(built).merge:
+            assert months.merge_month(built, merge).days
     with faulty_proxy(s3_server.endpoint_url) as proxy:
         store = open_location(f"s3://{bucket}/exports", s3_endpoint_url=proxy.url)
         copy_bytes = sum(e.size for e in store.iter_files(COPY_DIR) if e.path.endswith(".parquets"))
@@ -498,6 +504,8 @@ def test_a_small_course_reads_a_sliver_of_the_copy_on_s3(tmp_path: Path, s3_serv
         read = sum(n for m, p, n in proxy.answered if m == "GET" and ".parquet" in p)
     assert data == reference(site)
     assert 0 < summary.events_per_course[small] < spec.events / 100 and stats.days_from_copy == 7
-    assert len(parquet_gets) == stats.days_from_copy  # one span a day
+    # One span a day, or a month.
+    assert len(parquet_gets) == (len(clustered.survey_copy(store).months) if merged else 7)
+    assert all(("/month" in p) == merged for p in parquet_gets)  # "month=", maybe quoted
     print(f"{len(parquet_gets)} GETs, {read} of {copy_bytes} bytes")
     assert read < copy_bytes / 4, (read, copy_bytes)
