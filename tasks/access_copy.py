@@ -82,6 +82,8 @@ class CopySummary(BaseModel):
     months_merged: int = 0
     months_bytes: int = 0
     months_current: int = 0
+    #: Months not merged because a day copy was found damaged (it is copied again).
+    months_not_merged: list[str] = []
 
 
 def summarise(
@@ -106,6 +108,7 @@ def summarise(
         months_merged=sum(1 for m in merged if m.days),
         months_bytes=sum(m.copy_bytes for m in merged),
         months_current=month_plan.current,
+        months_not_merged=[f"{m.month}: {m.problem}" for m in merged if m.problem],
     )
 
 
@@ -128,6 +131,9 @@ def copy_markdown(summary: CopySummary) -> str:
         f" ({human_size(summary.months_bytes)}) |",
         f"| months already merged | {summary.months_current:,} |",
     ]
+    if summary.months_not_merged:
+        lines += ["", "**Months not merged (a damaged day copy, copied again next):**"]
+        lines += [f"- {markdown_text(line, limit=500)}" for line in summary.months_not_merged]
     if summary.not_copied:
         lines += ["", "**Left on the source (broken rows):**"]
         # A problem quotes the broken row's values: escaped, so none becomes markdown.

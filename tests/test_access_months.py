@@ -74,6 +74,8 @@ def merged(
     limit = max(n for (course, _), n in counts.items() if course == small)
     assert any(n > limit for (course, _), n in counts.items() if course == site.course)
     monkeypatch.setattr(months, "MONTH_COURSE_ROWS", limit)
+    # A month is merged a slice of courses at a time: here several slices a month.
+    monkeypatch.setattr(months, "_SLICE_ROWS", limit // 2)
     merge_all(store)
     return site, store, small
 
@@ -278,3 +280,64 @@ def test_a_day_shares_out_its_months_rows_to_the_planner() -> None:
     day = DayIndex(**(month.model_dump() | {"day": date(2026, 1, 1), "source": []}))
     assert course_copy.CopiedDay(partition, day, (1,)).rows == 90
     assert clustered.parse_model(clustered.index_bytes(month), MonthIndex) == month
+
+
+def test_a_month_is_merged_a_slice_of_courses_at_a_time() -> None:
+    """Course ranges of about _SLICE_ROWS rows, back to back, covering every chunk;
+    a chunk across a cut is read by both sides."""
+    chunks = [
+        clustered.Chunk(first, last, rows, 2, 0, 1, 0)
+        for first, last, rows in [
+            (1, 4, 300),
+            (3, 9, 300),
+            (10, 10, 900),
+            (11, 30, 100),
+            (12, 12, 50),
+        ]
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(months, "_SLICE_ROWS", 500)
+        assert months._slices(chunks) == [(1, 9), (10, 10), (11, 30)]
+        patch.setattr(months, "_SLICE_ROWS", 10**6)
+        assert months._slices(chunks) == [(1, 30)]
+    assert months._slices([]) == []
+
+
+def test_a_day_found_damaged_while_merging_stops_the_merge_and_is_copied_again(
+    merged: tuple[Lake, Location, int],
+) -> None:
+    site, store, small = merged
+    day = day_with(site, small)
+    month = clustered.month_of(day)
+    before = month_index(store, month)
+    # The day is copied again (the LMS rewrote it) and its new file then damaged.
+    path = site.root / "access_log" / f"event_date={day}" / "part-0.parquet"
+    pq.write_table(pq.read_table(path), path)
+    [stale] = indexer.plan_copy(site.lake, store, NOW, 6, max_days=10).build
+    indexer.build_day(site.lake, store, stale.partition)
+    index = clustered.parse_index(
+        store.read_bytes(COPY_DIR, clustered.day_folder(day), "index.json")
+    )
+    assert index is not None
+    target = Path(store.path(index.path))
+    data = bytearray(target.read_bytes())
+    chunk = index.chunks[index.chunks_of(small)[0]]  # a chunk the merge decodes
+    data[chunk.offset + chunk.length // 2] ^= 0x5A
+    target.write_bytes(bytes(data))
+    [merge] = months.plan_months(store).merge
+    result = months.merge_month(store, merge)
+    assert result.days == 0 and result.problem and str(day) in result.problem
+    assert month_index(store, month) == before  # nothing written over the old merge
+    assert {p.name for p in Path(store.path(COPY_DIR, f"month={month}")).iterdir()} == {
+        "index.json",
+        before.file,
+    }
+    # The damaged day lost its index: copied again, then the month merges.
+    [again] = indexer.plan_copy(site.lake, store, NOW, 6, max_days=10).build
+    assert (again.day, again.reason) == (day, "not copied yet")
+    indexer.build_day(site.lake, store, stale.partition)
+    merge_all(store)
+    assert kinds(site, store, small) == {
+        "MonthIndex": len(access_log.list_day_partitions(site.lake, WINDOW)) - 1
+    }
+    assert export(site, store, small)[0] == reference(site, small)

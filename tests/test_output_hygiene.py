@@ -153,6 +153,7 @@ def test_access_copy_markdown_is_inert() -> None:
     summary = CopySummary(
         now=NOW, copied=0, not_copied=[f"2026-11-27: unknown access type {HOSTILE!s}"],
         rows=0, source_bytes=0, copy_bytes=0, seconds=0.0, removed=0, current=0, remaining=0,
+        months_not_merged=[f"2026-11: the copy of 2026-11-27 is damaged: {HOSTILE!s}"],
     )  # fmt: skip
     markdown = copy_markdown(summary)
     assert_inert_markdown(markdown)
