@@ -243,6 +243,23 @@ def parse_model(data: bytes, model: type[Index]) -> Index | None:
         return None
 
 
+def read_indexes(store: Location, paths: list[str], model: type[Index]) -> list[Index | None]:
+    """The indexes at ``paths`` (None for one unreadable, or dropped since the listing
+    that named it: by a refresh, the purge or an export that found its file damaged)."""
+    try:
+        blobs = store.read_many(paths)
+    except FileNotFoundError:
+        blobs = [_read_or_nothing(store, path) for path in paths]
+    return [parse_model(data, model) for data in blobs]
+
+
+def _read_or_nothing(store: Location, path: str) -> bytes:
+    try:
+        return store.read_bytes(path)
+    except FileNotFoundError:
+        return b""  # no index: its days are read from the source
+
+
 def index_format(data: bytes) -> int | None:
     """The ``format`` an index says it has, even one this code cannot read (an older
     release's); None when it says none."""

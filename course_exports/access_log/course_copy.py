@@ -24,13 +24,12 @@ from course_exports.access_log.clustered import (
     CopySurvey,
     DamagedCopyError,
     DayIndex,
-    Index,
     MonthIndex,
     checked_chunks,
     day_folder,
     discard_index,
     month_folder,
-    parse_model,
+    read_indexes,
     survey_copy,
 )
 from course_exports.access_log.partitions import DayPartition
@@ -104,7 +103,7 @@ def find_current_days(
         d for d, files in survey.days.items() if INDEX in files and d in wanted and d not in days
     )
     for day, index in zip(
-        rest, _indexes(store, [_index_path(d) for d in rest], DayIndex), strict=True
+        rest, read_indexes(store, [_index_path(d) for d in rest], DayIndex), strict=True
     ):
         partition = wanted[day]
         if index is None or not index.is_current(partition):
@@ -116,10 +115,11 @@ def find_current_days(
 
 
 def _months(store: Location, survey: CopySurvey, course_id: int) -> Iterator[MonthIndex]:
-    """The merged months that hold the course, whole (their file of the right size)."""
+    """The merged months whose file holds the course (not left out) and is whole (of the
+    size its index says)."""
     months = sorted(m for m, files in survey.months.items() if INDEX in files)
     paths = [f"{COPY_DIR}/{month_folder(m)}/{INDEX}" for m in months]
-    for month, index in zip(months, _indexes(store, paths, MonthIndex), strict=True):
+    for month, index in zip(months, read_indexes(store, paths, MonthIndex), strict=True):
         if index is None or index.month != month or course_id in index.left_out:
             continue
         if survey.months[month].get(index.file) == index.size:
@@ -128,21 +128,6 @@ def _months(store: Location, survey: CopySurvey, course_id: int) -> Iterator[Mon
 
 def _index_path(day: date) -> str:
     return f"{COPY_DIR}/{day_folder(day)}/{INDEX}"
-
-
-def _indexes(store: Location, paths: list[str], model: type[Index]) -> list[Index | None]:
-    try:
-        blobs = store.read_many(paths)
-    except FileNotFoundError:  # an index dropped since the listing (damaged, purged, rebuilt)
-        blobs = [_read_or_nothing(store, path) for path in paths]
-    return [parse_model(data, model) for data in blobs]
-
-
-def _read_or_nothing(store: Location, path: str) -> bytes:
-    try:
-        return store.read_bytes(path)
-    except FileNotFoundError:
-        return b""  # no index: its days are read from the source
 
 
 def read_copied_rows(

@@ -35,8 +35,8 @@ from course_exports.access_log.clustered import (
     index_bytes,
     month_folder,
     month_of,
-    parse_index,
     parse_model,
+    read_indexes,
     survey_copy,
 )
 from course_exports.access_log.indexer import COPY_ORDER, chunked_parquet
@@ -82,10 +82,9 @@ def plan_months(store: Location, *, verify: bool = False) -> MonthPlan:
     """Which months to merge (again), from the day copies that are whole now."""
     survey = survey_copy(store)
     dated = sorted(d for d, files in survey.days.items() if INDEX in files)
-    blobs = store.read_many([f"{COPY_DIR}/{day_folder(d)}/{INDEX}" for d in dated])
+    paths = [f"{COPY_DIR}/{day_folder(d)}/{INDEX}" for d in dated]
     wanted: dict[str, list[DayIndex]] = {}
-    for day, data in zip(dated, blobs, strict=True):
-        index = parse_index(data)
+    for day, index in zip(dated, read_indexes(store, paths, DayIndex), strict=True):
         if index and index.format == FORMAT and survey.days[day].get(index.file) == index.size:
             wanted.setdefault(month_of(day), []).append(index)
     merge, current = [], 0
