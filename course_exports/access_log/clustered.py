@@ -316,6 +316,16 @@ def checked_chunks(
     return checked
 
 
+def publish_index(store: Location, index: ChunkedFile) -> None:
+    """Write the index of a file just written, then remove the folder's older files: a
+    reader sees the old pair or the new one (an export still reading an old file then
+    finds it gone and reads those days from the source)."""
+    store.write_bytes_atomic(index_bytes(index), COPY_DIR, index.folder, INDEX)
+    for entry in list(store.iter_files(COPY_DIR, index.folder)):
+        if entry.path.rsplit("/", 1)[-1] not in (index.file, INDEX):
+            store.delete(entry.path)
+
+
 def discard_index(store: Location, index: ChunkedFile) -> None:
     """Drop a damaged file's index (if it is still the one read): the indexer rebuilds
     the day or merges the month again."""

@@ -32,11 +32,11 @@ from course_exports.access_log.clustered import (
     DayIndex,
     checked_chunks,
     day_folder,
-    index_bytes,
     index_format,
     month_folder,
     month_of,
     parse_index,
+    publish_index,
     survey_copy,
 )
 from course_exports.access_log.partitions import DayPartition, list_day_partitions
@@ -218,10 +218,7 @@ def build_day(lake: Location, store: Location, partition: DayPartition) -> CopyR
         built_at=datetime.now(UTC),
         build_seconds=time.perf_counter() - started,
     )
-    store.write_bytes_atomic(index_bytes(index), COPY_DIR, folder, INDEX)
-    for entry in list(store.iter_files(COPY_DIR, folder)):
-        if entry.path.rsplit("/", 1)[-1] not in (name, INDEX):
-            store.delete(entry.path)
+    publish_index(store, index)
     return CopyResult(
         day=partition.day,
         copied=True,

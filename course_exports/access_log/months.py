@@ -32,10 +32,10 @@ from course_exports.access_log.clustered import (
     checked_chunks,
     day_folder,
     discard_index,
-    index_bytes,
     month_folder,
     month_of,
     parse_model,
+    publish_index,
     read_indexes,
     survey_copy,
 )
@@ -173,10 +173,7 @@ def merge_month(store: Location, merge: MonthMerge) -> MonthResult:
         built_at=datetime.now(UTC),
         build_seconds=time.perf_counter() - started,
     )
-    store.write_bytes_atomic(index_bytes(index), COPY_DIR, folder, INDEX)
-    for entry in list(store.iter_files(COPY_DIR, folder)):
-        if entry.path.rsplit("/", 1)[-1] not in (name, INDEX):
-            store.delete(entry.path)
+    publish_index(store, index)
     return MonthResult(
         month=merge.month,
         days=len(merge.days),
