@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import cProfile
+import functools
 import os
 import pstats
 import statistics
@@ -78,15 +79,21 @@ def measure(tree: Path, runs: int, profile: int = 0) -> None:
     import httpx
 
     requests: collections.Counter[str] = collections.Counter()
+    request_seconds: dict[str, float] = collections.defaultdict(float)
     counting = {"on": False}
     for cls in (httpx.Client, httpx.AsyncClient):
         original = cls.send
 
         def send(self: Any, request: httpx.Request, *a: Any, __o: Any = original, **k: Any) -> Any:
-            if counting["on"]:
-                path = request.url.path.split("/api/", 1)[-1]
-                requests[f"{request.method} {_route(path)}"] += 1
-            return __o(self, request, *a, **k)
+            if not counting["on"]:
+                return __o(self, request, *a, **k)
+            route = f"{request.method} {_route(request.url.path.split('/api/', 1)[-1])}"
+            requests[route] += 1
+            started = time.perf_counter()
+            try:
+                return __o(self, request, *a, **k)
+            finally:
+                request_seconds[route] += time.perf_counter() - started
 
         cls.send = send  # type: ignore[method-assign]
 
@@ -118,9 +125,15 @@ def measure(tree: Path, runs: int, profile: int = 0) -> None:
         """The plain functions the tasks wrap: what the export costs without Prefect."""
         started = time.perf_counter()
         lake_course = read_course(settings.lake(), course)
-        plan = access_tasks.plan_access_export(
-            settings, lake_course, since=None, until=None, assignment_ids=None, timezone=None
-        )
+        if hasattr(access_tasks, "access_window"):  # 0.16.0: the write step plans
+            window = access_tasks.access_window(settings, None, None)
+            write: Any = functools.partial(access_tasks.write_access_file, timezone=None)
+            written_from: Any = window
+        else:  # an older tree, with a plan step of its own
+            written_from = access_tasks.plan_access_export(  # type: ignore[call-arg]
+                settings, lake_course, since=None, until=None, assignment_ids=None, timezone=None
+            )
+            write = access_tasks.write_access_file
         record = registry.begin_export(
             settings.exports(),
             kind=ExportKind.ACCESS_DATA,
@@ -132,8 +145,14 @@ def measure(tree: Path, runs: int, profile: int = 0) -> None:
             file_name="plain.csv",
             ttl=timedelta(days=7),
         )
-        written = access_tasks.write_access_file(
-            settings, record, lake_course, plan, assignment_ids=None, user_ids=None, excel=False
+        written = write(
+            settings,
+            record,
+            lake_course,
+            written_from,
+            assignment_ids=None,
+            user_ids=None,
+            excel=False,
         )
         registry.publish(
             settings.exports(),
@@ -168,6 +187,7 @@ def measure(tree: Path, runs: int, profile: int = 0) -> None:
 
     one_flow(-1)  # warm-up: the ephemeral API starts, modules load, caches fill
     own_work(-1)
+    request_seconds.clear()
     walls, readies, owns, task_counts, artifact_counts, request_counts = [], [], [], [], [], []
     per_route: collections.Counter[str] = collections.Counter()
     profiler = cProfile.Profile() if profile else None
@@ -208,9 +228,10 @@ def measure(tree: Path, runs: int, profile: int = 0) -> None:
         f"| {wall - own:.3f} | {ready - own:.3f} |"
     )
     print(f"task runs: {', '.join(names)}")
-    print("requests per run by route:")
+    print("requests per run by route (ms: the request's time in this process, the")
+    print("ephemeral API answering in it; async ones overlap the flow's own work):")
     for route, count in per_route.most_common():
-        print(f"  {count / runs:5.1f}  {route}")
+        print(f"  {count / runs:5.1f}  {1000 * request_seconds[route] / runs:6.1f} ms  {route}")
     if profiler is not None:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(profile)
 

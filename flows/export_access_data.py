@@ -8,7 +8,7 @@ from course_exports.export_records import ExportKind, ExportResult
 from course_exports.settings import load_settings
 from flows.hooks import export_flow
 from flows.parameters import COURSE_ID, REQUEST_ID, REQUESTED_BY, PositiveId, param
-from tasks.access_log import plan_access_export_task, write_access_file_task
+from tasks.access_log import access_window, write_access_file_task
 from tasks.export import claim_export, conclude, exporting, publish_export
 from tasks.request import export_request
 
@@ -60,22 +60,16 @@ def export_access_data(
         return conclude(settings, request, checked, claim)
 
     with exporting(settings, request, checked, claim) as export:
-        plan = plan_access_export_task(
-            settings,
-            checked.course,
-            since=since,
-            until=until,
-            assignment_ids=request.selection["assignment_ids"],
-            timezone=timezone,
-        )
-        record = export.name_file(f"access-data-{course_id}-{plan.window.end:%Y%m%dT%H%M%SZ}.csv")
+        window = access_window(settings, since, until)
+        record = export.name_file(f"access-data-{course_id}-{window.end:%Y%m%dT%H%M%SZ}.csv")
         written = write_access_file_task(
             settings,
             record,
             checked.course,
-            plan,
+            window,
             assignment_ids=request.selection["assignment_ids"],
             user_ids=request.selection["user_ids"],
+            timezone=timezone,
             excel=excel,
             progress=export,
         )

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
-from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State
@@ -218,8 +217,8 @@ def publish_export(
     heartbeat: Heartbeat,
     written: WrittenFile,
 ) -> ExportResult:
-    """Mark the export ``ready``, then tell (summary artifact, ready mail): one task, since
-    each task run costs API calls (issue 10), and telling can never fail the export."""
+    """Mark the export ``ready``, then send the ready mail: one task, since each task run
+    costs API calls (issue 10), and telling can never fail the export."""
     record = heartbeat.stop()  # no progress write may land after "ready"
     ready = lifecycle.publish(
         settings.exports(),
@@ -274,21 +273,13 @@ def summary_markdown(settings: Settings, result: ExportResult, contents: str) ->
 def _tell(
     settings: Settings, request: ExportRequest, checked: CourseRequest, result: ExportResult
 ) -> ExportResult:
-    """A markdown summary for the Prefect UI (no link that downloads anything) and, if
-    asked for, the ready mail to the requester. Neither can fail the export: a mail that
-    cannot be delivered is logged by the mail step, an artifact that cannot be written here."""
-    contents = contents_of(result)
-    try:
-        create_markdown_artifact(
-            markdown=summary_markdown(settings, result, contents),
-            key=f"{result.kind}-course-{result.course_id}",
-            description=f"{result.kind} export {result.export_id} of course {result.course_id}",
-        )
-    except Exception as exc:
-        get_run_logger().error("summary artifact not written: %s: %s", type(exc).__name__, exc)
+    """The ready mail to the requester, if asked for; it can never fail the export (a
+    mail that cannot be delivered is logged by the mail step). The run's summary artifact
+    is written by the completion hook (flows.hooks), after the run is Completed: it is
+    for the operator, and the export and its mail need not wait for it."""
     if request.notify:
         delivery = send_ready_mail.fn(
-            settings, checked.requester, result, contents, checked.course.timezone
+            settings, checked.requester, result, contents_of(result), checked.course.timezone
         )
         if delivery.delivered and result.export_id == request.export_id:
             # Only the export's own request: a joined one's mail says nothing of the

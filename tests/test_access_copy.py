@@ -222,15 +222,15 @@ def test_a_day_dropped_while_an_export_reads_the_copy_comes_from_the_source(
     site, store = copied
     day = busy_day(site)
     target = copy_file(store, day).parent / "index.json" if gone == "index.json" else None
-    survey = course_copy.survey_copy
+    list_folders = course_copy.copy_folders
 
-    def survey_then_drop(store: Location) -> clustered.CopySurvey:
-        found = survey(store)
+    def list_then_drop(store: Location) -> clustered.CopyFolders:
+        found = list_folders(store)
         if target is not None:
             target.unlink(missing_ok=True)
         return found
 
-    monkeypatch.setattr(course_copy, "survey_copy", survey_then_drop)
+    monkeypatch.setattr(course_copy, "copy_folders", list_then_drop)
     partitions = access_log.list_day_partitions(site.lake, WINDOW)
     copy = course_copy.find_current_days(store, partitions, site.course)
     assert (day in copy.days) == (gone == "chunks") and len(copy.days) > 100
@@ -254,6 +254,12 @@ def corrupt_chunks(store: Location, day: date) -> None:
     path.write_bytes(bytes(data))
 
 
+def cut_inside(index: clustered.ChunkedFile, course_id: int) -> int:
+    """A length that cuts the file inside the course's last chunk."""
+    last = index.chunks[index.chunks_of(course_id)[-1]]
+    return last.offset + last.length // 2
+
+
 @pytest.mark.parametrize("damage", ["pages", "truncated", "index", "other file"])
 def test_a_damaged_copy_is_never_trusted_and_is_rebuilt(
     copied: tuple[Lake, Location], damage: str
@@ -263,8 +269,8 @@ def test_a_damaged_copy_is_never_trusted_and_is_rebuilt(
     target = copy_file(store, day)
     if damage == "pages":
         corrupt_chunks(store, day)
-    elif damage == "truncated":
-        target.write_bytes(target.read_bytes()[:-100])
+    elif damage == "truncated":  # into the course's chunks
+        target.write_bytes(target.read_bytes()[: cut_inside(read_index(store, day), site.course)])
     elif damage == "index":
         (target.parent / "index.json").write_bytes(b'{"format": 1, "day": "garbage')
     else:  # a valid parquet file, but not the one the index describes
@@ -280,6 +286,30 @@ def test_a_damaged_copy_is_never_trusted_and_is_rebuilt(
     assert indexer.build_day(site.lake, store, plan.build[0].partition).copied
     assert export(site, store)[0] == data
     assert indexer.plan_copy(site.lake, store, NOW, 6, max_days=10, verify=True).build == []
+
+
+def test_a_file_cut_short_after_the_courses_chunks_serves_them_and_is_rebuilt(
+    copied: tuple[Lake, Location],
+) -> None:
+    """An export checks the bytes it reads, not the whole file's size (it lists no file
+    of the copy): the course's chunks, whole and matching their checksums, are used; the
+    indexer, which checks sizes, copies the day again."""
+    site, store = copied
+    day = busy_day(site)
+    target = copy_file(store, day)
+    index = read_index(store, day)
+    course_end = max(
+        index.chunks[i].offset + index.chunks[i].length for i in index.chunks_of(site.course)
+    )
+    assert course_end < index.size - 1  # the course's chunks are not the file's last bytes
+    target.write_bytes(target.read_bytes()[:-1])
+    data, stats = export(site, store)
+    assert data == reference(site)
+    assert stats.days_from_copy == stats.days - 1  # every closed day (today's is the source's)
+    plan = indexer.plan_copy(site.lake, store, NOW, 6, max_days=10)
+    assert [(d.day, d.reason) for d in plan.build] == [
+        (day, "damaged: the copy's file is missing or of another size")
+    ]
 
 
 def test_each_chunk_is_a_parquet_file_and_together_they_are_the_sorted_day(

@@ -21,6 +21,7 @@ from test_access_copy import (
     Lake,
     build_copy,
     busy_day,
+    cut_inside,
     export,
     lakes,  # noqa: F401 (the fixture)
     reference,
@@ -185,8 +186,8 @@ def test_a_damaged_month_is_never_trusted_and_is_merged_again(
         for chunk in index.chunks:
             data[chunk.offset + chunk.length // 2] ^= 0x5A
         target.write_bytes(bytes(data))
-    elif damage == "truncated":
-        target.write_bytes(target.read_bytes()[:-100])
+    elif damage == "truncated":  # into the course's chunks
+        target.write_bytes(target.read_bytes()[: cut_inside(index, small)])
     elif damage == "index":
         (folder / "index.json").write_bytes(b'{"format": 1, "month": "garbage')
     else:  # a valid file, but not the one the index describes

@@ -289,15 +289,51 @@ def survey_copy(store: Location) -> CopySurvey:
         folder, _, name = entry.path.removeprefix(f"{COPY_DIR}/").partition("/")
         if "/" in name:
             continue  # a folder inside a day's or a month's: not ours
-        kind, _, when = folder.partition("=")
-        try:
-            if kind == "event_date":
-                days.setdefault(date.fromisoformat(when), {})[name] = entry.size
-            elif kind == "month" and when == date.fromisoformat(f"{when}-01").strftime("%Y-%m"):
-                months.setdefault(when, {})[name] = entry.size
-        except ValueError:
-            continue  # not a date: not ours
+        found = _folder_of(folder)
+        if isinstance(found, date):
+            days.setdefault(found, {})[name] = entry.size
+        elif found is not None:
+            months.setdefault(found, {})[name] = entry.size
     return CopySurvey(days, months)
+
+
+class CopyFolders(NamedTuple):
+    """The copy's day and month folders (their files unlisted)."""
+
+    days: frozenset[date]
+    months: frozenset[str]
+
+
+def copy_folders(store: Location) -> CopyFolders:
+    """The copy's day and month folders, from a listing of its top folder alone.
+
+    What an export needs to know which indexes to read: it stats no file (~15 ms for
+    the 370 files of six months here, a tenth of a small course's export), since it
+    checks the bytes it reads of each file against the index's checksums anyway; the
+    indexer's survey (:func:`survey_copy`) checks each file's size.
+    """
+    days, months = set(), set()
+    for name in store.list_names(COPY_DIR):
+        found = _folder_of(name)
+        if isinstance(found, date):
+            days.add(found)
+        elif found is not None:
+            months.add(found)
+    return CopyFolders(frozenset(days), frozenset(months))
+
+
+def _folder_of(name: str) -> date | str | None:
+    """The day (``event_date=YYYY-MM-DD``) or month (``month=YYYY-MM``) a folder of the
+    copy holds; None for a name that is not ours."""
+    kind, _, when = name.partition("=")
+    try:
+        if kind == "event_date":
+            return date.fromisoformat(when)
+        if kind == "month" and when == date.fromisoformat(f"{when}-01").strftime("%Y-%m"):
+            return when
+    except ValueError:
+        pass
+    return None
 
 
 def checked_chunks(

@@ -1,6 +1,6 @@
 """The copy as one export reads it: which days come from it, and the course's rows.
 
-See ``clustered`` for the layout. An export lists the copy once, takes each day from
+See ``clustered`` for the layout. An export lists the copy's folders, takes each day from
 the merged month that holds it current when its course is in the month's file, else
 from the day's own file when that is current, else from the source; then it reads one
 range of each file it uses (the course's chunks), checks every chunk against its crc32
@@ -21,16 +21,17 @@ from course_exports.access_log.clustered import (
     COPY_DIR,
     INDEX,
     ChunkedFile,
-    CopySurvey,
+    CopyFolders,
     DamagedCopyError,
     DayIndex,
     MonthIndex,
     checked_chunks,
+    copy_folders,
     day_folder,
     discard_index,
     month_folder,
+    month_of,
     read_indexes,
-    survey_copy,
 )
 from course_exports.access_log.partitions import DayPartition
 from course_exports.access_log.schema import ACCESS_TYPE_LABELS, SCAN_SCHEMA
@@ -85,44 +86,39 @@ def find_current_days(
 ) -> CourseCopy:
     """The days of ``partitions`` the copy holds current, and in which file.
 
-    One listing of the copy, one small read per month's index, and one per day's index
-    for the days no month gives this course. A file whose index is missing, unreadable
-    or stale, or which is missing or of another size, is left out (its days are read
-    from the source). A day without rows of the course is kept with no chunks, so the
-    export skips it without reading anything.
+    One listing of the copy's folders, one small read per month's index, and one per
+    day's index for the days no month gives this course. A day whose index is missing,
+    unreadable or stale is left out (read from the source); its file is checked as it is
+    read (each chunk against its checksum), and a file missing, cut short or not the one
+    its index describes gives its days back to the source then. A day without rows of
+    the course is kept with no chunks, so the export skips it without reading anything.
     """
     wanted = {p.day: p for p in partitions}
-    survey = survey_copy(store)
+    folders = copy_folders(store)
     days: dict[date, CopiedDay] = {}
-    for month in _months(store, survey, course_id):
+    for month in _months(store, folders, {month_of(day) for day in wanted}, course_id):
         held = month.current_days(wanted)
         chunks = month.chunks_of(course_id)
         for day in held:
             days[day] = CopiedDay(wanted[day], month, chunks, len(held))
-    rest = sorted(
-        d for d, files in survey.days.items() if INDEX in files and d in wanted and d not in days
-    )
+    rest = sorted(d for d in folders.days if d in wanted and d not in days)
     for day, index in zip(
         rest, read_indexes(store, [_index_path(d) for d in rest], DayIndex), strict=True
     ):
         partition = wanted[day]
-        if index is None or not index.is_current(partition):
-            continue
-        if survey.days[day].get(index.file) != index.size:
-            continue
-        days[day] = CopiedDay(partition, index, index.chunks_of(course_id))
+        if index is not None and index.is_current(partition):
+            days[day] = CopiedDay(partition, index, index.chunks_of(course_id))
     return CourseCopy(store, dict(sorted(days.items())))
 
 
-def _months(store: Location, survey: CopySurvey, course_id: int) -> Iterator[MonthIndex]:
-    """The merged months whose file holds the course (not left out) and is whole (of the
-    size its index says)."""
-    months = sorted(m for m, files in survey.months.items() if INDEX in files)
+def _months(
+    store: Location, folders: CopyFolders, wanted: set[str], course_id: int
+) -> Iterator[MonthIndex]:
+    """The merged months of ``wanted`` whose file holds the course (not left out)."""
+    months = sorted(m for m in folders.months if m in wanted)
     paths = [f"{COPY_DIR}/{month_folder(m)}/{INDEX}" for m in months]
     for month, index in zip(months, read_indexes(store, paths, MonthIndex), strict=True):
-        if index is None or index.month != month or course_id in index.left_out:
-            continue
-        if survey.months[month].get(index.file) == index.size:
+        if index is not None and index.month == month and course_id not in index.left_out:
             yield index
 
 
