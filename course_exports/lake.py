@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -190,17 +190,21 @@ def _parse_table(url: str, data: bytes, columns: dict[str, type[pl.DataType]]) -
 def read_roster(lake: Location, course_id: int) -> pl.DataFrame:
     """``user_id, role`` of the course's current members."""
     path = course_path(course_id, "roster.parquet")
-    frame = _read_table(lake, path, ROSTER_COLUMNS)
+    url = lake.url_for(path)
+    data = _read_lake_file(lake, path)
+    return _parsed(url, data, lambda: _checked_roster(url, data))
+
+
+def _checked_roster(url: str, data: bytes) -> pl.DataFrame:
+    frame = _parse_table(url, data, ROSTER_COLUMNS)
     bad = frame.filter(~pl.col("role").is_in(ROLES) | pl.col("role").is_null())
     if bad.height:
-        raise LakeDataError(
-            lake.url_for(path), f"unknown role {bad['role'][0]!r} for user {bad['user_id'][0]}"
-        )
+        raise LakeDataError(url, f"unknown role {bad['role'][0]!r} for user {bad['user_id'][0]}")
     if frame["user_id"].null_count():
-        raise LakeDataError(lake.url_for(path), "user_id has nulls")
+        raise LakeDataError(url, "user_id has nulls")
     dupes = frame.filter(pl.col("user_id").is_duplicated())
     if dupes.height:
-        raise LakeDataError(lake.url_for(path), f"user {dupes['user_id'][0]} is listed twice")
+        raise LakeDataError(url, f"user {dupes['user_id'][0]} is listed twice")
     return frame
 
 
@@ -208,29 +212,42 @@ def read_users(lake: Location) -> pl.DataFrame:
     """The platform directory: ``user_id, username, email, first_name, last_name``.
 
     The directory can be the whole platform's (200,000 users: 30-50 ms to parse and
-    check) and one export reads it twice (the requester's check, then the CSV's names),
-    so the last one parsed is kept with its bytes and reused while the file's bytes are
-    the same: keyed by content, never stale, and fetched every time.
+    check) and one export reads it twice (the requester's check, then the CSV's names).
     """
-    global _last_directory
     path = "directory/users.parquet"
     url = lake.url_for(path)
     data = _read_lake_file(lake, path)
-    last = _last_directory
-    if last is not None and last[0] == data:
-        return last[1]
+    return _parsed(url, data, lambda: _checked_users(url, data))
+
+
+def _checked_users(url: str, data: bytes) -> pl.DataFrame:
     frame = _parse_table(url, data, USER_COLUMNS)
     if frame["user_id"].null_count():
         raise LakeDataError(url, "user_id has nulls")
     if frame["user_id"].n_unique() != frame.height:
         dupe = frame.filter(pl.col("user_id").is_duplicated())["user_id"][0]
         raise LakeDataError(url, f"user_id {dupe} is not unique")
-    _last_directory = (data, frame)
     return frame
 
 
-#: The bytes of the directory read last, and the frame read_users made of them.
-_last_directory: tuple[bytes, pl.DataFrame] | None = None
+def _parsed(url: str, data: bytes, parse: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+    """``parse()`` of the table at ``url``, or the frame it gave for the very same bytes.
+
+    An export reads the directory and its roster twice (the request's check, then the
+    CSV's names and roles): the bytes are fetched every time, so the frame is never
+    stale, but parsed and checked once (~5-40 ms). The last few tables are kept.
+    """
+    found = _PARSED.pop(url, None)
+    frame = found[1] if found is not None and found[0] == data else parse()
+    _PARSED[url] = (data, frame)  # the most recent last
+    while len(_PARSED) > _PARSED_KEPT:
+        del _PARSED[next(iter(_PARSED))]
+    return frame
+
+
+#: Tables parsed last (URL -> their bytes and frame), oldest first.
+_PARSED: dict[str, tuple[bytes, pl.DataFrame]] = {}
+_PARSED_KEPT = 4
 
 
 def person(users: pl.DataFrame, user_id: int) -> Person | None:

@@ -143,6 +143,24 @@ def test_directory_is_reparsed_only_when_its_bytes_change(root: Location) -> Non
     Path(root.path("directory/users.parquet")).write_bytes(b"PAR1 not really")
     with pytest.raises(LakeDataError, match="not a readable parquet file"):
         lake.read_users(root)
+
+
+def test_a_roster_is_reparsed_only_when_its_bytes_change(root: Location) -> None:
+    first = lake.read_roster(root, 1042)
+    assert lake.read_roster(root, 1042) is first
+    path = root.path("courses/1042/roster.parquet")
+    pq.write_table(pa.table({"user_id": [1, 1], "role": ["Teacher", "Student"]}), path)
+    with pytest.raises(LakeDataError, match="listed twice"):
+        lake.read_roster(root, 1042)  # checked again: never the frame of other bytes
+    pq.write_table(pa.table({"user_id": [1, 5], "role": ["Teacher", "Student"]}), path)
+    assert lake.read_roster(root, 1042)["user_id"].to_list() == [1, 5]
+    # A handful of tables are kept, the oldest dropped first: memory stays bounded.
+    for course_id in range(2000, 2010):
+        target = Path(root.path(f"courses/{course_id}/roster.parquet"))
+        target.parent.mkdir(parents=True)
+        pq.write_table(pa.table({"user_id": [course_id], "role": ["Teacher"]}), target)
+        assert lake.read_roster(root, course_id)["user_id"].to_list() == [course_id]
+    assert len(lake._PARSED) == lake._PARSED_KEPT
     Path(root.path("directory/users.parquet")).unlink()
     with pytest.raises(LakeDataError, match="file is missing"):
         lake.read_users(root)

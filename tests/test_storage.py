@@ -149,9 +149,12 @@ def test_listing_is_relative_and_streamed(loc: Location) -> None:
     assert loc.list_names("nothing") == []
     listing = loc.iter_files("w")
     assert next(listing).path in names  # an iterator, not a list
-    # Paths and sizes alone: the same listing, in the same order.
+    # Paths and sizes (and tags) alone: the same listing, in the same order.
     for parts in (("w",), ("w", 1), ("nothing",), ()):
         assert list(loc.iter_sizes(*parts)) == [(e.path, e.size) for e in loc.iter_files(*parts)]
+        assert list(loc.iter_tags(*parts)) == [
+            (e.path, e.size, e.etag) for e in loc.iter_files(*parts)
+        ]
 
 
 def test_etag_changes_with_content(loc: Location) -> None:

@@ -39,16 +39,20 @@ class DayPartition:
         return self.start + ONE_DAY
 
 
-def _partition_day(lake: Location, path: str, name: str) -> date:
+def _partition_day(lake: Location, name: str) -> date:
+    """The day of the folder ``name`` under ``access_log/``."""
     match = _PARTITION_RE.fullmatch(name)
     if match is None:
         raise LakeDataError(
-            lake.url_of(path), "not a day partition (expected access_log/event_date=YYYY-MM-DD)"
+            lake.url_for(ACCESS_LOG_DIR, name),
+            "not a day partition (expected access_log/event_date=YYYY-MM-DD)",
         )
     try:
         return date.fromisoformat(match.group(1))
     except ValueError:
-        raise LakeDataError(lake.url_of(path), f"{match.group(1)} is not a date") from None
+        raise LakeDataError(
+            lake.url_for(ACCESS_LOG_DIR, name), f"{match.group(1)} is not a date"
+        ) from None
 
 
 def list_day_partitions(lake: Location, window: AccessWindow) -> list[DayPartition]:
@@ -65,7 +69,7 @@ def list_day_partitions(lake: Location, window: AccessWindow) -> list[DayPartiti
     days: dict[date, list[tuple[str, int, str | None]]] = {}
     below = len(ACCESS_LOG_DIR) + 1
     folder, entries = "", []  # the folder of the entry before: a listing goes folder by folder
-    for path, size, _, tag in lake.iter_files(ACCESS_LOG_DIR):
+    for path, size, tag in lake.iter_tags(ACCESS_LOG_DIR):
         if "/." in path or "/_" in path:  # a hidden name below access_log/
             continue
         name_in, slash, name = path[below:].partition("/")
@@ -74,7 +78,7 @@ def list_day_partitions(lake: Location, window: AccessWindow) -> list[DayPartiti
                 raise LakeDataError(lake.url_for(path), "data file outside a day partition")
             continue
         if name_in != folder:
-            day = _partition_day(lake, lake.path(ACCESS_LOG_DIR, name_in), name_in)
+            day = _partition_day(lake, name_in)
             folder, entries = name_in, days.setdefault(day, [])
         if "/" in name:
             inner = lake.path(ACCESS_LOG_DIR, name_in, name.partition("/")[0])
@@ -84,15 +88,18 @@ def list_day_partitions(lake: Location, window: AccessWindow) -> list[DayPartiti
     partitions = []
     for day in sorted(days):
         files = sorted(days[day])
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        if not files or start >= window.end or start + ONE_DAY <= window.start:
+            continue
         folder = partition_folder(lake, day)  # the folder's own name: the regex admits no other
-        partition = DayPartition(
-            day=day,
-            files=tuple(f"{folder}/{name}" for name, _, _ in files),
-            size_bytes=sum(s for _, s, _ in files),
-            stamps=tuple(files),
+        partitions.append(
+            DayPartition(
+                day=day,
+                files=tuple(f"{folder}/{name}" for name, _, _ in files),
+                size_bytes=sum(s for _, s, _ in files),
+                stamps=tuple(files),
+            )
         )
-        if files and partition.start < window.end and partition.end > window.start:
-            partitions.append(partition)
     return partitions
 
 

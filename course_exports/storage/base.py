@@ -221,6 +221,13 @@ class Location(ABC):
         for entry in self.iter_files(*parts):
             yield entry.path, entry.size
 
+    def iter_tags(self, *parts: Part) -> Iterator[tuple[str, int, str | None]]:
+        """``(path, size, content tag)`` of every object under ``parts``, as
+        :meth:`iter_files` lists them without the time: what tells a rewritten file apart,
+        for the access log's listing, which every access export makes."""
+        for entry in self.iter_files(*parts):
+            yield entry.path, entry.size, entry.etag
+
     @abstractmethod
     def list_names(self, *parts: Part) -> list[str]:
         """The names directly in the folder ``parts`` (objects and subfolders), sorted;

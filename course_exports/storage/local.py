@@ -31,6 +31,11 @@ from course_exports.text import one_line
 log = logging.getLogger(__name__)
 
 
+def content_tag(size: int, mtime_ns: int, inode: int) -> str:
+    """A local file's stand-in for an ETag: changes when it is rewritten or replaced."""
+    return f"{mtime_ns:x}-{size:x}-{inode:x}"
+
+
 class LocalLocation(Location):
     def __init__(self, root: str) -> None:
         self.root = root.rstrip("/") or "/"
@@ -106,7 +111,13 @@ class LocalLocation(Location):
         for rel, size, mtime_ns, inode in local_walk.walk(self._abs(*parts), join(*parts)):
             # ``st_mtime`` exactly as CPython makes it from the seconds and nanoseconds.
             mtime = from_timestamp(mtime_ns // second + (mtime_ns % second) * 1e-9, UTC)
-            yield Entry(rel, size, mtime, f"{mtime_ns:x}-{size:x}-{inode:x}")
+            yield Entry(rel, size, mtime, content_tag(size, mtime_ns, inode))
+
+    def iter_tags(self, *parts: Part) -> Iterator[tuple[str, int, str | None]]:
+        # The hourly log's 4,320 files in every access export: the time iter_files makes
+        # of each is a third of the listing's CPU.
+        for rel, size, mtime_ns, inode in local_walk.walk(self._abs(*parts), join(*parts)):
+            yield rel, size, content_tag(size, mtime_ns, inode)
 
     def iter_sizes(self, *parts: Part) -> Iterator[tuple[str, int]]:
         # A time and a tag made for each of 100,000 files cost ~3.5 µs a file, a third of
