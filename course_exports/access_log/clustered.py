@@ -107,7 +107,7 @@ class Chunk(NamedTuple):
 
 
 #: ``(name, size, content tag)`` of each source file of a day, as a listing gave them.
-Stamps = list[tuple[str, int, str]]
+Stamps = tuple[tuple[str, int, str], ...]
 
 
 class ChunkedFile(BaseModel):
@@ -207,10 +207,10 @@ class MonthIndex(ChunkedFile):
 def same_files(stamps: Stamps, partition: DayPartition) -> bool:
     """``stamps`` are the day's files as the LMS has them now (every one with a content
     tag: without one a rewrite cannot be told)."""
+    # Compared as parsed (tuples): an export compares a month's 31 days of stamps, up to
+    # 24 files a day on an hourly log, for each of its months.
     return (
-        bool(partition.stamps)
-        and all(tag for _, _, tag in partition.stamps)
-        and tuple(tuple(s) for s in stamps) == partition.stamps
+        stamps == partition.stamps and bool(stamps) and all(tag for _, _, tag in partition.stamps)
     )
 
 

@@ -210,7 +210,7 @@ def build_day(lake: Location, store: Location, partition: DayPartition) -> CopyR
     index = DayIndex(
         format=FORMAT,
         day=partition.day,
-        source=[(n, s, tag or "") for n, s, tag in partition.stamps],
+        source=tuple((n, s, tag or "") for n, s, tag in partition.stamps),
         file=name,
         size=len(data),
         rows=frame.height,
