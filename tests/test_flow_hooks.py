@@ -21,6 +21,7 @@ from standardwebhooks import Webhook
 from course_exports import webhook
 from course_exports.export_records import ExportResult
 from course_exports.lifecycle import CRASH_REASON
+from flows import hooks
 from flows.export_lti_settings import export_lti_settings
 from flows.hooks import RESULT_ARTIFACT_TYPE
 
@@ -80,6 +81,47 @@ def test_completion_publishes_the_result_and_calls_the_webhook(
     assert body["event"] == webhook.COMPLETED
     assert body["flow_run_id"] == str(run_id) == result.flow_run_id
     assert {k: v for k, v in body.items() if k != "event"} == result.model_dump(mode="json")
+
+
+def artifacts_of(run_id: UUID) -> list[Any]:
+    with get_client(sync_client=True) as client:
+        return list(
+            client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+            )
+        )
+
+
+def test_every_completed_run_gets_a_summary_and_a_failing_one_stops_nothing(
+    site: LocalSite, receiver: tuple[WebhookReceiver, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The completion hook writes the markdown summary (after the result artifact), for
+    the run that made the export and for a repeat of its request; a summary that cannot
+    be written is logged and leaves the result artifact and the webhook alone."""
+    runs = [
+        export_lti_settings(
+            course_id=site.course, requested_by=site.teacher, request_id="hook-4", return_state=True
+        )
+        for _ in range(2)  # the second finds the export made by the first
+    ]
+    results = [ExportResult.model_validate(state.result()) for state in runs]
+    assert results[0].export_id == results[1].export_id
+    for state, result in zip(runs, results, strict=True):
+        [summary] = [a for a in artifacts_of(run_id_of(state)) if a.type == "markdown"]
+        assert summary.key == f"lti-settings-course-{site.course}"
+        assert result.export_id in str(summary.data) and "Course Data page" in str(summary.data)
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("the artifact API is down")
+
+    monkeypatch.setattr(hooks, "publish_summary_artifact", broken)
+    state = export_lti_settings(
+        course_id=site.course, requested_by=site.teacher, request_id="hook-5", return_state=True
+    )
+    assert state.is_completed()
+    kinds = [a.type for a in artifacts_of(run_id_of(state))]
+    assert RESULT_ARTIFACT_TYPE in kinds and "markdown" not in kinds
+    assert delivered(receiver[0], run_id_of(state))["event"] == webhook.COMPLETED
 
 
 def test_failure_calls_the_webhook_with_a_reason(
