@@ -148,16 +148,6 @@ def _type_name(dtype: pl.DataType | type[pl.DataType]) -> str:
     return str(dtype).lower()
 
 
-def _read_table(lake: Location, path: str, columns: dict[str, type[pl.DataType]]) -> pl.DataFrame:
-    """The named columns of a small parquet table, type-checked against ``columns``.
-
-    Read with Polars alone: pyarrow would add ~130 MB to every process that exports a
-    course, for tables of a few thousand rows.
-    """
-    # Read once: Polars reads a file object whole anyway, for its schema as for its data.
-    return _parse_table(lake.url_for(path), _read_lake_file(lake, path), columns)
-
-
 def _read_lake_file(lake: Location, path: str) -> bytes:
     try:
         return lake.read_bytes(path)
@@ -166,6 +156,12 @@ def _read_lake_file(lake: Location, path: str) -> bytes:
 
 
 def _parse_table(url: str, data: bytes, columns: dict[str, type[pl.DataType]]) -> pl.DataFrame:
+    """The named columns of a small parquet table, type-checked against ``columns``.
+
+    Read with Polars alone: pyarrow would add ~130 MB to every process that exports a
+    course, for tables of a few thousand rows. From bytes read once: Polars reads a file
+    object whole anyway, for its schema as for its data.
+    """
     try:
         schema = pl.read_parquet_schema(io.BytesIO(data))
         for name, expected in columns.items():
@@ -189,10 +185,7 @@ def _parse_table(url: str, data: bytes, columns: dict[str, type[pl.DataType]]) -
 
 def read_roster(lake: Location, course_id: int) -> pl.DataFrame:
     """``user_id, role`` of the course's current members."""
-    path = course_path(course_id, "roster.parquet")
-    url = lake.url_for(path)
-    data = _read_lake_file(lake, path)
-    return _parsed(url, data, lambda: _checked_roster(url, data))
+    return _read_checked(lake, course_path(course_id, "roster.parquet"), _checked_roster)
 
 
 def _checked_roster(url: str, data: bytes) -> pl.DataFrame:
@@ -214,10 +207,7 @@ def read_users(lake: Location) -> pl.DataFrame:
     The directory can be the whole platform's (200,000 users: 30-50 ms to parse and
     check) and one export reads it twice (the requester's check, then the CSV's names).
     """
-    path = "directory/users.parquet"
-    url = lake.url_for(path)
-    data = _read_lake_file(lake, path)
-    return _parsed(url, data, lambda: _checked_users(url, data))
+    return _read_checked(lake, "directory/users.parquet", _checked_users)
 
 
 def _checked_users(url: str, data: bytes) -> pl.DataFrame:
@@ -230,15 +220,20 @@ def _checked_users(url: str, data: bytes) -> pl.DataFrame:
     return frame
 
 
-def _parsed(url: str, data: bytes, parse: Callable[[], pl.DataFrame]) -> pl.DataFrame:
-    """``parse()`` of the table at ``url``, or the frame it gave for the very same bytes.
+def _read_checked(
+    lake: Location, path: str, check: Callable[[str, bytes], pl.DataFrame]
+) -> pl.DataFrame:
+    """``check(url, bytes)`` of the table at ``path``, or the frame it gave for the very
+    same bytes.
 
     An export reads the directory and its roster twice (the request's check, then the
     CSV's names and roles): the bytes are fetched every time, so the frame is never
     stale, but parsed and checked once (~5-40 ms). The last few tables are kept.
     """
+    url = lake.url_for(path)
+    data = _read_lake_file(lake, path)
     found = _PARSED.pop(url, None)
-    frame = found[1] if found is not None and found[0] == data else parse()
+    frame = found[1] if found is not None and found[0] == data else check(url, data)
     _PARSED[url] = (data, frame)  # the most recent last
     while len(_PARSED) > _PARSED_KEPT:
         del _PARSED[next(iter(_PARSED))]

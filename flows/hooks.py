@@ -12,8 +12,10 @@ flow bodies stay recipes of export steps. What they do on completion:
    a working link (CONTRACT 5.1). The LMS mints the link itself from ``course_id``,
    ``export_id`` and ``expires_at`` with the signing key it already holds.
 2. write the markdown summary an operator reads on the run's Artifacts tab: here, not in
-   the flow, so the run is Completed (and the LMS gets its result) ~40 ms sooner on
-   Prefect's ephemeral API (``benchmarks/orchestration.py`` times each API request),
+   the flow, so its ``POST`` (~40 ms on Prefect's ephemeral API) no longer stands between
+   the export and its Completed state, nor before the ``result`` artifact (on the
+   ephemeral API the Completed state may then wait on the server instead: README,
+   Benchmarks, "Session 16"),
 3. emit the Prefect event ``course-export.completed`` (automations can react to it),
 4. POST the signed webhook when ``COURSE_EXPORT_WEBHOOK_URL`` is set.
 

@@ -54,15 +54,13 @@ class _RowCounter:
 
 
 def access_window(
-    settings: Settings,
-    since: datetime | None,
-    until: datetime | None,
-    now: datetime | None = None,
+    settings: Settings, since: datetime | None, until: datetime | None
 ) -> AccessWindow:
-    """The export's window: the retention cut-off intersected with since/until (no I/O;
-    the flow names the file after its end before the write step plans and writes)."""
+    """The export's window from now: the retention cut-off intersected with since/until
+    (no I/O: the request's check refuses a bad one, and the flow names the file after
+    its end before the write step plans and writes)."""
     return access_log.access_window(
-        now or datetime.now(UTC), settings.access_retention_months, since, until
+        datetime.now(UTC), settings.access_retention_months, since, until
     )
 
 

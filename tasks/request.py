@@ -96,12 +96,13 @@ def _check_selection(
     elif request.kind is ExportKind.ACCESS_DATA:
         # Imported here: the access log's package loads pyarrow (~65 MB), which the
         # course zip's process (500,000 files in < 300 MB) must not carry for nothing.
-        from course_exports.access_log import access_window, parse_timezone
+        from course_exports.access_log import parse_timezone
+        from tasks.access_log import access_window
 
         parse_timezone(selection.get("timezone"))
         check_assignment_ids(course, selection.get("assignment_ids"))
         since, until = (_instant(selection.get(name)) for name in ("since", "until"))
-        access_window(datetime.now(UTC), settings.access_retention_months, since, until)
+        access_window(settings, since, until)
 
 
 def _instant(value: str | None) -> datetime | None:

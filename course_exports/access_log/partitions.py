@@ -32,11 +32,16 @@ class DayPartition:
 
     @property
     def start(self) -> datetime:
-        return datetime(self.day.year, self.day.month, self.day.day, tzinfo=UTC)
+        return day_start(self.day)
 
     @property
     def end(self) -> datetime:
         return self.start + ONE_DAY
+
+
+def day_start(day: date) -> datetime:
+    """Midnight UTC starting ``day``."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _partition_day(lake: Location, name: str) -> date:
@@ -88,7 +93,7 @@ def list_day_partitions(lake: Location, window: AccessWindow) -> list[DayPartiti
     partitions = []
     for day in sorted(days):
         files = sorted(days[day])
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        start = day_start(day)  # a day outside the window makes no partition
         if not files or start >= window.end or start + ONE_DAY <= window.start:
             continue
         folder = partition_folder(lake, day)  # the folder's own name: the regex admits no other
