@@ -22,9 +22,9 @@ from __future__ import annotations
 import hashlib
 from typing import NamedTuple
 
-import deflate
 from zlib_ng import zlib_ng as zlib
 
+from course_exports.zipstream import libdeflate
 from course_exports.zipstream.records import DEFLATED, STORED
 
 __all__ = [
@@ -146,7 +146,7 @@ def _deflate_whole(data: bytes, level: int) -> bytes | bytearray:
         level = min(level, _SMALL_FILE_LEVEL)
         if len(data) < _LIBDEFLATE_FROM:
             return zlib.compress(data, level, wbits=RAW_DEFLATE)
-    return deflate.deflate_compress(data, level)
+    return libdeflate.compress(data, level)
 
 
 def streamed_method(arcname: str, head: bytes, level: int) -> int:

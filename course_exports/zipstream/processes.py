@@ -39,7 +39,7 @@ from itertools import accumulate
 from operator import attrgetter
 from typing import IO, NamedTuple
 
-from course_exports.local_files import enlarge_pipe, read_whole
+from course_exports.local_files import enlarge_pipe, read_listed
 from course_exports.zipstream.compression import PackedEntry, pack
 
 #: A batch whose files average less than this goes to a packer process (above it hashing
@@ -65,16 +65,8 @@ def pack_files(
 ) -> list[PackedEntry] | None:
     """Read a batch by path, hash and deflate it; None if a file is not as listed (gone,
     unreadable, another size): the caller reads the batch itself and says what is wrong."""
-    packed = []
-    for name, path, size in zip(arcnames, paths, sizes, strict=True):
-        try:
-            data = read_whole(path, size)
-        except OSError:
-            return None
-        if len(data) != size:
-            return None
-        packed.append(pack(name, data, level))
-    return packed
+    blobs = read_listed(paths, sizes)
+    return None if blobs is None else pack_named(arcnames, blobs, level)
 
 
 class _Columns(NamedTuple):
