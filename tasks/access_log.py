@@ -10,10 +10,10 @@ from typing import BinaryIO, cast
 from course_exports import access_log, registry
 from course_exports.access_log import AccessWindow, DayPartition
 from course_exports.access_log.course_copy import CourseCopy, find_current_days
+from course_exports.access_log.writer import Progress
 from course_exports.export_records import ExportRecord
 from course_exports.heartbeat import Heartbeat
 from course_exports.lake import Course, check_assignment_ids, read_roster, read_users
-from course_exports.registry import HashingWriter
 from course_exports.settings import Settings
 from tasks.export import WrittenFile
 from tasks.retry import io_task
@@ -28,29 +28,6 @@ class AccessPlan:
     files: int
     #: The days read from our course-clustered copy instead of the source.
     copy: CourseCopy | None = None
-
-
-class _RowCounter:
-    """Passes the CSV through, telling the heartbeat how many lines (CRLF) and bytes went
-    by: a progress figure, not the count (a quoted cell may hold a CRLF); the header is
-    not a row."""
-
-    def __init__(self, out: HashingWriter, heartbeat: Heartbeat | None) -> None:
-        self._out = out
-        self._heartbeat = heartbeat
-        self._lines = 0
-        self._bytes = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        if self._heartbeat is not None:
-            chunk = data.tobytes() if isinstance(data, memoryview) else data
-            self._lines += chunk.count(b"\r\n")
-            self._bytes += len(data)
-            self._heartbeat.update(rows=max(self._lines - 1, 0), bytes_done=self._bytes)
-        return self._out.write(data)
-
-    def flush(self) -> None:
-        self._out.flush()
 
 
 def access_window(
@@ -87,6 +64,15 @@ def plan_access_export(
     return AccessPlan(window, tz, partitions, files, copy)
 
 
+def _reporter(heartbeat: Heartbeat) -> Progress:
+    """Rows and bytes so far into the export's manifest (the heartbeat only stores them)."""
+
+    def report(rows: int, done: int) -> None:
+        heartbeat.update(rows=rows, bytes_done=done)
+
+    return report
+
+
 def write_access_file(
     settings: Settings,
     record: ExportRecord,
@@ -110,7 +96,7 @@ def write_access_file(
         stats = access_log.write_access_csv(
             lake,
             plan.partitions,
-            cast(BinaryIO, _RowCounter(out, progress)),  # a write-only binary stream
+            cast(BinaryIO, out),  # HashingWriter is a write-only binary stream
             course_id=course.id,
             window=plan.window,
             assignments=course.assignment_labels(),
@@ -121,6 +107,7 @@ def write_access_file(
             timezone=plan.timezone,
             excel=excel,
             copy=plan.copy,
+            on_progress=None if progress is None else _reporter(progress),
         )
     counts = {
         "events": stats.rows,

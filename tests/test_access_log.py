@@ -403,6 +403,7 @@ def test_exact_bytes_of_a_small_export(tmp_path: Any) -> None:
     lake = open_location(root)
     window = access_window(NOW, 6, None, None)
     out = io.BytesIO()
+    progress: list[tuple[int, int]] = []
     stats = write_access_csv(
         lake,
         list_day_partitions(lake, window),
@@ -414,7 +415,11 @@ def test_exact_bytes_of_a_small_export(tmp_path: Any) -> None:
         users=users,
         timezone="America/New_York",
         excel=True,
+        on_progress=lambda rows, done: progress.append((rows, done)),
     )
+    # Rows as rendered, not line ends counted: a quoted cell below holds a CRLF.
+    assert progress[0] == (0, len("\ufeff".encode() + CSV_HEADER.encode()) + 2)
+    assert progress[-1] == (3, len(out.getvalue()))
     expected = (
         "\ufeff"
         "Username,Email,First Name,Last Name,Date/Time,Access Type,Assignment,Role,"
@@ -430,6 +435,18 @@ def test_exact_bytes_of_a_small_export(tmp_path: Any) -> None:
     )
     assert out.getvalue() == expected.encode("utf-8")
     assert stats == AccessCsvStats(rows=3, days=1, files=2)
+
+
+def test_progress_counts_every_row_once_in_order(fixture: Fixture) -> None:
+    progress: list[tuple[int, int]] = []
+    data, stats = engine_csv(
+        fixture,
+        access_window(NOW, 6, None, None),
+        on_progress=lambda rows, done: progress.append((rows, done)),
+    )
+    assert stats.rows > 0
+    assert progress == sorted(progress)
+    assert progress[-1] == (stats.rows, len(data))
 
 
 def test_empty_window_writes_the_header_only(fixture: Fixture) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import BinaryIO
@@ -26,6 +26,10 @@ from course_exports.access_log.window import AccessWindow, parse_timezone
 from course_exports.storage import Location
 from course_exports.tabular import csv_bytes
 
+#: Told the data rows and bytes of CSV made so far, after each piece (from the thread
+#: that renders: counted as they are made, not by scanning the bytes for line ends).
+Progress = Callable[[int, int], None]
+
 # Rows rendered to CSV text at a time, and chunks of text waiting for the writer thread:
 # together they bound the CSV bytes in memory (~4 x 131k rows x ~150 bytes).
 _RENDER_ROWS = 131_072
@@ -39,8 +43,11 @@ class _Writer:
     rendering of the next rows instead of stalling it.
     """
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, on_progress: Progress | None = None) -> None:
         self._out = out
+        self._on_progress = on_progress
+        self._rows = 0
+        self._bytes = 0
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_WRITE_QUEUE)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="access-csv-write", daemon=True)
@@ -54,9 +61,14 @@ class _Writer:
                 except BaseException as exc:  # re-raised in the caller's thread
                     self._error = exc
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, rows: int = 0) -> None:
+        """Queue ``data`` (``rows`` data rows of CSV) and report the totals so far."""
         self._raise_error()
         self._queue.put(data)
+        self._rows += rows
+        self._bytes += len(data)
+        if self._on_progress is not None:
+            self._on_progress(self._rows, self._bytes)
 
     def _raise_error(self) -> None:
         if self._error is not None:
@@ -101,6 +113,7 @@ def write_access_csv(
     timezone: str = "UTC",
     excel: bool = False,
     copy: CourseCopy | None = None,
+    on_progress: Progress | None = None,
 ) -> AccessCsvStats:
     """Write the access CSV of one course (CONTRACT 4.2) to ``out``, oldest row first.
 
@@ -109,7 +122,8 @@ def write_access_csv(
     and logout have none, so they go); ``user_ids`` keeps only those users; an empty
     sequence selects nothing. ``out`` only receives ``write(bytes)`` calls, in order.
     Broken log data raises LakeDataError, possibly after some rows were written: the
-    caller publishes the file only when this returns.
+    caller publishes the file only when this returns. ``on_progress(rows, bytes)`` is
+    called after each piece of CSV, from this thread.
     """
     timezone = parse_timezone(timezone)
     query = Query(
@@ -128,7 +142,7 @@ def write_access_csv(
     rows = 0
     files: set[str] = set()
     copied: set[date] = set()
-    with _Writer(out) as writer, Prefetcher(lake, days, query, copy) as prefetcher:
+    with _Writer(out, on_progress) as writer, Prefetcher(lake, days, query, copy) as prefetcher:
         writer.write((UTF8_BOM if excel else b"") + CSV_HEADER.encode() + b"\r\n")
         for batch in prefetcher:
             if batch.error is not None:
@@ -156,5 +170,6 @@ def _write_batch(
         .join(labels, on="assignment_id", how="left", maintain_order="left")
     )
     for offset in range(0, joined.height, _RENDER_ROWS):
-        writer.write(csv_bytes(render(joined.slice(offset, _RENDER_ROWS), timezone)))
+        piece = joined.slice(offset, _RENDER_ROWS)
+        writer.write(csv_bytes(render(piece, timezone)), piece.height)
     return joined.height
