@@ -132,6 +132,19 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 30.0) 
 # -- Prefect API reads -----------------------------------------------------------------
 
 
+def delete_flow_run(api_url: str, run_id: str, attempts: int = 6) -> None:
+    """Delete a run, retrying a 503 as Prefect's own client does: on SQLite the server
+    answers 503 when a write meets another one (SQLITE_BUSY_SNAPSHOT, which the busy
+    timeout does not wait out), and a run's delete writes its task runs, states and logs."""
+    for attempt in range(attempts):
+        response = httpx.delete(f"{api_url}/flow_runs/{run_id}", timeout=30)
+        if response.status_code != 503 or attempt == attempts - 1:
+            break
+        time.sleep(0.5 * 2**attempt)
+    if response.status_code != 404:  # gone already: what was wanted
+        response.raise_for_status()
+
+
 def flow_runs(api_url: str, **flow_run_filter: Any) -> list[dict[str, Any]]:
     body = {"flow_runs": flow_run_filter, "limit": 200}
     response = httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=30)

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_kit import Site, flow_runs, make_site, wait_for
+from e2e_kit import Site, delete_flow_run, flow_runs, make_site, wait_for
 
 from course_exports import links
 from course_exports.access_log import CSV_HEADER
@@ -74,7 +74,7 @@ def forget_runs_of(api_url: str, courses: list[int]) -> None:
     module's page as that course's. In production one lake means one course 1001."""
     tags = [course_tag(course) for course in courses]
     for run in flow_runs(api_url, tags={"any_": tags}):
-        httpx.delete(f"{api_url}/flow_runs/{run['id']}", timeout=30).raise_for_status()
+        delete_flow_run(api_url, run["id"])
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +145,6 @@ def course_runs(api_url: str, course: int, flow_name: str) -> list[dict[str, Any
 
 
 def _flow(api_url: str, run: dict[str, Any]) -> str:
-    import httpx
-
     flow = httpx.get(f"{api_url}/flows/{run['flow_id']}", timeout=30).json()
     return str(flow["name"])
 
@@ -315,8 +313,6 @@ def test_a_double_click_makes_one_run(
 
 def test_cli_export_watch_prints_the_link(site: tuple[Site, str], prefect_deployments: str) -> None:
     """``course-exports export … --watch`` triggers as the LMS does and waits for the link."""
-    import httpx
-
     lake_site, _ = site
     course = lake_site.summary.course_ids[1]
     teacher = lake_site.summary.teachers[course][0]
