@@ -62,7 +62,7 @@ DEPLOYMENTS = {
     "lti-settings": "export-lti-settings/export-lti-settings",
 }
 #: The step of each flow that is the export's own work (everything else is orchestration).
-WORK_STEPS = ("pack-course-zip", "write-access-csv", "write-lti-csv")
+WORK_STEPS = ("write-course-zip", "write-access-csv", "write-lti-csv")
 MIX = {"access-data": 200, "course": 80, "lti-settings": 20}
 DUPLICATES = {"access-data": 20, "course": 8, "lti-settings": 2}
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}

@@ -7,7 +7,7 @@ from course_exports.export_records import ExportKind, ExportResult
 from course_exports.settings import load_settings
 from flows.hooks import export_flow
 from flows.parameters import COURSE_ID, REQUEST_ID, REQUESTED_BY, PositiveId, param
-from tasks.course_export import pack_course_zip_task, plan_course_export_task
+from tasks.course_export import write_course_file_task
 from tasks.export import claim_export, conclude, exporting, publish_export
 from tasks.request import export_request
 
@@ -47,13 +47,14 @@ def export_course(
         return conclude(settings, request, checked, claim)
 
     with exporting(settings, request, checked, claim) as export:
-        plan = plan_course_export_task(
+        record = export.name_file(f"{top_folder(checked.course, export.record.created_at)}.zip")
+        written = write_course_file_task(
             settings,
+            record,
             checked.course,
             assignment_ids=request.selection["assignment_ids"],
             student_ids=request.selection["student_ids"],
+            heartbeat=export,
         )
-        record = export.name_file(f"{top_folder(checked.course, export.record.created_at)}.zip")
-        written = pack_course_zip_task(settings, record, checked.course, plan, export)
         result = publish_export(settings, request, checked, export, written)
     return result

@@ -1,4 +1,4 @@
-"""Steps of the course export: plan the workspaces, pack the zip."""
+"""The course export's write step: plan the workspaces, then pack the zip."""
 
 from __future__ import annotations
 
@@ -137,7 +137,25 @@ def pack_course_zip(
     return WrittenFile(out.size, out.sha256, counts)
 
 
-plan_course_export_task = io_task("plan-workspaces", timeout_seconds=1800)(plan_course_export)
-pack_course_zip_task = io_task("pack-course-zip", timeout_seconds=6 * 3600, delays=(10, 60))(
-    pack_course_zip
+def write_course_file(
+    settings: Settings,
+    record: ExportRecord,
+    course: Course,
+    *,
+    assignment_ids: Sequence[int] | None,
+    student_ids: Sequence[int] | None,
+    heartbeat: Heartbeat | None = None,
+) -> WrittenFile:
+    """Plan (a selection the course does not have is refused before a byte is written),
+    then pack: one step, as the other exports' write steps are, since each task run
+    costs the flow tens of ms and the server its events (issue 10); a retry plans again
+    from a fresh listing."""
+    plan = plan_course_export(
+        settings, course, assignment_ids=assignment_ids, student_ids=student_ids
+    )
+    return pack_course_zip(settings, record, course, plan, heartbeat)
+
+
+write_course_file_task = io_task("write-course-zip", timeout_seconds=6 * 3600, delays=(10, 60))(
+    write_course_file
 )
