@@ -4,6 +4,7 @@ and cycles still collected meanwhile."""
 from __future__ import annotations
 
 import gc
+import io
 import threading
 import weakref
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from course_exports.heap import YOUNG_THRESHOLD, fewer_collections
+from course_exports.zipstream import Source, ZipStreamWriter, stream_entries
 
 
 @pytest.fixture(autouse=True)
@@ -77,10 +79,6 @@ def test_cycles_are_still_collected_inside() -> None:
 
 
 def test_the_zip_pipeline_runs_with_fewer_collections() -> None:
-    import io
-
-    from course_exports.zipstream import Source, ZipStreamWriter, stream_entries
-
     seen: list[tuple[int, ...]] = []
 
     def sources() -> Iterator[Source]:

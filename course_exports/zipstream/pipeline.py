@@ -218,27 +218,30 @@ class _Pipeline:
     def run(self, sources: Iterable[Source]) -> Iterator[WrittenEntry]:
         # Several objects a file, alive for milliseconds: see heap.fewer_collections.
         with fewer_collections():
-            upcoming = _Peekable(sources)
-            try:
+            yield from self._run(sources)
+
+    def _run(self, sources: Iterable[Source]) -> Iterator[WrittenEntry]:
+        upcoming = _Peekable(sources)
+        try:
+            self._fill(upcoming)
+            while self._pending:
+                item = self._pending.popleft()
+                if isinstance(item, _Batch):
+                    yield from self._write_batch(item)
+                else:
+                    yield self._write_large(item, upcoming)
+                del item  # its buffers are out of the window now: free them before reading more
                 self._fill(upcoming)
-                while self._pending:
-                    item = self._pending.popleft()
-                    if isinstance(item, _Batch):
-                        yield from self._write_batch(item)
-                    else:
-                        yield self._write_large(item, upcoming)
-                    del item  # its buffers are out of the window now: free them before reading more
-                    self._fill(upcoming)
-                self._progress(final=True)
-            except BaseException as exc:  # GeneratorExit too: a consumer that stops early
-                self._writer.fail(f"{type(exc).__name__}: {exc}")
-                self._small_files.shutdown(cancel=True)
-                raise
-            finally:
-                self._cancelled.set()
-                self._read_pool.shutdown(wait=True, cancel_futures=True)
-                self._pack_pool.shutdown(wait=True, cancel_futures=True)
-                self._small_files.shutdown()
+            self._progress(final=True)
+        except BaseException as exc:  # GeneratorExit too: a consumer that stops early
+            self._writer.fail(f"{type(exc).__name__}: {exc}")
+            self._small_files.shutdown(cancel=True)
+            raise
+        finally:
+            self._cancelled.set()
+            self._read_pool.shutdown(wait=True, cancel_futures=True)
+            self._pack_pool.shutdown(wait=True, cancel_futures=True)
+            self._small_files.shutdown()
 
     def _pack_in_threads(
         self, arcnames: list[str], blobs: list[bytes], level: int
