@@ -9,10 +9,13 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from zipkit import DATE_TIME, NonSeekable, build, check_zip, noise, source, text
 
-from course_exports.zipstream import ArchiveError, ZipStreamWriter
+from course_exports.zipstream import ZIP64_LIMIT, ArchiveError, ZipStreamWriter
 from course_exports.zipstream import writer as zip_writer
+from course_exports.zipstream.compression import PackedEntry, pack
 from course_exports.zipstream.records import STORED
 
 
@@ -30,6 +33,92 @@ def test_names_are_flagged_utf8_and_validated() -> None:
         writer.add_bytes("dup.txt", b"2")
     writer.add_bytes("other.txt", b"3")  # a refused name does not spoil the archive
     writer.close()
+
+
+# -- a batch of whole entries -------------------------------------------------------------
+
+
+def _one_by_one_and_batched(
+    entries: list[PackedEntry], cuts: list[int], threshold: int
+) -> tuple[bytes, bytes, list[object], list[object]]:
+    outputs, written = [], []
+    for batched in (False, True):
+        out = io.BytesIO()
+        writer = ZipStreamWriter(
+            NonSeekable(out).stream, zip64_threshold=threshold, date_time=DATE_TIME
+        )
+        if batched:
+            got: list[object] = []
+            for start, end in zip([0, *cuts], [*cuts, len(entries)], strict=True):
+                got += writer.add_packed_all(entries[start:end])
+        else:
+            got = [writer.add_packed(entry) for entry in entries]
+        writer.close()
+        outputs.append(out.getvalue())
+        written.append(got)
+    return outputs[0], outputs[1], written[0], written[1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    files=st.lists(
+        st.tuples(
+            st.text(st.characters(blacklist_characters="\\/\x00"), min_size=1, max_size=12),
+            st.binary(max_size=300) | st.sampled_from([b"", b"a" * 500, b"abc" * 200]),
+        ),
+        max_size=25,
+        unique_by=lambda f: f[0].casefold(),
+    ),
+    cut_at=st.lists(st.integers(0, 25), max_size=4),
+    threshold=st.sampled_from([ZIP64_LIMIT, 600, 2_000, 100]),
+)
+def test_a_batch_writes_the_same_bytes_as_its_entries_one_by_one(
+    files: list[tuple[str, bytes]], cut_at: list[int], threshold: int
+) -> None:
+    """Whatever the names, sizes, batches and ZIP64 threshold (low ones send some entries
+    and offsets the general way mid-batch), the same archive as add_packed's."""
+    entries = [pack(f"d/{name}", data, 6) for name, data in files]
+    cuts = sorted(min(cut, len(entries)) for cut in cut_at)
+    single, batched, single_entries, batched_entries = _one_by_one_and_batched(
+        entries, cuts, threshold
+    )
+    assert batched == single
+    assert batched_entries == single_entries
+    with zipfile.ZipFile(io.BytesIO(batched)) as zf:
+        assert zf.testzip() is None
+        assert [zf.read(i) for i in zf.infolist()] == [data for _, data in files]
+
+
+def test_a_refused_name_mid_batch_leaves_the_entries_before_it_written() -> None:
+    """As one by one: the batch's entries before the duplicate are in the archive, the
+    writer stays usable, and nothing after it was written."""
+    entries = [pack(name, name.encode(), 6) for name in ("a.txt", "b.txt", "a.txt", "c.txt")]
+    out = io.BytesIO()
+    writer = ZipStreamWriter(NonSeekable(out).stream, date_time=DATE_TIME)
+    with pytest.raises(ArchiveError, match="two entries"):
+        writer.add_packed_all(entries)
+    assert writer.entry_count == 2
+    writer.add_packed_all([pack("d.txt", b"d", 6)])
+    writer.close()
+    with zipfile.ZipFile(io.BytesIO(out.getvalue())) as zf:
+        assert zf.namelist() == ["a.txt", "b.txt", "d.txt"]
+        assert zf.testzip() is None
+
+
+def test_a_batch_that_cannot_be_written_spoils_the_writer() -> None:
+    class Full(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: object) -> int:
+            raise OSError(28, "No space left on device")
+
+    writer = ZipStreamWriter(Full(), date_time=DATE_TIME)  # type: ignore[arg-type]
+    big = pack("big.bin", noise(2 << 20), 6)  # past the writer's buffer: written at once
+    with pytest.raises(OSError, match="No space"):
+        writer.add_packed_all([pack("a.txt", b"a", 6), big])
+    with pytest.raises(ArchiveError, match="unusable"):
+        writer.add_packed_all([pack("b.txt", b"b", 6)])
 
 
 # -- store or deflate --------------------------------------------------------------------

@@ -350,7 +350,7 @@ class _Pipeline:
                 self._reader, self._pack_in_threads, item.sources, self._options.level
             ).result()
             assert packed is not None
-        entries = [self._writer.add_packed(p) for p in packed]
+        entries = self._writer.add_packed_all(packed)
         self._own_batches -= item.own
         self.in_flight -= item.cost
         self._files_done += len(entries)

