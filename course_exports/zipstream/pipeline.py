@@ -4,9 +4,7 @@
   a batch in a second pool (zlib-ng releases the GIL, so threads use every core), and
   written whole: their headers carry CRC and sizes.
 * Files larger than a chunk are read chunk by chunk by one reader task; the chunks are
-  deflated in parallel like pigz (each primed with the previous 32 KiB and ended on a
-  sync flush, so they concatenate into one raw deflate stream) and written with a data
-  descriptor. CRC and SHA-256 are computed in order by the file's reader.
+  deflated in parallel like pigz and written with a data descriptor (:mod:`.streamed`).
 * Uncompressed bytes in flight are bounded by a window that the writer grants in source
   order: a read only starts once the window has room, and room only comes back once the
   bytes are written, so memory stays bounded whatever the course size and the in-order
@@ -17,25 +15,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from queue import Queue
+from dataclasses import dataclass
 from typing import Any
 
-from zlib_ng import zlib_ng as zlib
-
 from course_exports.heap import fewer_collections
-from course_exports.zipstream.compression import (
-    deflate_chunk,
-    max_deflated_size,
-    primer_of,
-    streamed_method,
-)
+from course_exports.zipstream.compression import max_deflated_size
 from course_exports.zipstream.processes import (
     AFTER_SMALL_FILES,
     Packed,
@@ -44,13 +33,15 @@ from course_exports.zipstream.processes import (
     pack_files,
     pack_named,
 )
-from course_exports.zipstream.reading import (
-    ChunkReader,
-    Reader,
-    Source,
-    check_size,
+from course_exports.zipstream.reading import Reader, Source
+from course_exports.zipstream.streamed import (
+    End,
+    Failed,
+    Start,
+    Streamed,
+    StreamMessage,
+    read_streamed,
 )
-from course_exports.zipstream.records import DEFLATED, STORED
 from course_exports.zipstream.writer import ArchiveError, WrittenEntry, ZipStreamWriter
 
 __all__ = ["CHUNK_BYTES", "stream_entries", "write_entries"]
@@ -84,37 +75,6 @@ class _Batch:
     own: bool = False  # packed by this process while every packer was full
 
 
-@dataclass(frozen=True)
-class _Start:
-    method: int
-
-
-@dataclass(frozen=True)
-class _End:
-    size: int
-    crc32: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class _Failed:
-    error: BaseException
-
-
-_StreamMessage = _Start | _End | _Failed | Future[bytes] | bytes | memoryview
-
-
-@dataclass(eq=False)
-class _Streamed:
-    """A file larger than a chunk: one reader task, chunks deflated in parallel."""
-
-    source: Source
-    chunk_costs: list[int]
-    granted: int = 0
-    permits: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
-    messages: Queue[_StreamMessage] = field(default_factory=Queue)
-
-
 class _Peekable:
     def __init__(self, items: Iterable[Source]) -> None:
         self._items: Iterator[Source] = iter(items)
@@ -146,42 +106,6 @@ def _read_batch(
     return submit([source.arcname for source in sources], blobs, level)
 
 
-def _read_streamed(
-    reader: Reader, pool: ThreadPoolExecutor, item: _Streamed, options: _Options
-) -> None:
-    """The reader task of a large file: messages go to the writer through ``item.messages``."""
-    source, chunks = item.source, len(item.chunk_costs)
-    crc, sha = 0, hashlib.sha256()
-    primer: bytes | None = None
-    method = STORED
-    files = ChunkReader(reader, source)
-    try:
-        for index, cost in enumerate(item.chunk_costs):
-            while not item.permits.acquire(timeout=0.2):  # the window grants chunks in order
-                reader.check_cancelled()
-            data = files.read(cost)
-            if len(data) != cost:
-                check_size(source, files.offset)
-            crc = zlib.crc32(data, crc)
-            sha.update(data)
-            last = index == chunks - 1
-            if last and files.read(1):
-                check_size(source, files.offset, grew=True)
-            if index == 0:
-                method = streamed_method(source.arcname, data, options.level)
-                item.messages.put(_Start(method))
-            if method == DEFLATED:
-                item.messages.put(pool.submit(deflate_chunk, data, primer, options.level, last))
-                primer = primer_of(data)
-            else:
-                item.messages.put(data)
-        item.messages.put(_End(files.offset, crc, sha.hexdigest()))
-    except BaseException as exc:
-        item.messages.put(_Failed(exc))
-    finally:
-        files.close()
-
-
 class _Pipeline:
     """Reads, deflates and writes sources in order, within a window of bytes in flight."""
 
@@ -207,8 +131,8 @@ class _Pipeline:
         self._read_pool = ThreadPoolExecutor(read_workers, thread_name_prefix="zip-read")
         self._pack_pool = ThreadPoolExecutor(compress_workers, thread_name_prefix="zip-deflate")
         self._small_files = small_files
-        self._pending: deque[_Batch | _Streamed] = deque()
-        self._granting: _Streamed | None = None
+        self._pending: deque[_Batch | Streamed] = deque()
+        self._granting: Streamed | None = None
         self.in_flight = 0
         self._own_batches = 0
         self._files_done = 0
@@ -324,12 +248,14 @@ class _Pipeline:
     def _start_large(self, source: Source) -> None:
         chunk = self._options.chunk_bytes
         costs = [min(chunk, source.size - start) for start in range(0, source.size, chunk)]
-        item = _Streamed(source, costs)
-        self._read_pool.submit(_read_streamed, self._reader, self._pack_pool, item, self._options)
+        item = Streamed(source, costs)
+        self._read_pool.submit(
+            read_streamed, self._reader, self._pack_pool, item, self._options.level
+        )
         self._pending.append(item)
         self._granting = item
 
-    def _grant_chunk(self, item: _Streamed) -> bool:
+    def _grant_chunk(self, item: Streamed) -> bool:
         cost = item.chunk_costs[item.granted]
         if not self._has_room(cost):
             return False
@@ -358,10 +284,10 @@ class _Pipeline:
         self._progress()
         return entries
 
-    def _write_large(self, item: _Streamed, upcoming: _Peekable) -> WrittenEntry:
+    def _write_large(self, item: Streamed, upcoming: _Peekable) -> WrittenEntry:
         source, chunks = item.source, len(item.chunk_costs)
         start = self._receive(item)
-        if not isinstance(start, _Start):
+        if not isinstance(start, Start):
             raise AssertionError(f"unexpected message {start!r}")
         self._writer.begin_entry(
             source.arcname, start.method, max_deflated_size(source.size, chunks)
@@ -379,15 +305,15 @@ class _Pipeline:
             self._progress()
             self._fill(upcoming)  # room was given back: keep the readers busy
         end = self._receive(item)
-        if not isinstance(end, _End):
+        if not isinstance(end, End):
             raise AssertionError(f"unexpected message {end!r}")
         self._files_done += 1
         return self._writer.end_entry(end.size, end.crc32, end.sha256)
 
     @staticmethod
-    def _receive(item: _Streamed) -> _StreamMessage:
+    def _receive(item: Streamed) -> StreamMessage:
         message = item.messages.get()
-        if isinstance(message, _Failed):
+        if isinstance(message, Failed):
             raise message.error
         return message
 
