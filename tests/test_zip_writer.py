@@ -89,6 +89,26 @@ def test_a_batch_writes_the_same_bytes_as_its_entries_one_by_one(
         assert [zf.read(i) for i in zf.infolist()] == [data for _, data in files]
 
 
+def test_a_batch_of_large_entries_is_written_as_it_goes() -> None:
+    """Whatever a caller passes, the batch is not joined whole in memory: it goes out in
+    pieces of about the writer's buffer."""
+    writes: list[int] = []
+
+    class Sizes(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: object) -> int:
+            writes.append(len(memoryview(data)))  # type: ignore[arg-type]
+            return writes[-1]
+
+    writer = ZipStreamWriter(Sizes(), date_time=DATE_TIME)  # type: ignore[arg-type]
+    blobs = [noise(700_000, seed=i) for i in range(6)]
+    writer.add_packed_all([pack(f"big{i}.bin", blob, 6) for i, blob in enumerate(blobs)])
+    assert max(writes) < 2 * 700_000 + 1024
+    assert sum(writes) + len(writer._buffer) == writer.bytes_written
+
+
 def test_a_refused_name_mid_batch_leaves_the_entries_before_it_written() -> None:
     """As one by one: the batch's entries before the duplicate are in the archive, the
     writer stays usable, and nothing after it was written."""

@@ -201,6 +201,8 @@ class ZipStreamWriter:
                 written.append(
                     WrittenEntry(arcname, size, csize, crc32, sha256, _METHOD_NAMES[method])
                 )
+                if offset - self._offset >= _OUT_BUFFER:  # large entries: no big joined copy
+                    self._flush_batch(pieces, directory, offset)
             self._flush_batch(pieces, directory, offset)
         except ArchiveError:
             raise  # a refused name: the writer is still as it was after the entries before
