@@ -23,8 +23,8 @@ __all__ = [
     "dos_date_time",
     "end_records",
     "local_header",
-    "small_central_header",
-    "small_local_header",
+    "pack_central_header",
+    "pack_local_header",
 ]
 
 DateTime = tuple[int, int, int, int, int, int]
@@ -190,42 +190,24 @@ def local_header(record: EntryRecord, mod_time: int, mod_date: int) -> bytes:
         )  # fmt: skip
         csize = size = ZIP64_LIMIT
         version = VERSION_ZIP64
-    header = LOCAL.pack(
-        signature=LOCAL_FILE_HEADER, version_needed=version, flags=record.flags,
-        method=record.method, mod_time=mod_time, mod_date=mod_date, crc32=record.crc32,
-        compressed_size=csize, size=size, name_length=len(record.name), extra_length=len(extra),
+    return pack_local_header(
+        record.name, record.flags, record.method, record.crc32, csize, size, mod_time,
+        mod_date, version=version, extra=extra,
     )  # fmt: skip
-    return header + record.name + extra
 
 
-def small_local_header(
-    name: bytes, method: int, crc32: int, compressed_size: int, size: int, mod_time: int,
-    mod_date: int,
+def pack_local_header(
+    name: bytes, flags: int, method: int, crc32: int, compressed_size: int, size: int,
+    mod_time: int, mod_date: int, *, version: int = VERSION_DEFAULT, extra: bytes = b"",
 ) -> bytes:  # fmt: skip
-    """:func:`local_header` of a whole entry (CRC and sizes known, UTF-8 name) that needs
-    no ZIP64 field: a batch of small files' common case, in one call."""
+    """A local header from its fields, as :func:`local_header` decided them; a batch of
+    small files (no ZIP64 field: the defaults) calls it directly, with no record."""
     header = LOCAL.pack(
-        signature=LOCAL_FILE_HEADER, version_needed=VERSION_DEFAULT, flags=FLAG_UTF8,
-        method=method, mod_time=mod_time, mod_date=mod_date, crc32=crc32,
-        compressed_size=compressed_size, size=size, name_length=len(name), extra_length=0,
+        signature=LOCAL_FILE_HEADER, version_needed=version, flags=flags, method=method,
+        mod_time=mod_time, mod_date=mod_date, crc32=crc32, compressed_size=compressed_size,
+        size=size, name_length=len(name), extra_length=len(extra),
     )  # fmt: skip
-    return header + name
-
-
-def small_central_header(
-    name: bytes, method: int, crc32: int, compressed_size: int, size: int, offset: int,
-    mod_time: int, mod_date: int,
-) -> bytes:  # fmt: skip
-    """:func:`central_header` of the entry :func:`small_local_header` began (sizes and
-    offset all under the ZIP64 threshold)."""
-    header = CENTRAL.pack(
-        signature=CENTRAL_FILE_HEADER, version_made_by=MADE_BY_UNIX | VERSION_DEFAULT,
-        version_needed=VERSION_DEFAULT, flags=FLAG_UTF8, method=method, mod_time=mod_time,
-        mod_date=mod_date, crc32=crc32, compressed_size=compressed_size, size=size,
-        name_length=len(name), extra_length=0, comment_length=0, disk_start=0,
-        internal_attr=0, external_attr=REGULAR_FILE_ATTRS, local_header_offset=offset,
-    )  # fmt: skip
-    return header + name
+    return header + name + extra
 
 
 def data_descriptor(crc32: int, compressed_size: int, size: int, zip64: bool) -> bytes:
@@ -254,14 +236,27 @@ def central_header(record: EntryRecord, mod_time: int, mod_date: int, threshold:
         extra = EXTRA_HEADER.pack(tag=ZIP64_EXTRA_TAG, length=8 * len(fields))
         extra += struct.pack(f"<{len(fields)}Q", *fields)  # sizes and offset, those used
     version = VERSION_ZIP64 if fields else VERSION_DEFAULT
+    return pack_central_header(
+        record.name, record.flags, record.method, record.crc32, csize, size, offset,
+        mod_time, mod_date, version=version, extra=extra,
+    )  # fmt: skip
+
+
+def pack_central_header(
+    name: bytes, flags: int, method: int, crc32: int, compressed_size: int, size: int,
+    offset: int, mod_time: int, mod_date: int, *, version: int = VERSION_DEFAULT,
+    extra: bytes = b"",
+) -> bytes:  # fmt: skip
+    """A central directory header from its fields, as :func:`central_header` decided
+    them; a batch of small files (no ZIP64 field: the defaults) calls it directly."""
     header = CENTRAL.pack(
         signature=CENTRAL_FILE_HEADER, version_made_by=MADE_BY_UNIX | version,
-        version_needed=version, flags=record.flags, method=record.method, mod_time=mod_time,
-        mod_date=mod_date, crc32=record.crc32, compressed_size=csize, size=size,
-        name_length=len(record.name), extra_length=len(extra), comment_length=0, disk_start=0,
+        version_needed=version, flags=flags, method=method, mod_time=mod_time,
+        mod_date=mod_date, crc32=crc32, compressed_size=compressed_size, size=size,
+        name_length=len(name), extra_length=len(extra), comment_length=0, disk_start=0,
         internal_attr=0, external_attr=REGULAR_FILE_ATTRS, local_header_offset=offset,
     )  # fmt: skip
-    return header + record.name + extra
+    return header + name + extra
 
 
 def end_records(

@@ -178,7 +178,7 @@ class ZipStreamWriter:
         directory: list[bytes] = []
         offset, threshold = self._offset, self.zip64_threshold
         time_, date = self._time, self._date
-        small_entry, central_entry = records.small_local_header, records.small_central_header
+        local_entry, central_entry = records.pack_local_header, records.pack_central_header
         try:
             for entry in packed:
                 arcname, size, crc32, sha256, method, payload = entry
@@ -193,9 +193,12 @@ class ZipStreamWriter:
                 except ArchiveError:  # refused: the entries before it go out, as one by one
                     self._flush_batch(pieces, directory, offset)
                     raise
-                pieces += (small_entry(name, method, crc32, csize, size, time_, date), payload)
+                pieces += (
+                    local_entry(name, FLAG_UTF8, method, crc32, csize, size, time_, date),
+                    payload,
+                )
                 directory.append(
-                    central_entry(name, method, crc32, csize, size, offset, time_, date)
+                    central_entry(name, FLAG_UTF8, method, crc32, csize, size, offset, time_, date)
                 )
                 offset += records.LOCAL.size + len(name) + csize
                 written.append(
