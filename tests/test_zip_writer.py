@@ -65,7 +65,7 @@ def _one_by_one_and_batched(
         st.tuples(
             st.text(
                 # Names a zip can hold: UTF-8 (no lone surrogates), relative, no NUL.
-                st.characters(blacklist_categories=("Cs",), blacklist_characters="\\/\x00"),
+                st.characters(codec="utf-8", blacklist_characters="\\/\x00"),
                 min_size=1,
                 max_size=12,
             ),
